@@ -1,0 +1,41 @@
+"""hvdlm: data-parallel language-model training with Horovod on HPC clusters."""
+from setuptools import find_packages, setup
+
+setup(
+    name="hvdlm",
+    version="0.1.0",
+    description="Raw text to trained language models with Horovod ring-allreduce, on Slurm or a laptop",
+    packages=find_packages(include=["hvdlm", "hvdlm.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.1,<2.15",
+        "numpy>=1.24,<3",
+        "h5py>=3.8,<4",
+        # Built from source by scripts/install_horovod.sh (patched for C++17), not from PyPI.
+        "horovod==0.28.1",
+        "submitit>=1.5,<2",
+        "tokenizers>=0.15,<0.24",
+        "tqdm>=4.60,<5",
+        "tensorboard>=2.12,<3",
+        "matplotlib>=3.7,<4",
+        "tomli>=2.0,<3; python_version<'3.11'",
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=7.4,<10",
+            "pytest-timeout>=2.2,<3",
+            "hypothesis>=6.80,<7",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "hvdlm-preprocess=hvdlm.preprocess:main",
+            "hvdlm-verify=hvdlm.verify:main",
+            "hvdlm-train=hvdlm.train:main",
+            "hvdlm-evaluate=hvdlm.evaluate:main",
+            "hvdlm-generate=hvdlm.generate:main",
+            "hvdlm-launch=hvdlm.launch:main",
+            "hvdlm-submit=hvdlm.submit:main",
+        ],
+    },
+)
