@@ -83,7 +83,7 @@ fi
 
 "$PYTHON" -m pip install --quiet --no-deps --force-reinstall "$wheel_dir"/horovod-*.whl
 # Horovod's own runtime dependencies (the wheel was installed without them).
-"$PYTHON" -m pip install --quiet "cloudpickle>=2,<4" "psutil>=5,<8" "pyyaml>=6,<7" "packaging>=21"
+"$PYTHON" -m pip install --quiet "cffi>=1.4" "cloudpickle>=2,<4" "psutil>=5,<8" "pyyaml>=6,<7" "packaging>=21"
 
 bindir=$(dirname "$("$PYTHON" -c 'import sys; print(sys.executable)')")
 check=$("$bindir/horovodrun" --check-build)

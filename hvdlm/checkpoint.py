@@ -1,0 +1,121 @@
+"""Checkpoints: atomic, checksummed, loaded without unpickling arbitrary objects.
+
+RUN/checkpoints/step-NNNNNNNN.pt holds a plain dict (model and optimizer state dicts, step,
+consumed_samples, per-rank RNG states, the config as a dict, tokenizer_sha256, world_size);
+step-NNNNNNNN.pt.sha256 holds its checksum, and `latest` names the newest file. Each file is
+written to a temporary name, fsynced and renamed, so a crash or a full disk leaves the previous
+checkpoint intact. Loading uses `torch.load(weights_only=True)`: a file that needs any other
+unpickling is refused. A corrupt newest checkpoint is reported and the one before it is used.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hvdlm.errors import CheckpointError
+
+log = logging.getLogger("hvdlm")
+NAME = re.compile(r"^step-(\d{8})\.pt$")
+
+
+def checkpoint_dir(run: str | Path) -> Path:
+    return Path(run) / "checkpoints"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save(run: str | Path, state: dict[str, Any], keep: int) -> Path:
+    """Write step-NNNNNNNN.pt (+ .sha256, then `latest`), then drop all but the newest `keep`."""
+    folder = checkpoint_dir(run)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step-{state['step']:08d}.pt"
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    try:
+        _write_atomic(path.with_name(path.name + ".sha256"), hashlib.sha256(data).hexdigest().encode())
+        _write_atomic(path, data)
+        _write_atomic(folder / "latest", path.name.encode())
+        _fsync_dir(folder)
+    except OSError as err:
+        raise CheckpointError(f"{path}: could not save checkpoint ({err.strerror or err}); "
+                              "the previous checkpoint is intact") from None
+    for old in list_checkpoints(run)[:-keep]:
+        old.unlink(missing_ok=True)
+        old.with_name(old.name + ".sha256").unlink(missing_ok=True)
+    return path
+
+
+def list_checkpoints(run: str | Path) -> list[Path]:
+    """Checkpoint files of a run, oldest first."""
+    folder = checkpoint_dir(run)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if NAME.match(p.name))
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """Load one checkpoint after checking its checksum; CheckpointError if it is not sound."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({err.strerror})") from None
+    sidecar = path.with_name(path.name + ".sha256")
+    if not sidecar.exists():
+        raise CheckpointError(f"{path}: no checksum file {sidecar.name} beside it")
+    if sidecar.read_text().strip() != hashlib.sha256(data).hexdigest():
+        raise CheckpointError(f"{path}: checksum mismatch (truncated or corrupted)")
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f"{path}: refused, not a plain weights-only checkpoint ({first})") from None
+    missing = {"model", "optimizer", "step", "consumed_samples", "config"} - set(state)
+    if missing:
+        raise CheckpointError(f"{path}: not an hvdlm checkpoint (missing {', '.join(sorted(missing))})")
+    return state
+
+
+def load_latest(run: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest sound checkpoint of a run, skipping (and reporting) corrupt ones.
+
+    None if the run has no checkpoint at all; CheckpointError if none of them is sound.
+    """
+    candidates = list_checkpoints(run)
+    problems = []
+    for path in reversed(candidates):
+        try:
+            return path, load(path)
+        except CheckpointError as err:
+            log.warning("skipping checkpoint: %s", err)
+            problems.append(str(err))
+    if problems:
+        raise CheckpointError(f"no usable checkpoint in {checkpoint_dir(run)}: {problems[0]}")
+    return None

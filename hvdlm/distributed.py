@@ -1,0 +1,101 @@
+"""Everything Horovod, in one place (the only module that imports it).
+
+The distributed steps, in the order Horovod's own examples use them:
+  1. `init()`              hvd.init(); threads per rank = cores / local ranks; pin the GPU.
+  2. `wrap_optimizer()`    hvd.DistributedOptimizer: ring-allreduce of averaged gradients,
+                           once per `grad_accum` backward passes, optional fp16 on the wire.
+  3. `broadcast_model()`   parameters from rank 0 (a fresh optimizer has no state to send).
+  4. `clip_and_step()`     synchronize(), clip, then step() without a second allreduce.
+  5. `mean()`, `sum_()`    metrics across ranks; `gather_object()` for per-rank RNG states.
+
+Works without horovodrun too: a lone `python -m hvdlm.train` is a world of size 1.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import horovod.torch as hvd
+import torch
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int
+    size: int
+    local_rank: int
+    local_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init(device: str = "auto") -> World:
+    """Start Horovod, share the cores fairly between local ranks, choose this rank's device."""
+    hvd.init()
+    cores = len(os.sched_getaffinity(0))
+    # Oversubscribed intra-op threads make every rank slower; OMP_NUM_THREADS wins if set.
+    threads = int(os.environ.get("OMP_NUM_THREADS", 0)) or max(1, cores // hvd.local_size())
+    torch.set_num_threads(threads)
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        torch.cuda.set_device(hvd.local_rank())
+        dev = torch.device("cuda", hvd.local_rank())
+    else:
+        dev = torch.device("cpu")
+    return World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), dev)
+
+
+def wrap_optimizer(optimizer: torch.optim.Optimizer, model: torch.nn.Module, grad_accum: int,
+                   fp16_allreduce: bool) -> torch.optim.Optimizer:
+    compression = hvd.Compression.fp16 if fp16_allreduce else hvd.Compression.none
+    return hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters(),
+                                    backward_passes_per_step=grad_accum, op=hvd.Average,
+                                    compression=compression)
+
+
+def broadcast_model(model: torch.nn.Module) -> None:
+    hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+
+
+def clip_and_step(optimizer: torch.optim.Optimizer, params: Iterable[torch.nn.Parameter],
+                  max_norm: float) -> tuple[float, bool]:
+    """Finish the allreduce, clip, and step unless the gradients are non-finite.
+
+    Returns (gradient norm, stepped). The norm is of the averaged gradients, identical on
+    every rank, so all ranks take the same decision without another collective.
+    """
+    optimizer.synchronize()
+    norm = torch.nn.utils.clip_grad_norm_(list(params), max_norm if max_norm > 0 else math.inf)
+    norm = float(norm)
+    stepped = math.isfinite(norm)
+    if stepped:
+        with optimizer.skip_synchronize():
+            optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return norm, stepped
+
+
+def sum_(values: torch.Tensor, name: str) -> torch.Tensor:
+    """Element-wise sum over ranks (fp64 on CPU, so counts and loss sums stay exact)."""
+    return hvd.allreduce(values.detach().double().cpu(), op=hvd.Sum, name=name)
+
+
+def mean(values: torch.Tensor, name: str) -> torch.Tensor:
+    return hvd.allreduce(values.detach().double().cpu(), op=hvd.Average, name=name)
+
+
+def gather_object(obj: Any, name: str) -> list[Any]:
+    return hvd.allgather_object(obj, name=name)
+
+
+def barrier() -> None:
+    hvd.barrier()
+
+
+def shutdown() -> None:
+    hvd.shutdown()

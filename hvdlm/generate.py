@@ -1,0 +1,91 @@
+"""Sample a continuation from a run's latest checkpoint.
+
+    python -m hvdlm.generate --run RUN --prompt "def main(" [--max-new-tokens 200]
+        [--temperature 0.8] [--top-k 50] [--seed 0]
+
+Prints the prompt followed by the continuation. Sampling stops at the end-of-text token.
+The tokenizer is the one the run was trained with (`--tokenizer` to point at it when the
+run's dataset has moved).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from hvdlm import cli, shards
+from hvdlm.errors import DataError
+from hvdlm.evaluate import load_run_model
+from hvdlm.tokenizer import Tokenizer, load_tokenizer
+
+
+@torch.no_grad()
+def sample(model: torch.nn.Module, ids: list[int], max_new_tokens: int, seq_len: int,
+           temperature: float = 1.0, top_k: int = 0, eos_id: int | None = None,
+           generator: torch.Generator | None = None) -> list[int]:
+    """Autoregressive sampling; the context is cropped to the model's last `seq_len` tokens."""
+    out = list(ids)
+    for _ in range(max_new_tokens):
+        context = torch.tensor([out[-seq_len:]], dtype=torch.long)
+        logits = model(context)[0, -1].float()                     # (vocab,)
+        if temperature == 0:
+            token = int(logits.argmax())
+        else:
+            logits = logits / temperature
+            if top_k:
+                kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
+                logits[logits < kth] = -float("inf")
+            token = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
+        if token == eos_id:
+            break
+        out.append(token)
+    return out[len(ids):]
+
+
+def _run_tokenizer(run: Path, state: dict, override: str | None) -> Tokenizer:
+    """The run's tokenizer: --tokenizer, else that of the dataset in RUN/data_dir.txt."""
+    candidates = [Path(override)] if override else []
+    data_dir_file = run / "data_dir.txt"
+    if data_dir_file.exists():
+        data_dir = Path(data_dir_file.read_text().strip())
+        candidates.append(shards.load_manifest(data_dir).tokenizer_path)
+    for path in candidates:
+        tokenizer = load_tokenizer(path)
+        if tokenizer.sha256 == state.get("tokenizer_sha256"):
+            return tokenizer
+        raise DataError(f"{path}: not the tokenizer run {run} was trained with (sha256 mismatch)")
+    raise DataError(f"{run}: cannot find the run's tokenizer; pass --tokenizer FILE")
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    parser = cli.ArgumentParser(prog="hvdlm.generate", description=__doc__.split("\n")[0])
+    parser.add_argument("--run", required=True, help="run folder with checkpoints/")
+    parser.add_argument("--prompt", required=True, help="text to continue")
+    parser.add_argument("--max-new-tokens", type=int, default=200)
+    parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    parser.add_argument("--top-k", type=int, default=50, help="0 = no top-k filter")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tokenizer", help="tokenizer.json (default: the run's dataset's)")
+    args = parser.parse_args(argv)
+    if args.max_new_tokens < 0 or args.temperature < 0 or args.top_k < 0:
+        parser.error("--max-new-tokens, --temperature and --top-k must be >= 0")
+
+    run = Path(args.run)
+    model, state = load_run_model(run)
+    tokenizer = _run_tokenizer(run, state, args.tokenizer)
+    ids = tokenizer.encode(args.prompt) or [tokenizer.eos_id]
+    generator = torch.Generator().manual_seed(args.seed)
+    new = sample(model, ids, args.max_new_tokens, state["config"]["model"]["seq_len"],
+                 args.temperature, args.top_k, tokenizer.eos_id, generator)
+    print(args.prompt + tokenizer.decode(new))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.run(_main, argv, prog="hvdlm.generate")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""Language models: pure PyTorch, no Horovod, no Slurm. `build_model(cfg)` picks one."""
+from __future__ import annotations
+
+from torch import nn
+
+from hvdlm.config import ModelConfig
+from hvdlm.models.gpt import GPT
+from hvdlm.models.rnn import RNNLM
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """A model for `cfg.arch`; `cfg.vocab_size` must be set (from the dataset's manifest)."""
+    if cfg.vocab_size <= 0:
+        raise ValueError("ModelConfig.vocab_size must be set before building a model")
+    return GPT(cfg) if cfg.arch == "gpt" else RNNLM(cfg)
+
+
+def count_parameters(model: nn.Module, exclude_embeddings: bool = False) -> int:
+    """Parameters, counting tied tensors once; optionally without position/token tables."""
+    seen, total = set(), 0
+    for name, p in model.named_parameters():
+        if id(p) in seen or (exclude_embeddings and "wpe" in name):
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total

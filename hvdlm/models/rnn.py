@@ -1,0 +1,39 @@
+"""The classic recurrent language model: Embedding -> multi-layer LSTM/GRU/RNN -> Linear.
+
+As in Zaremba et al. (2014) and PyTorch's word_language_model example; the output layer may
+share the embedding matrix (Press & Wolf, 2017), which needs n_embd == hidden size (it is here:
+one width, `n_embd`, for both).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from hvdlm.config import ModelConfig
+
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+class RNNLM(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+        # Dropout between recurrent layers only exists for n_layer > 1 (PyTorch warns otherwise).
+        self.rnn = CELLS[cfg.arch](cfg.n_embd, cfg.n_embd, num_layers=cfg.n_layer, batch_first=True,
+                                   dropout=cfg.dropout if cfg.n_layer > 1 else 0.0)
+        self.head = nn.Linear(cfg.n_embd, cfg.vocab_size)
+        if cfg.tie_embeddings:
+            self.head.weight = self.embed.weight
+        nn.init.uniform_(self.embed.weight, -0.1, 0.1)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """idx (B, T) token ids -> logits (B, T, vocab). Each window starts from a zero state."""
+        x = self.drop(self.embed(idx))     # (B, T, C)
+        out, _ = self.rnn(x)               # (B, T, C)
+        return self.head(self.drop(out))   # (B, T, V)
+
+    def flops_per_token(self) -> float:
+        return 6 * sum(p.numel() for p in self.parameters())

@@ -1,0 +1,63 @@
+"""What a run writes besides checkpoints: RUN/metrics.jsonl, RUN/tb/, RUN/log.txt.
+
+Only rank 0 writes. Every metrics record is one JSON object with a `step`; on resume the
+files are appended to, never truncated.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("hvdlm")
+
+
+def setup_logging(run: Path | None, rank: int) -> None:
+    """Log lines to stderr (every rank, tagged) and RUN/log.txt (rank 0)."""
+    log.setLevel(logging.INFO)
+    log.handlers.clear()
+    log.propagate = False
+    fmt = logging.Formatter(f"%(asctime)s [rank {rank}] %(levelname)s %(message)s", "%H:%M:%S")
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(fmt)
+    console.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    log.addHandler(console)
+    if run is not None:
+        file = logging.FileHandler(run / "log.txt")
+        file.setFormatter(fmt)
+        log.addHandler(file)
+
+
+class MetricsWriter:
+    """Appends records to metrics.jsonl and mirrors numbers to TensorBoard."""
+
+    def __init__(self, run: Path):
+        self.path = run / "metrics.jsonl"
+        self.file = open(self.path, "a", buffering=1)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(str(run / "tb"))
+        except ImportError:  # tensorboard is a dependency; keep training if it is broken
+            log.warning("tensorboard unavailable; metrics go to metrics.jsonl only")
+            self.tb = None
+
+    def write(self, record: dict[str, Any]) -> None:
+        record = {"time": round(time.time(), 3), **record}
+        self.file.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for key, value in record.items():
+                if key not in ("step", "time") and isinstance(value, (int, float)):
+                    self.tb.add_scalar(key, value, record["step"])
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def read_metrics(run: str | Path) -> list[dict[str, Any]]:
+    path = Path(run) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
