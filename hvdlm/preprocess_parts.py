@@ -1,0 +1,231 @@
+"""Preprocessing internals: the worker pool, the per-batch jobs, task parts and the report.
+
+Workers clean (PII), fingerprint and encode batches of documents; results come back in
+submission order, so the output never depends on the number of workers. The parent writes a
+task's part (`tokens.bin` + `docs.npz` + `part.json`), which `hvdlm.preprocess`'s merge step
+turns into shards. Run through `python -m hvdlm.preprocess ... --workers N`.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from hvdlm import corpus
+from hvdlm.corpus import PII_KINDS, ReadStats
+from hvdlm.errors import DataError
+from hvdlm.tokenizer import Tokenizer, load_tokenizer
+
+_TOKENIZER: Tokenizer | None = None  # per process: loaded once by the pool initialiser
+
+
+def _init_worker(tokenizer_path: str | None, child: bool) -> None:
+    global _TOKENIZER
+    if child:
+        # N processes already use the N cores; HF's own threads would only oversubscribe.
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    _TOKENIZER = load_tokenizer(tokenizer_path) if tokenizer_path else None
+
+
+class Pool:
+    """`workers` spawned processes (or this process when 1), mapping jobs over batches."""
+
+    def __init__(self, workers: int, tokenizer_path: str | None) -> None:
+        self.workers, self.tokenizer_path = workers, tokenizer_path
+        self._pool = None
+
+    def __enter__(self) -> "Pool":
+        if self.workers > 1:
+            # spawn, not fork: the parent may hold HF threads (BPE training) or open files.
+            ctx = mp.get_context("spawn")
+            self._pool = ctx.Pool(self.workers, _init_worker, (self.tokenizer_path, True))
+        else:
+            _init_worker(self.tokenizer_path, False)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+
+    def map(self, job: Callable, batches: Iterable[list[str]], *args: Any) -> Iterator[Any]:
+        """job(batch, *args) for each batch, results in order, at most 2N batches in flight.
+
+        Batches are read in this (the calling) thread, so a bad input file raises here, and
+        reading never runs far ahead of encoding.
+        """
+        if self._pool is None:
+            for batch in batches:
+                yield job(batch, *args)
+            return
+        pending: deque = deque()
+        for batch in batches:
+            pending.append(self._pool.apply_async(job, (batch, *args)))
+            if len(pending) >= 2 * self.workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+# ---- jobs (run in workers) -----------------------------------------------------------------
+
+@dataclass
+class Scan:
+    digests: np.ndarray  # [n, 16] uint8
+    n_bytes: np.ndarray  # [n] int64
+
+
+@dataclass
+class Encoded:
+    tokens: np.ndarray  # all documents' ids, each followed by end-of-text
+    n_tokens: np.ndarray  # [n] int64
+    n_bytes: np.ndarray  # [n] int64, UTF-8 bytes of each document's text
+    digests: np.ndarray  # [n, 16] uint8
+    empty: int
+    redacted: dict[str, int]
+
+
+def _fingerprints(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    raw = [t.encode("utf-8") for t in texts]
+    digests = np.frombuffer(b"".join(corpus.digest_bytes(r) for r in raw), dtype=np.uint8)
+    n_bytes = np.fromiter(map(len, raw), dtype=np.int64, count=len(raw))
+    return digests.reshape(len(raw), corpus.DIGEST_BYTES), n_bytes
+
+
+def scan_job(texts: list[str], redact: bool) -> Scan:
+    return Scan(*_fingerprints(corpus.clean_batch(texts, redact).texts))
+
+
+def clean_job(texts: list[str], redact: bool) -> list[str]:
+    return corpus.clean_batch(texts, redact).texts
+
+
+def encode_job(texts: list[str], redact: bool) -> Encoded:
+    assert _TOKENIZER is not None, "pool started without a tokenizer"
+    batch = corpus.clean_batch(texts, redact)
+    tokens, n_tokens = _TOKENIZER.encode_docs(batch.texts)
+    digests, n_bytes = _fingerprints(batch.texts)
+    return Encoded(tokens, n_tokens, n_bytes, digests, batch.empty, batch.redacted)
+
+
+# ---- a task's part on disk -----------------------------------------------------------------
+
+class PartWriter:
+    """Appends encoded batches to `tokens.bin`; `close` writes docs.npz and part.json."""
+
+    def __init__(self, folder: Path, dtype: str) -> None:
+        self.folder, self.dtype = folder, dtype
+        self._fh = open(folder / "tokens.bin", "wb")
+        self._n_tokens: list[np.ndarray] = []
+        self._n_bytes: list[np.ndarray] = []
+        self._digests: list[np.ndarray] = []
+        self.empty = 0
+        self.redacted = dict.fromkeys(PII_KINDS, 0)
+
+    def add(self, enc: Encoded) -> None:
+        self._fh.write(enc.tokens.astype(self.dtype).tobytes())
+        self._n_tokens.append(enc.n_tokens)
+        self._n_bytes.append(enc.n_bytes)
+        self._digests.append(enc.digests)
+        self.empty += enc.empty
+        for kind, n in enc.redacted.items():
+            self.redacted[kind] += n
+
+    def close(self, info: dict) -> None:
+        self._fh.close()
+        cat = lambda xs, shape: np.concatenate(xs) if xs else np.zeros(shape, np.int64)  # noqa
+        n_tokens = cat(self._n_tokens, 0)
+        digests = np.concatenate(self._digests) if self._digests else \
+            np.zeros((0, corpus.DIGEST_BYTES), np.uint8)
+        np.savez(self.folder / "docs.npz", n_tokens=n_tokens, n_bytes=cat(self._n_bytes, 0),
+                 digests=digests)
+        info = {**info, "dtype": self.dtype, "n_docs": len(n_tokens),
+                "n_tokens": int(n_tokens.sum()), "empty": self.empty, "redacted": self.redacted}
+        (self.folder / "part.json").write_text(json.dumps(info, indent=1) + "\n")
+
+
+@dataclass
+class Part:
+    folder: Path
+    info: dict
+    n_tokens: np.ndarray
+    n_bytes: np.ndarray
+    digests: np.ndarray = field(repr=False)
+
+    def tokens(self) -> np.ndarray:
+        path = self.folder / "tokens.bin"
+        if os.path.getsize(path) == 0:
+            return np.zeros(0, self.info["dtype"])
+        return np.memmap(path, dtype=self.info["dtype"], mode="r")
+
+
+def load_part(folder: Path, tokenizer_sha256: str, files_fingerprint: str) -> Part:
+    """A finished task part; DataError if missing or from another run."""
+    try:
+        info = json.loads((folder / "part.json").read_text())
+        docs = np.load(folder / "docs.npz")
+    except OSError:
+        task = int(folder.name.split("-")[0])
+        raise DataError(f"{folder}: missing; array task {task} has not finished "
+                        "(run it again)") from None
+    if info["tokenizer_sha256"] != tokenizer_sha256 or info["files"] != files_fingerprint:
+        raise DataError(f"{folder}: written for another tokenizer or input file list")
+    return Part(folder, info, docs["n_tokens"], docs["n_bytes"], docs["digests"])
+
+
+# ---- report --------------------------------------------------------------------------------
+
+def make_report(plan: dict, parts: list[Part], keep: np.ndarray, val: np.ndarray,
+                tok: Tokenizer, seconds: float) -> dict:
+    read = ReadStats()
+    for p in parts:
+        read.add(ReadStats(**p.info["read"]))
+    n_tokens = np.concatenate([p.n_tokens for p in parts])
+    n_bytes = np.concatenate([p.n_bytes for p in parts])
+    train, held = keep & ~val, keep & val
+    tokens, nbytes = int(n_tokens[keep].sum()), int(n_bytes[keep].sum())
+    input_bytes = sum(p.info["input_bytes"] for p in parts)
+    return {
+        "documents": int(keep.sum()), "train_documents": int(train.sum()),
+        "val_documents": int(held.sum()), "bytes": nbytes, "input_bytes": input_bytes,
+        "tokens": tokens, "train_tokens": int(n_tokens[train].sum()),
+        "val_tokens": int(n_tokens[held].sum()),
+        "bytes_per_token": round(nbytes / max(1, tokens - int(keep.sum())), 4),
+        "files": plan["n_files"], "skipped_files": plan["skipped_files"],
+        "records": read.records, "bad_records": read.bad_records,
+        "empty_documents": sum(p.info["empty"] for p in parts),
+        "replaced_chars": read.replaced_chars, "replaced_documents": read.replaced_docs,
+        "redacted": {k: sum(p.info["redacted"][k] for p in parts) for k in PII_KINDS},
+        "duplicates": int(len(keep) - keep.sum()),
+        "seconds": round(seconds, 3), "mb_per_s": round(input_bytes / 1e6 / max(seconds, 1e-9), 3),
+        "tokenizer": {"vocab_size": tok.vocab_size, "eos_id": tok.eos_id, "sha256": tok.sha256},
+        "tasks": [{"task": p.info["task"], "workers": p.info["workers"],
+                   "seconds": round(p.info["seconds"], 3)} for p in parts],
+        "options": plan["options"],
+    }
+
+
+def format_report(r: dict, out: Path) -> str:
+    red = ", ".join(f"{k} {v}" for k, v in r["redacted"].items())
+    return "\n".join([
+        f"wrote {out}",
+        f"  documents      {r['documents']} (train {r['train_documents']}, "
+        f"val {r['val_documents']})",
+        f"  bytes          {r['bytes']} of text ({r['input_bytes']} read from "
+        f"{r['files']} files)",
+        f"  tokens         {r['tokens']} (train {r['train_tokens']}, val {r['val_tokens']}), "
+        f"{r['bytes_per_token']} bytes/token",
+        f"  skipped        {r['skipped_files']} files, {r['bad_records']} bad records, "
+        f"{r['empty_documents']} empty documents",
+        f"  replaced       {r['replaced_chars']} invalid UTF-8 sequences in "
+        f"{r['replaced_documents']} documents",
+        f"  redacted       {red}",
+        f"  duplicates     {r['duplicates']}",
+        f"  seconds        {r['seconds']} ({r['mb_per_s']} MB/s)",
+    ])
