@@ -76,7 +76,7 @@ def clip_and_step(optimizer: torch.optim.Optimizer, params: Iterable[torch.nn.Pa
     if stepped:
         with optimizer.skip_synchronize():
             optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad()  # torch >= 2.0 sets grads to None
     return norm, stepped
 
 

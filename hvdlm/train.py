@@ -13,7 +13,6 @@ boundary, checkpoint, and exit with status 75 (EXIT_STOPPED), for Slurm to reque
 from __future__ import annotations
 
 import math
-import os
 import signal
 import sys
 import time
@@ -25,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from hvdlm import checkpoint, cli, data, distributed
+from hvdlm import checkpoint, cli, data, distributed, faults
 from hvdlm.config import Config, TrainConfig, load_config, to_toml
 from hvdlm.errors import DataError, HvdlmError, UsageError
 from hvdlm.evaluate import score_windows
@@ -173,7 +172,7 @@ class Trainer:
                                 enabled=self.autocast):
                 logits = self.model(x)
             loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1))
-            loss = loss * _fault_scale(self.step, self.world.rank)
+            loss = loss * faults.loss_scale(self.world.rank, self.step)
             (loss / self.t.grad_accum).backward()
             loss_sum += loss.item()
         norm, stepped = distributed.clip_and_step(self.optimizer, self.model.parameters(),
@@ -197,6 +196,7 @@ class Trainer:
         first_record = {"resumed_from": self.resumed_from} if self.resumed_from is not None else {}
         self.model.train()
         while self.step < t.max_steps:
+            faults.maybe_kill(world.rank, self.step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr_at(self.step, t)
             loss, norm, stepped = self._train_step(micro_batches)
@@ -256,15 +256,6 @@ class Trainer:
             where = f"last good checkpoint: {last[-1]}" if last else "no checkpoint was written"
             raise HvdlmError(f"more than train.max_bad_steps={self.t.max_bad_steps} non-finite "
                              f"steps; stopping at step {self.step} ({where})")
-
-
-def _fault_scale(step: int, rank: int) -> float:
-    """Fault injection for tests: HVDLM_FAULT_NONFINITE="RANK:STEP,..." makes that loss NaN."""
-    spec = os.environ.get("HVDLM_FAULT_NONFINITE")
-    if not spec:
-        return 1.0
-    faults = {tuple(int(v) for v in item.split(":")) for item in spec.split(",") if item}
-    return math.nan if (rank, step) in faults else 1.0
 
 
 def _main(argv: Sequence[str] | None) -> int:

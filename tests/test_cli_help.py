@@ -1,0 +1,25 @@
+"""Every `python -m hvdlm.<command> --help` works and exits 0."""
+import importlib.util
+
+import pytest
+
+from tests.conftest import run_module
+
+COMMANDS = ["preprocess", "verify", "train", "evaluate", "generate", "launch", "submit"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help(command):
+    if importlib.util.find_spec(f"hvdlm.{command}") is None:
+        pytest.fail(f"hvdlm.{command} does not exist")
+    proc = run_module(f"hvdlm.{command}", "--help", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage:" in proc.stdout
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "generate"])
+def test_unknown_option_is_one_line(command):
+    proc = run_module(f"hvdlm.{command}", "--no-such-option", timeout=60)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "--no-such-option" in proc.stderr
