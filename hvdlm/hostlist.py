@@ -1,0 +1,182 @@
+"""Host lists and the one rank plan that Slurm jobs and `--hosts` runs share.
+
+Slurm describes an allocation as a compressed node list (`node[01-04,07]`) and a task count
+per node (`2(x3),1`); `hvdlm.launch --hosts node01:2,node02:1` gives the same thing by hand.
+Both become a list of (host, slots), and `assign_slots` turns that list into one `Slot` per
+rank (rank, local and cross ranks and sizes), in the order Horovod's own
+`get_host_assignments` uses, so our ranks agree with the scope sizes its rendezvous server
+expects. `horovod_env` then writes a slot as the HOROVOD_* variables a Gloo rank reads.
+
+    python -c "from hvdlm.hostlist import expand_nodelist; print(expand_nodelist('n[01-03]'))"
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+from hvdlm.errors import UsageError
+
+Hosts = list[tuple[str, int]]  # (host name, slots), in rank order
+
+_HOST_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # what Horovod's own host parser accepts
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One rank's place in the job: Horovod's SlotInfo, without importing Horovod."""
+
+    hostname: str
+    rank: int
+    local_rank: int
+    cross_rank: int
+    size: int
+    local_size: int
+    cross_size: int
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split at commas outside brackets: `a[1,2],b` -> ['a[1,2]', 'b']."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+            if depth < 0:
+                raise UsageError(f"bad node list {text!r}: unmatched ']'")
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    if depth != 0:
+        raise UsageError(f"bad node list {text!r}: unmatched '['")
+    parts.append(text[start:])
+    return parts
+
+
+def _expand_range(item: str, whole: str) -> list[str]:
+    """`01-04` -> ['01', '02', '03', '04'] (zero padding kept), `7` -> ['7']."""
+    m = re.fullmatch(r"(\d+)(?:-(\d+))?", item.strip())
+    if not m:
+        raise UsageError(f"bad node list {whole!r}: {item!r} is not N or N-M")
+    lo, hi = m.group(1), m.group(2) or m.group(1)
+    if int(hi) < int(lo):
+        raise UsageError(f"bad node list {whole!r}: range {item!r} runs backwards")
+    width = len(lo) if lo.startswith("0") else 0  # Slurm pads only when the start is padded
+    return [str(n).zfill(width) for n in range(int(lo), int(hi) + 1)]
+
+
+def _expand_one(name: str, whole: str) -> list[str]:
+    """Expand every bracket group of one name: `r[1-2]-n[1-2]` -> r1-n1, r1-n2, r2-n1, r2-n2."""
+    open_at = name.find("[")
+    if open_at < 0:
+        return [name]
+    close_at = name.find("]", open_at)
+    prefix, body, rest = name[:open_at], name[open_at + 1:close_at], name[close_at + 1:]
+    numbers = [n for part in body.split(",") for n in _expand_range(part, whole)]
+    tails = _expand_one(rest, whole)
+    return [prefix + n + tail for n in numbers for tail in tails]
+
+
+def expand_nodelist(nodelist: str) -> list[str]:
+    """Slurm's compressed node list -> host names, in Slurm's order.
+
+    `node[01-04,07]` -> node01..node04, node07; `a[1-2],b3` -> a1, a2, b3;
+    `gpu-[001-003]-x` -> gpu-001-x, gpu-002-x, gpu-003-x.
+    """
+    names = []
+    for part in _split_top_level(nodelist.strip()):
+        if not part:
+            raise UsageError(f"bad node list {nodelist!r}: empty entry")
+        names.extend(_expand_one(part, nodelist))
+    for name in names:
+        if not _HOST_NAME.match(name):
+            raise UsageError(f"bad node list {nodelist!r}: {name!r} is not a host name")
+    return names
+
+
+def expand_tasks_per_node(spec: str) -> list[int]:
+    """Slurm's SLURM_TASKS_PER_NODE -> one count per node: `2(x3),1` -> [2, 2, 2, 1]."""
+    counts = []
+    for part in spec.strip().split(","):
+        m = re.fullmatch(r"(\d+)(?:\(x(\d+)\))?", part.strip())
+        if not m:
+            raise UsageError(f"bad tasks-per-node value {spec!r}: {part!r} is not N or N(xK)")
+        counts.extend([int(m.group(1))] * int(m.group(2) or 1))
+    return counts
+
+
+def parse_hosts(spec: str) -> Hosts:
+    """`node01:2,node02:1` -> [('node01', 2), ('node02', 1)]; a bare name means 1 slot."""
+    hosts: Hosts = []
+    for part in spec.split(","):
+        name, _, slots = part.strip().partition(":")
+        if not _HOST_NAME.match(name) or (slots and not slots.isdigit()):
+            raise UsageError(f"bad --hosts entry {part!r}: expected HOST or HOST:SLOTS")
+        hosts.append((name, int(slots or 1)))
+    check_hosts(hosts)
+    return hosts
+
+
+def check_hosts(hosts: Sequence[tuple[str, int]]) -> None:
+    """Refuse an empty plan, duplicate hosts or a host with no slots (one line each)."""
+    if not hosts:
+        raise UsageError("no hosts given")
+    names = [h for h, _ in hosts]
+    dupes = sorted({h for h in names if names.count(h) > 1})
+    if dupes:
+        raise UsageError(f"host listed twice: {', '.join(dupes)} (give HOST:SLOTS once)")
+    empty = [h for h, n in hosts if n < 1]
+    if empty:
+        raise UsageError(f"host with no slots: {', '.join(empty)}")
+
+
+def hosts_string(hosts: Sequence[tuple[str, int]]) -> str:
+    """The `host:slots,...` form Horovod's `parse_hosts` reads."""
+    return ",".join(f"{h}:{n}" for h, n in hosts)
+
+
+def assign_slots(hosts: Sequence[tuple[str, int]]) -> list[Slot]:
+    """One Slot per rank: ranks fill each host in turn (block order, like srun's default).
+
+    The cross communicator of local rank L holds the hosts that have more than L slots, so with
+    uneven hosts (`2(x3),1`) local rank 1 has a smaller cross size than local rank 0.
+    """
+    check_hosts(hosts)
+    size = sum(n for _, n in hosts)
+    cross_size = [sum(1 for _, n in hosts if n > lr) for lr in range(max(n for _, n in hosts))]
+    slots, rank = [], 0
+    for host_index, (host, n) in enumerate(hosts):
+        for lr in range(n):
+            cross_rank = sum(1 for _, m in hosts[:host_index] if m > lr)
+            slots.append(Slot(host, rank, lr, cross_rank, size, n, cross_size[lr]))
+            rank += 1
+    return slots
+
+
+def find_slot(slots: Sequence[Slot], host: str, local_rank: int) -> Slot:
+    """The slot of local rank `local_rank` on `host`."""
+    for slot in slots:
+        if slot.hostname == host and slot.local_rank == local_rank:
+            return slot
+    raise UsageError(f"no slot for local rank {local_rank} on host {host!r} in this job's plan")
+
+
+def horovod_env(slot: Slot, rendezvous_addr: str, rendezvous_port: int, iface: str,
+                gloo_timeout_s: int) -> dict[str, str]:
+    """The variables that make `hvd.init()` join this job as `slot`, over Gloo, without MPI."""
+    return {
+        "HOROVOD_RANK": str(slot.rank),
+        "HOROVOD_SIZE": str(slot.size),
+        "HOROVOD_LOCAL_RANK": str(slot.local_rank),
+        "HOROVOD_LOCAL_SIZE": str(slot.local_size),
+        "HOROVOD_CROSS_RANK": str(slot.cross_rank),
+        "HOROVOD_CROSS_SIZE": str(slot.cross_size),
+        "HOROVOD_HOSTNAME": slot.hostname,
+        "HOROVOD_CONTROLLER": "gloo",
+        "HOROVOD_CPU_OPERATIONS": "gloo",
+        "HOROVOD_GLOO_RENDEZVOUS_ADDR": rendezvous_addr,
+        "HOROVOD_GLOO_RENDEZVOUS_PORT": str(rendezvous_port),
+        "HOROVOD_GLOO_IFACE": iface,
+        "HOROVOD_GLOO_TIMEOUT_SECONDS": str(gloo_timeout_s),
+    }
