@@ -1,4 +1,4 @@
-"""Host lists and the one rank plan that Slurm jobs and `--hosts` runs share.
+"""Host lists, Slurm/submitit task variables, and the one rank plan they and `--hosts` share.
 
 Slurm describes an allocation as a compressed node list (`node[01-04,07]`) and a task count
 per node (`2(x3),1`); `hvdlm.launch --hosts node01:2,node02:1` gives the same thing by hand.
@@ -12,8 +12,9 @@ expects. `horovod_env` then writes a slot as the HOROVOD_* variables a Gloo rank
 from __future__ import annotations
 
 import re
+import socket
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from hvdlm.errors import UsageError
 
@@ -180,3 +181,61 @@ def horovod_env(slot: Slot, rendezvous_addr: str, rendezvous_port: int, iface: s
         "HOROVOD_GLOO_IFACE": iface,
         "HOROVOD_GLOO_TIMEOUT_SECONDS": str(gloo_timeout_s),
     }
+
+
+@dataclass(frozen=True)
+class Task:
+    """This process's place in a Slurm or submitit job."""
+
+    rank: int
+    local_rank: int
+    host: str          # this task's node, as named in `hosts`
+    hosts: Hosts       # every node of the step and its task count, in node order
+    job_key: str       # unique per job step and restart: names the rendezvous file
+
+
+def _int(env: Mapping[str, str], name: str) -> int:
+    try:
+        return int(env[name])
+    except (KeyError, ValueError):
+        raise UsageError(f"{name} is missing or not a number ({env.get(name)!r})") from None
+
+
+def _slurm_task(env: Mapping[str, str]) -> Task:
+    # A step may use part of the allocation: its own variables win over the job's.
+    nodes = expand_nodelist(env.get("SLURM_STEP_NODELIST") or env["SLURM_JOB_NODELIST"])
+    per_node = env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE")
+    counts = expand_tasks_per_node(per_node) if per_node else [1] * len(nodes)
+    if len(counts) != len(nodes):
+        raise UsageError(f"{len(nodes)} nodes but {len(counts)} task counts ({per_node!r})")
+    size = _int(env, "SLURM_STEP_NUM_TASKS" if "SLURM_STEP_NUM_TASKS" in env else "SLURM_NTASKS")
+    if sum(counts) != size:
+        raise UsageError(f"tasks per node {per_node!r} add up to {sum(counts)}, not {size} tasks")
+    # slurmd's own node name is exact; SLURM_NODEID is the fallback.
+    name = env.get("SLURMD_NODENAME")
+    node_id = nodes.index(name) if name in nodes else _int(env, "SLURM_NODEID")
+    if not 0 <= node_id < len(nodes):
+        raise UsageError(f"SLURM_NODEID {node_id} is outside the node list {nodes}")
+    step = env.get("SLURM_STEP_ID") or env.get("SLURM_STEPID") or "0"
+    key = f"{env.get('SLURM_JOB_ID', 'job')}.{step}.{env.get('SLURM_RESTART_COUNT', '0')}"
+    return Task(_int(env, "SLURM_PROCID"), _int(env, "SLURM_LOCALID"), nodes[node_id],
+                list(zip(nodes, counts)), key)
+
+
+def _submitit_local_task(env: Mapping[str, str]) -> Task:
+    # submitit's local executor: one node, all tasks on this machine.
+    size = _int(env, "SUBMITIT_LOCAL_NTASKS")
+    host = socket.gethostname()
+    return Task(_int(env, "SUBMITIT_LOCAL_GLOBALID"), _int(env, "SUBMITIT_LOCAL_LOCALID"), host,
+                [(host, size)], f"local-{env.get('SUBMITIT_LOCAL_JOB_ID', 'job')}")
+
+
+def task_from_environ(env: Mapping[str, str]) -> Task:
+    """Read this task's place from Slurm's (srun, sbatch+srun, submitit) or submitit-local env."""
+    # submitit-local first: run inside an salloc shell it still inherits the outer SLURM_*.
+    if "SUBMITIT_LOCAL_GLOBALID" in env:
+        return _submitit_local_task(env)
+    if "SLURM_PROCID" in env and ("SLURM_STEP_NODELIST" in env or "SLURM_JOB_NODELIST" in env):
+        return _slurm_task(env)
+    raise UsageError("no Slurm task found (SLURM_PROCID, SLURM_JOB_NODELIST unset): run under "
+                     "srun or submitit, or give --hosts HOST:SLOTS,... to start ranks here")

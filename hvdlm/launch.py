@@ -20,80 +20,22 @@ import contextlib
 import os
 import selectors
 import signal
-import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 from hvdlm import cli
 from hvdlm.errors import HvdlmError, UsageError
-from hvdlm.hostlist import (Hosts, Slot, assign_slots, expand_nodelist, expand_tasks_per_node,
-                            find_slot, horovod_env, hosts_string, parse_hosts)
-from hvdlm.rendezvous import (JobRendezvous, _ipv4_of, iface_towards, publish, resolve_ipv4,
+from hvdlm.hostlist import (Hosts, Slot, Task, assign_slots, find_slot, horovod_env,
+                            hosts_string, parse_hosts, task_from_environ)
+from hvdlm.rendezvous import (JobRendezvous, ipv4_of, iface_towards, publish, resolve_ipv4,
                               source_address, wait_for)
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 KILL_GRACE_S = 5.0
-
-
-@dataclass(frozen=True)
-class Task:
-    """This process's place in a Slurm or submitit job."""
-
-    rank: int
-    local_rank: int
-    host: str          # this task's node, as named in `hosts`
-    hosts: Hosts       # every node of the step and its task count, in node order
-    job_key: str       # unique per job step and restart: names the rendezvous file
-
-
-def _int(env: Mapping[str, str], name: str) -> int:
-    try:
-        return int(env[name])
-    except (KeyError, ValueError):
-        raise UsageError(f"{name} is missing or not a number ({env.get(name)!r})") from None
-
-
-def _slurm_task(env: Mapping[str, str]) -> Task:
-    # A step may use part of the allocation: its own variables win over the job's.
-    nodes = expand_nodelist(env.get("SLURM_STEP_NODELIST") or env["SLURM_JOB_NODELIST"])
-    per_node = env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE")
-    counts = expand_tasks_per_node(per_node) if per_node else [1] * len(nodes)
-    if len(counts) != len(nodes):
-        raise UsageError(f"{len(nodes)} nodes but {len(counts)} task counts ({per_node!r})")
-    size = _int(env, "SLURM_STEP_NUM_TASKS" if "SLURM_STEP_NUM_TASKS" in env else "SLURM_NTASKS")
-    if sum(counts) != size:
-        raise UsageError(f"tasks per node {per_node!r} add up to {sum(counts)}, not {size} tasks")
-    # slurmd's own node name is exact; SLURM_NODEID is the fallback.
-    name = env.get("SLURMD_NODENAME")
-    node_id = nodes.index(name) if name in nodes else _int(env, "SLURM_NODEID")
-    if not 0 <= node_id < len(nodes):
-        raise UsageError(f"SLURM_NODEID {node_id} is outside the node list {nodes}")
-    step = env.get("SLURM_STEP_ID") or env.get("SLURM_STEPID") or "0"
-    key = f"{env.get('SLURM_JOB_ID', 'job')}.{step}.{env.get('SLURM_RESTART_COUNT', '0')}"
-    return Task(_int(env, "SLURM_PROCID"), _int(env, "SLURM_LOCALID"), nodes[node_id],
-                list(zip(nodes, counts)), key)
-
-
-def _submitit_local_task(env: Mapping[str, str]) -> Task:
-    # submitit's local executor: one node, all tasks on this machine.
-    size = _int(env, "SUBMITIT_LOCAL_NTASKS")
-    host = socket.gethostname()
-    return Task(_int(env, "SUBMITIT_LOCAL_GLOBALID"), _int(env, "SUBMITIT_LOCAL_LOCALID"), host,
-                [(host, size)], f"local-{env.get('SUBMITIT_LOCAL_JOB_ID', 'job')}")
-
-
-def task_from_environ(env: Mapping[str, str]) -> Task:
-    """Read this task's place from Slurm's (srun, sbatch+srun, submitit) or submitit-local env."""
-    if "SLURM_PROCID" in env and ("SLURM_STEP_NODELIST" in env or "SLURM_JOB_NODELIST" in env):
-        return _slurm_task(env)
-    if "SUBMITIT_LOCAL_GLOBALID" in env:
-        return _submitit_local_task(env)
-    raise UsageError("no Slurm task found (SLURM_PROCID, SLURM_JOB_NODELIST unset): run under "
-                     "srun or submitit, or give --hosts HOST:SLOTS,... to start ranks here")
 
 
 def rendezvous_dir(env: Mapping[str, str]) -> Path:
@@ -104,7 +46,7 @@ def rendezvous_dir(env: Mapping[str, str]) -> Path:
 def rendezvous_address(task: Task, env: Mapping[str, str]) -> str:
     """The address of rank 0's node that the other nodes reach, and nothing wider."""
     if env.get("HVDLM_IFACE"):
-        addr = _ipv4_of(env["HVDLM_IFACE"])
+        addr = ipv4_of(env["HVDLM_IFACE"])
         if addr is None:
             raise UsageError(f"HVDLM_IFACE={env['HVDLM_IFACE']} has no IPv4 address here")
         return addr

@@ -86,7 +86,7 @@ def wait_for(path: Path, timeout_s: float) -> tuple[str, int]:
         time.sleep(0.2)
 
 
-def _ipv4_of(iface: str) -> str | None:
+def ipv4_of(iface: str) -> str | None:
     """The IPv4 address of `iface` (SIOCGIFADDR), or None."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
@@ -105,7 +105,7 @@ def iface_of_address(addr: str) -> str:
                 return name
     except ImportError:
         for _, name in socket.if_nameindex():
-            if _ipv4_of(name) == addr:
+            if ipv4_of(name) == addr:
                 return name
     raise HvdlmError(f"no local interface holds address {addr}")
 
