@@ -130,7 +130,7 @@ def _netns_iface(netns: str, addr: str) -> str:
     src = route[route.index("src") + 1]  # for its own address the route is via lo; src is not
     for line in ip("addr", "show").splitlines():
         fields = line.split()
-        if f"{src}/" in line and len(fields) > 1:
+        if f" {src}/" in line and len(fields) > 1:
             return fields[1]
     raise HvdlmError(f"no interface in namespace {netns} holds {src}")
 

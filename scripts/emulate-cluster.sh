@@ -37,8 +37,9 @@ need_tools() {
   command -v ip >/dev/null && command -v tc >/dev/null && return
   command -v apt-get >/dev/null || die "ip and tc (iproute2) are missing and apt-get is not available"
   echo "$PROG: installing iproute2" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q iproute2 >/dev/null \
-    || die "could not install iproute2 with apt-get"
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q iproute2 \
+    || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q iproute2; }; } \
+    >/dev/null || die "could not install iproute2 with apt-get"
 }
 
 # Serialise up/down: the lock is this script file itself, so it leaves nothing behind.
