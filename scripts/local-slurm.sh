@@ -14,13 +14,16 @@
 #
 # Environment: SLURM_STATE (state folder), SLURM_CLUSTER (cluster name, default hvdlm),
 # SLURM_DB_PORT (MariaDB TCP port on 127.0.0.1, default 3307), SLURM_START_TIMEOUT (seconds per
-# wait, default 90).
+# wait, default 90), SLURM_CRED_EXPIRE (job credential lifetime, which is also how long a
+# requeued job waits before it runs again; default 20, Slurm's own 120). A changed setting
+# takes effect after `stop` and `start`; `start` leaves a running cluster as it is.
 set -euo pipefail
 
 STATE=${SLURM_STATE:-/tmp/hvdlm-slurm}
 CLUSTER=${SLURM_CLUSTER:-hvdlm}
 DB_PORT=${SLURM_DB_PORT:-3307}
 DEADLINE=${SLURM_START_TIMEOUT:-90}
+CRED_EXPIRE=${SLURM_CRED_EXPIRE:-20}
 NODE=$(hostname -s)
 PACKAGES=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server)
 MARKER="# written by hvdlm scripts/local-slurm.sh"
@@ -175,6 +178,8 @@ ClusterName=$CLUSTER
 SlurmctldHost=$NODE
 SlurmUser=slurm
 AuthType=auth/munge
+# a requeued job waits cred_expire seconds before it runs again (default 120)
+AuthInfo=cred_expire=$CRED_EXPIRE
 StateSaveLocation=$STATE/slurmctld
 SlurmdSpoolDir=$STATE/slurmd
 SlurmctldPidFile=${PIDFILE[slurmctld]}

@@ -1,0 +1,171 @@
+"""The real local Slurm cluster (scripts/local-slurm.sh) as a session fixture.
+
+`slurm_cluster` starts the cluster once per test session (as root; it installs Debian's Slurm
+packages if they are missing) and yields a `SlurmCluster` with small helpers around `sbatch`,
+`sacct`, `squeue` and `scontrol`. When this is not root, or the start fails, the tests skip with
+the reason; the root conftest turns such a skip of a `slurm`-marked test into a failure in CI.
+
+The cluster is left running at the end of the session: starting it again is a no-op, and
+stopping it could pull it from under another test session running on this machine at the same
+time (the daemons are shared: /etc/slurm/slurm.conf, fixed ports). `scripts/local-slurm.sh stop`
+ends it by hand.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "local-slurm.sh"
+START_TIMEOUT = 900  # installing the packages on a fresh machine takes ~35 s, more on a slow mirror
+
+# sacct states after which a job record will not change any more
+FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED",
+                "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE", "REVOKED"}
+# squeue states of a job that the controller still works on
+ACTIVE_STATES = {"PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "REQUEUED",
+                 "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT"}
+
+
+def _run(argv: list[str], timeout: float = 60, env: dict | None = None,
+         cwd: Path | str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                          env={**os.environ, **(env or {})})
+
+
+class SlurmCluster:
+    """Helpers for tests that submit real jobs to the local cluster."""
+
+    def __init__(self, state_dir: Path, start_output: str):
+        self.state_dir = state_dir
+        self.start_output = start_output
+
+    # -- submitting -----------------------------------------------------------------------
+    def sbatch(self, *args: str, env: dict | None = None, cwd: Path | str | None = None,
+               timeout: float = 300) -> str:
+        """Run `sbatch --parsable ARGS...` (ARGS may include --wait); return the job id.
+
+        `env` is added to this process's environment (sbatch exports it to the job by default).
+        With --wait a non-zero exit only means the job failed: the id is still returned; check
+        it with `wait()`/`sacct_state()`. Raises AssertionError when no job was submitted.
+        """
+        proc = _run(["sbatch", "--parsable", *map(str, args)], timeout=timeout, env=env, cwd=cwd)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+        job_id = lines[0].split(";")[0].strip() if lines else ""
+        if not job_id.isdigit():
+            raise AssertionError(f"sbatch {' '.join(map(str, args))} submitted nothing "
+                                 f"(exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return job_id
+
+    # -- looking -------------------------------------------------------------------------
+    def sacct_states(self, job_id: str) -> dict[str, str]:
+        """{job id or array task id: state} of the job's allocations (latest run of each)."""
+        proc = _run(["sacct", "-n", "-P", "-X", "-j", str(job_id), "-o", "JobID,State"])
+        states = {}
+        for line in proc.stdout.splitlines():
+            if "|" in line:
+                jid, state = line.split("|", 1)
+                states[jid.strip()] = state.split()[0] if state.strip() else ""
+        return states
+
+    def sacct_state(self, job_id: str) -> str | None:
+        """State of one job in accounting (e.g. COMPLETED), or None if sacct has no record yet.
+
+        For an array job it is the common state of all its tasks, or the distinct states
+        joined by commas."""
+        states = self.sacct_states(job_id)
+        if not states:
+            return None
+        if str(job_id) in states:
+            return states[str(job_id)]
+        return ",".join(sorted(set(states.values())))
+
+    def squeue_state(self, job_id: str) -> str | None:
+        """State the controller reports (RUNNING, PENDING, ...), None once it forgot the job."""
+        proc = _run(["squeue", "-h", "--states=all", "-j", str(job_id), "-o", "%T"])
+        states = [s.strip() for s in proc.stdout.splitlines() if s.strip()]
+        if proc.returncode != 0 or not states:
+            return None
+        active = [s for s in states if s in ACTIVE_STATES]
+        return active[0] if active else states[0]
+
+    def restart_count(self, job_id: str) -> int:
+        proc = _run(["scontrol", "show", "job", str(job_id)])
+        for field in proc.stdout.split():
+            if field.startswith("Restarts="):
+                return int(field.split("=", 1)[1])
+        raise AssertionError(f"no Restarts= for job {job_id}:\n{proc.stdout}{proc.stderr}")
+
+    # -- waiting -------------------------------------------------------------------------
+    def wait(self, job_id: str, timeout: float = 120) -> str:
+        """Wait until the job (all its array tasks) has ended; return its state from sacct.
+
+        Ended means: the controller no longer queues or runs it (a requeued job is not ended),
+        and sacct has a final state for every job or array task the controller knew of
+        (accounting lags the controller by a moment)."""
+        deadline = time.monotonic() + timeout
+        last: dict = {}
+        while time.monotonic() < deadline:
+            known = self._controller_ids(job_id)
+            if known is None or known[1]:   # forgotten by the controller, or all ended there
+                last = self.sacct_states(job_id)
+                expected = known[0] if known else set()
+                if last and expected <= set(last) \
+                        and all(s in FINAL_STATES for s in last.values()):
+                    return self.sacct_state(job_id)
+            time.sleep(0.5)
+        raise AssertionError(f"job {job_id} did not end within {timeout:.0f} s: sacct {last}, "
+                             f"squeue {self.squeue_state(job_id)}")
+
+    def _controller_ids(self, job_id: str) -> tuple[set[str], bool] | None:
+        """(ids of the job or its array tasks, whether all have ended) as the controller sees
+        it, or None once it has forgotten the job (MinJobAge after the end)."""
+        proc = _run(["squeue", "-h", "-r", "--states=all", "-j", str(job_id), "-o", "%i|%T"])
+        rows = [ln.split("|", 1) for ln in proc.stdout.splitlines() if "|" in ln]
+        if proc.returncode != 0 or not rows:
+            return None
+        ids = {jid.strip() for jid, _ in rows if "[" not in jid}
+        ended = all(state.strip() not in ACTIVE_STATES and "[" not in jid for jid, state in rows)
+        return ids, ended
+
+    def wait_for(self, predicate, timeout: float, what: str, interval: float = 0.3):
+        """Poll `predicate()` until it is true; AssertionError naming `what` at the deadline."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(interval)
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+    def scontrol(self, *args: str, timeout: float = 60) -> str:
+        proc = _run(["scontrol", *map(str, args)], timeout=timeout)
+        if proc.returncode != 0:
+            raise AssertionError(f"scontrol {' '.join(args)} exited {proc.returncode}: "
+                                 f"{proc.stderr.strip()}")
+        return proc.stdout
+
+    def scancel(self, *args: str, timeout: float = 60) -> None:
+        proc = _run(["scancel", *map(str, args)], timeout=timeout)
+        if proc.returncode != 0:
+            raise AssertionError(f"scancel {' '.join(args)} exited {proc.returncode}: "
+                                 f"{proc.stderr.strip()}")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[SlurmCluster]:
+    if os.geteuid() != 0:
+        pytest.skip("the local Slurm cluster needs root (scripts/local-slurm.sh start)")
+    state = Path(os.environ.get("SLURM_STATE", "/tmp/hvdlm-slurm"))
+    try:
+        proc = _run(["bash", str(SCRIPT), "start"], timeout=START_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pytest.skip(f"scripts/local-slurm.sh start did not finish within {START_TIMEOUT} s")
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-30:])
+        pytest.skip(f"scripts/local-slurm.sh start failed (exit {proc.returncode}):\n{tail}")
+    yield SlurmCluster(state, proc.stdout.strip())
