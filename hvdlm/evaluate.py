@@ -2,6 +2,7 @@
 
     python -m hvdlm.evaluate --run RUN --data DATA [--split val]
     {"loss": 3.91, "perplexity": 49.9, "bits_per_byte": 1.52, "accuracy": 0.31, "tokens": 81920}
+    python -m hvdlm.evaluate --baseline unigram --data DATA --seq-len 128   (no model needed)
 
 Every window of the split is scored (any dataset made with the run's tokenizer). Loss is in
 nats per predicted token; bits per byte divides the summed loss by ln 2 and by the exact UTF-8
@@ -20,10 +21,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hvdlm import checkpoint, cli, data
+from hvdlm import checkpoint, cli, data, shards
 from hvdlm.config import config_from_dict
 from hvdlm.errors import CheckpointError, DataError
 from hvdlm.models import build_model
+from hvdlm.models.unigram import UnigramLM
 from hvdlm.tokenizer import load_tokenizer
 
 Reduce = Callable[[torch.Tensor], torch.Tensor]
@@ -70,22 +72,32 @@ def load_run_model(run: str | Path) -> tuple[torch.nn.Module, dict]:
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = cli.ArgumentParser(prog="hvdlm.evaluate", description=__doc__.split("\n")[0])
-    parser.add_argument("--run", required=True, help="run folder with checkpoints/")
+    parser.add_argument("--run", help="run folder with checkpoints/")
+    parser.add_argument("--baseline", choices=["unigram"],
+                        help="score a baseline fitted on the train split instead of a run")
+    parser.add_argument("--seq-len", type=int, default=128,
+                        help="window length for --baseline (use the run's model.seq_len)")
     parser.add_argument("--data", required=True, help="dataset folder with manifest.json")
     parser.add_argument("--split", default="val", help="split to score (default: val)")
     parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
     args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error("--batch-size must be >= 1")
+    if args.batch_size < 1 or args.seq_len < 1:
+        parser.error("--batch-size and --seq-len must be >= 1")
+    if (args.run is None) == (args.baseline is None):
+        parser.error("give exactly one of --run and --baseline")
 
-    model, state = load_run_model(args.run)
-    cfg = config_from_dict(state["config"])
     manifest = data.open_dataset(args.data)
     tokenizer = load_tokenizer(manifest.tokenizer_path)
-    if state.get("tokenizer_sha256") and tokenizer.sha256 != state["tokenizer_sha256"]:
-        raise DataError(f"{manifest.tokenizer_path}: tokenizer differs from the one run "
-                        f"{args.run} was trained with (sha256 mismatch)")
-    windows = data.TokenWindows(manifest, args.split, cfg.model.seq_len)
+    if args.baseline:
+        train_tokens = (shards.open_tokens(manifest.shard_path(s)) for s in manifest.splits["train"])
+        model, seq_len = UnigramLM.fit(train_tokens, manifest.vocab_size), args.seq_len
+    else:
+        model, state = load_run_model(args.run)
+        seq_len = config_from_dict(state["config"]).model.seq_len
+        if tokenizer.sha256 != state.get("tokenizer_sha256"):
+            raise DataError(f"{manifest.tokenizer_path}: tokenizer differs from the one run "
+                            f"{args.run} was trained with (sha256 mismatch)")
+    windows = data.TokenWindows(manifest, args.split, seq_len)
     batches = data.loader(windows, data.EvalBatches(len(windows), args.batch_size, 0, 1), 0)
     byte_lengths = torch.from_numpy(np.asarray(tokenizer.token_byte_lengths(), dtype=np.int64))
     result = score_windows(model, batches, byte_lengths, torch.device("cpu"))
