@@ -175,7 +175,8 @@ write_config() {
   cat >"$STATE/etc/slurm.conf" <<EOF
 $MARKER; state in $STATE
 ClusterName=$CLUSTER
-SlurmctldHost=$NODE
+# explicit loopback addresses: works where the hostname does not resolve (the node is this machine)
+SlurmctldHost=$NODE(127.0.0.1)
 SlurmUser=slurm
 AuthType=auth/munge
 # a requeued job waits cred_expire seconds before it runs again (default 120)
@@ -193,7 +194,8 @@ MailProg=/bin/true
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SchedulerType=sched/backfill
-SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
+# jobs start at once; a requeued job starts within ~2 s of becoming eligible again
+SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,sched_interval=2,bf_interval=5
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
 DefMemPerCPU=$(( mem / cpus ))
@@ -203,11 +205,11 @@ KillWait=5
 MinJobAge=600
 InactiveLimit=0
 AccountingStorageType=accounting_storage/slurmdbd
-AccountingStorageHost=$NODE
+AccountingStorageHost=127.0.0.1
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
 JobCompType=jobcomp/none
-NodeName=$NODE CPUs=$cpus RealMemory=$mem State=UNKNOWN
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
 
@@ -215,6 +217,7 @@ EOF
 $MARKER; state in $STATE
 AuthType=auth/munge
 DbdHost=$NODE
+DbdAddr=127.0.0.1
 SlurmUser=slurm
 PidFile=${PIDFILE[slurmdbd]}
 LogFile=${LOGFILE[slurmdbd]}
@@ -370,7 +373,11 @@ cmd_status() {
   local name pid down=0
   for name in "${ORDER[@]}"; do
     pid=$(daemon_pid "$name")
-    if [[ -n $pid ]]; then
+    if [[ -z $pid && -e ${PIDFILE[$name]} && ! -r ${PIDFILE[$name]} ]] ||
+       [[ -z $pid && ! -r $(dirname "${PIDFILE[$name]}") ]]; then
+      printf '%-10s unknown (cannot read %s: run as root)\n' "$name" "${PIDFILE[$name]}"
+      down=1
+    elif [[ -n $pid ]]; then
       printf '%-10s running (pid %s)\n' "$name" "$pid"
     else
       printf '%-10s not running\n' "$name"
