@@ -156,14 +156,13 @@ def _jsonl_texts(f: CorpusFile, raw: bytes, text_field: str, skip_bad: bool,
         stats.bad_records += 1
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _count_replaced(text: str, replaced: int, stats: ReadStats) -> str:
     # JSON escapes can smuggle in lone surrogates, which are not encodable text: replace them.
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        fixed = text.encode("utf-8", "surrogatepass").decode("utf-8", errors="replace")
-        replaced += fixed.count("\ufffd") - text.count("\ufffd")
-        text = fixed
+    text, n = _SURROGATE.subn("\ufffd", text)
+    replaced += n
     if replaced:
         stats.replaced_chars += replaced
         stats.replaced_docs += 1
