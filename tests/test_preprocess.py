@@ -1,0 +1,258 @@
+"""python -m hvdlm.preprocess end to end on a mixed folder: exact recovery, counts, identical
+output for any --workers and for K array tasks + merge, PII and dedup, bad input."""
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tests.conftest import run_module
+
+from hvdlm.shards import load_manifest, open_tokens, read_doc_offsets
+from hvdlm.tokenizer import load_tokenizer
+
+pytestmark = pytest.mark.hdf5
+BPE = ["--vocab-size", "300", "--val-fraction", "0.2", "--shard-tokens", "300", "--seed", "1"]
+MANY = [f"record number {i}: the quick brown fox jumps over {i * 7} lazy dogs" for i in range(40)]
+# Every non-empty document, in the order the corpus is read (folders sorted, files first).
+DOCS = ["Hello world.\nSecond line: café, 日本語, 🎉 and a real \ufffd.\n",
+        "# Title\n\nSome *markdown* with <|endoftext|> inside.\n",
+        "ok \ufffd\ufffd then \ufffd( end\n",
+        "def f(x):\n    return x * 2\n",
+        "first record", "second record", "third record ünïcödé",
+        *MANY,
+        "compressed document\n" * 3,
+        "notes " * 50,
+        "gz record one", "gz record two"]
+
+
+def _jsonl(records: list) -> bytes:
+    return b"".join(json.dumps(r).encode() + b"\n" for r in records)
+
+
+def make_corpus(root: Path) -> Path:
+    (root / "sub").mkdir(parents=True)
+    files = {
+        "a.txt": DOCS[0].encode(), "b.md": DOCS[1].encode(),
+        "bad.txt": b"ok \xff\xfe then \xc3( end\n", "code.py": DOCS[3].encode(),
+        "docs.jsonl": _jsonl([{"text": "first record"}]) + b"\n"
+        + _jsonl([{"text": "second record", "id": 2}, {"text": "   "},
+                  {"text": "third record ünïcödé"}]),
+        "empty.txt": b"\n  \n", "image.png": bytes(range(256)) * 4,
+        "sub/blob.bin": b"\x00\x01" * 100, "sub/many.jsonl": _jsonl([{"text": t} for t in MANY]),
+        "sub/more.txt.gz": gzip.compress(DOCS[-4].encode()), "sub/notes.md": DOCS[-3].encode(),
+        "sub/rec.jsonl.gz": gzip.compress(_jsonl([{"text": "gz record one"},
+                                                   {"text": "gz record two"}])),
+    }
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    return root
+
+
+def read_dataset(out: Path) -> dict[str, list[str]]:
+    """Decode every document of every split; check each ends with end-of-text."""
+    m = load_manifest(out)
+    tok = load_tokenizer(m.tokenizer_path)
+    docs: dict[str, list[str]] = {}
+    for split, shards in m.splits.items():
+        docs[split] = []
+        for s in shards:
+            tokens, offsets = open_tokens(m.shard_path(s)), read_doc_offsets(m.shard_path(s))
+            for a, b in zip(offsets[:-1], offsets[1:]):
+                assert tokens[b - 1] == tok.eos_id
+                docs[split].append(tok.decode(tokens[a:b - 1]))
+    return docs
+
+
+def files_of(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != "preprocess_report.json"}
+
+
+def preprocess(*args, check=True):
+    return run_module("hvdlm.preprocess", *args, check=check)
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("mixed")
+    corpus = make_corpus(root / "corpus")
+    preprocess(corpus, "--out", root / "w1", *BPE, "--workers", "1", check=True)
+    return corpus, root / "w1"
+
+
+def test_every_document_recovered_exactly(mixed):
+    _, out = mixed
+    docs = read_dataset(out)
+    assert sorted(docs["train"] + docs["val"]) == sorted(DOCS)
+    assert docs["train"] == [d for d in DOCS if d in docs["train"]]  # corpus order kept
+    assert len(docs["val"]) == round(0.2 * len(DOCS))
+    assert not list(out.parent.glob("*.partial"))
+    assert run_module("hvdlm.verify", out, check=True).returncode == 0
+
+
+def test_report_counts(mixed):
+    _, out = mixed
+    r = json.loads((out / "preprocess_report.json").read_text())
+    m = load_manifest(out)
+    assert (r["files"], r["skipped_files"], r["records"]) == (10, 2, 53)
+    assert (r["documents"], r["empty_documents"], r["bad_records"]) == (len(DOCS), 2, 0)
+    assert (r["replaced_chars"], r["replaced_documents"], r["duplicates"]) == (3, 1, 0)
+    assert r["bytes"] == sum(len(d.encode()) for d in DOCS)
+    assert r["tokens"] == sum(s.n_tokens for ss in m.splits.values() for s in ss)
+    assert r["val_documents"] == sum(s.n_docs for s in m.splits["val"])
+    assert r["redacted"] == {"email": 0, "phone": 0, "ip": 0, "card": 0}
+    assert len(m.splits["train"]) > 2  # --shard-tokens 300 gives several shards
+
+
+def test_workers_2_gives_byte_identical_dataset(mixed, tmp_path):
+    corpus, w1 = mixed
+    proc = preprocess(corpus, "--out", tmp_path / "w2", *BPE, "--workers", "2")
+    assert "documents" in proc.stdout and "encode" in proc.stderr  # summary and bar
+    assert files_of(tmp_path / "w2") == files_of(w1)
+
+
+def test_array_tasks_and_merge_equal_single_run(mixed, tmp_path):
+    corpus, w1 = mixed
+    out, k = tmp_path / "arr", ["--num-tasks", "3"]
+    preprocess(corpus, "--out", out, *BPE, *k, "--tokenizer-only")
+    for i in (2, 0):  # order of array tasks does not matter
+        preprocess(corpus, "--out", out, *BPE, *k, "--task-index", i, "--workers", 2 - i % 2)
+    early = preprocess(corpus, "--out", out, *BPE, *k, "--merge", check=False)
+    assert early.returncode == 1 and "00001-of-00003: missing; array task 1" in early.stderr
+    wrong = preprocess(corpus, "--out", out, *k, "--task-index", "1", check=False)
+    assert wrong.returncode == 2 and "--val-fraction" in wrong.stderr
+    preprocess(corpus, "--out", out, *BPE, *k, "--task-index", "1")
+    preprocess(corpus, "--out", out, *BPE, *k, "--merge")
+    assert files_of(out) == files_of(w1)
+    assert not (tmp_path / "arr.partial").exists()
+
+
+def test_existing_dir_refused_unless_overwrite(mixed, tmp_path):
+    corpus, _ = mixed
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    args = (corpus, "--out", out, "--tokenizer", "byte")
+    refused = preprocess(*args, check=False)
+    assert refused.returncode == 1 and "already exists" in refused.stderr
+    assert (out / "keep.txt").exists() and not (tmp_path / "d.partial").exists()
+    preprocess(*args, "--overwrite")
+    assert (out / "manifest.json").exists() and not (out / "keep.txt").exists()
+    again = tmp_path / "again"  # --tokenizer-file: several datasets, one vocabulary
+    preprocess(corpus, "--out", again, "--tokenizer-file", out / "tokenizer.json")
+    assert (again / "tokenizer.json").read_bytes() == (out / "tokenizer.json").read_bytes()
+    assert sorted(sum(read_dataset(again).values(), [])) == sorted(DOCS)
+
+
+PII_DOCS = [
+    "Contact john.smith@example.org or call +1 (415) 555-0132 about Python 3.11.7.",
+    "Server 192.168.1.20 and 2001:db8:85a3::8a2e:370:7334, released 2024-01-15.",
+    "Paid with 4111 1111 1111 1111; ISBN 978-3-16-148410-0; room 101; 415-555-0198.",
+    "Reply to jane_doe+news@mail.co.uk, Amex 3782 822463 10005, +44 20 7946 0958.",
+]
+NEAR_MISSES = ["Python 3.11.7", "2024-01-15", "ISBN 978-3-16-148410-0", "room 101"]
+LEAKS = [r"[\w.+-]+@[\w-]+\.\w", r"\d{3}[ .-]\d{4}", r"\d+\.\d+\.\d+\.\d+", r"\w+::\w+",
+         r"\d{4} \d{4}", r"\d{4} \d{6}"]
+
+
+def test_redact_pii_and_dedup(tmp_path):
+    records = PII_DOCS + ["unique one", PII_DOCS[0], "unique two", "unique one", PII_DOCS[0]]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "p.jsonl").write_bytes(_jsonl([{"text": t} for t in records]))
+    out = tmp_path / "out"
+    proc = preprocess(tmp_path / "in", "--out", out, "--tokenizer", "byte", "--redact-pii",
+                      "--dedup", "--val-fraction", "0")
+    docs = read_dataset(out)["train"]
+    assert len(docs) == 6 and docs[4:] == ["unique one", "unique two"]  # first kept, in order
+    text = "\n".join(docs)
+    for pattern in LEAKS:
+        assert not re.search(pattern, text), pattern
+    for keep in NEAR_MISSES:
+        assert keep in text
+    r = json.loads((out / "preprocess_report.json").read_text())
+    assert r["duplicates"] == 3 and r["documents"] == 6
+    # Redaction runs before dedup: the two dropped copies of PII_DOCS[0] count too.
+    assert r["redacted"] == {"email": 2 + 2, "phone": 3 + 2, "ip": 2, "card": 2}
+    assert "redacted       email 4, phone 5, ip 2, card 2" in proc.stdout
+
+
+def _bad_corpus(tmp_path: Path, case: str) -> list:
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "ok.txt").write_text("fine text")
+    if case == "missing":
+        return [d, tmp_path / "nope"]
+    if case == "unreadable":
+        (d / "z.txt").symlink_to(tmp_path / "gone")
+    elif case == "not-json":
+        (d / "r.jsonl").write_bytes(_jsonl([{"text": "a"}]) + b"{oops\n")
+    elif case == "no-field":
+        (d / "r.jsonl").write_bytes(_jsonl([{"text": "a"}, {"body": "b"}]))
+    elif case == "bad-gzip":
+        (d / "t.txt.gz").write_bytes(gzip.compress(b"x" * 5000)[:25])
+    elif case == "empty":
+        (d / "ok.txt").write_text(" \n")
+        (d / "e.jsonl").write_bytes(_jsonl([{"text": ""}]))
+    elif case == "no-files":
+        (d / "ok.txt").rename(d / "ok.csv")
+    return [d]
+
+
+@pytest.mark.parametrize("case,tokenizer,message", [
+    ("missing", "bpe", r"nope: no such file or directory"),
+    ("unreadable", "bpe", r"z\.txt: cannot read"),
+    ("not-json", "bpe", r"r\.jsonl:2: not valid JSON"),
+    ("not-json", "byte", r"r\.jsonl:2: not valid JSON"),
+    ("no-field", "byte", r"r\.jsonl:2: no string field 'text'"),
+    ("bad-gzip", "byte", r"t\.txt\.gz: bad gzip data"),
+    ("empty", "bpe", r"empty corpus: no non-empty documents"),
+    ("empty", "byte", r"empty corpus: no non-empty documents"),
+    ("no-files", "bpe", r"empty corpus: no \.txt"),
+])
+def test_bad_input_one_line_and_no_dir(tmp_path, case, tokenizer, message):
+    out = tmp_path / "out"
+    proc = preprocess(*_bad_corpus(tmp_path, case), "--out", out, "--tokenizer", tokenizer,
+                      "--vocab-size", "300", check=False)
+    errors = [line for line in proc.stderr.splitlines() if "error" in line]
+    assert proc.returncode == 1 and len(errors) == 1 and "Traceback" not in proc.stderr
+    assert re.search(r"^hvdlm\.preprocess: error: .*" + message, errors[0]), proc.stderr
+    assert not out.exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_skip_bad_records_counts(tmp_path):
+    out = tmp_path / "out"
+    preprocess(*_bad_corpus(tmp_path, "not-json"), "--out", out, "--tokenizer", "byte",
+               "--skip-bad-records")
+    r = json.loads((out / "preprocess_report.json").read_text())
+    assert (r["bad_records"], r["documents"]) == (1, 2)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["--val-fraction", "1.5"], "--val-fraction must be between 0 and 1"),
+    (["--num-tasks", "2", "--task-index", "2"], "--task-index must be in 0..1"),
+    (["--num-tasks", "2"], "--num-tasks K needs"),
+    (["--tokenizer", "byte", "--tokenizer-file", "t.json"], "exclude each other"),
+])
+def test_usage_errors_exit_2(tmp_path, args, message):
+    (tmp_path / "a.txt").write_text("text")
+    proc = preprocess(tmp_path / "a.txt", "--out", tmp_path / "out", *args, check=False)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_val_fraction_one_and_zero(tmp_path):
+    (tmp_path / "in").mkdir()
+    for i in range(5):
+        (tmp_path / "in" / f"{i}.txt").write_text(f"document {i}")
+    for frac, split in (("1", "val"), ("0", "train")):
+        out = tmp_path / f"out{frac}"
+        preprocess(tmp_path / "in", "--out", out, "--val-fraction", frac, "--vocab-size", "260")
+        docs = read_dataset(out)
+        assert sorted(docs[split]) == [f"document {i}" for i in range(5)]
+        assert load_manifest(out).splits[{"val": "train", "train": "val"}[split]] == []
+        assert np.all(load_manifest(out).vocab_size >= 257)
