@@ -11,6 +11,7 @@ import json
 import multiprocessing as mp
 import os
 from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -38,21 +39,22 @@ class Pool:
 
     def __init__(self, workers: int, tokenizer_path: str | None) -> None:
         self.workers, self.tokenizer_path = workers, tokenizer_path
-        self._pool = None
+        self._pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> "Pool":
         if self.workers > 1:
             # spawn, not fork: the parent may hold HF threads (BPE training) or open files.
-            ctx = mp.get_context("spawn")
-            self._pool = ctx.Pool(self.workers, _init_worker, (self.tokenizer_path, True))
+            # An executor, not mp.Pool: a worker killed (e.g. out of memory) raises here
+            # instead of leaving the parent waiting forever.
+            self._pool = ProcessPoolExecutor(self.workers, mp.get_context("spawn"),
+                                             _init_worker, (self.tokenizer_path, True))
         else:
             _init_worker(self.tokenizer_path, False)
         return self
 
     def __exit__(self, *exc) -> None:
         if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
     def map(self, job: Callable, batches: Iterable[list[str]], *args: Any) -> Iterator[Any]:
         """job(batch, *args) for each batch, results in order, at most 2N batches in flight.
@@ -66,11 +68,11 @@ class Pool:
             return
         pending: deque = deque()
         for batch in batches:
-            pending.append(self._pool.apply_async(job, (batch, *args)))
+            pending.append(self._pool.submit(job, batch, *args))
             if len(pending) >= 2 * self.workers:
-                yield pending.popleft().get()
+                yield pending.popleft().result()
         while pending:
-            yield pending.popleft().get()
+            yield pending.popleft().result()
 
 
 # ---- jobs (run in workers) -----------------------------------------------------------------
