@@ -1,0 +1,219 @@
+"""A ring-allreduce cost model that explains the measurements and predicts large clusters.
+
+    python -m benchmarks.costmodel --allreduce runs/allreduce --compute-s 0.13 --params 0.83e6
+    python -m benchmarks.costmodel --allreduce runs/allreduce --compute-s 0.35 --params 124e6 \
+        --overlap 0.5 --out runs/costmodel
+
+Ring allreduce of S bytes over N ranks (Patarasuk & Yuan; what Gloo and NCCL run):
+    T(N, S) = 2(N-1)·α + 2(N-1)/N · S·β
+α (latency per ring step) and β (seconds per byte) are fitted by least squares to measured
+allreduce times. A data-parallel step under weak scaling then takes
+    t(N) = c + (1 - h)·T(N, G) + k·T(N, 16 B)
+with c the 1-rank step time (compute), G the gradient bytes, h the fraction of communication
+hidden behind the backward pass, and k small collectives per step (hvdlm: 1, its metrics
+allreduce); efficiency E(N) = c / t(N). Assumptions (stated in every report): compute per rank
+does not change with N; one ring over all ranks (no hierarchy); α, β of a network are the
+per-link figures below, with the software latency of the stack fitted here added to α.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from benchmarks import report
+
+# Per-link latency (s) and usable bandwidth (bytes/s) of common interconnects; stated, not measured.
+NETWORKS = {
+    "25GbE (TCP)": {"alpha_s": 20e-6, "bandwidth_Bps": 25e9 / 8 * 0.9},
+    "100Gb InfiniBand": {"alpha_s": 3e-6, "bandwidth_Bps": 100e9 / 8 * 0.9},
+    "400Gb InfiniBand": {"alpha_s": 3e-6, "bandwidth_Bps": 400e9 / 8 * 0.9},
+    "NVLink-class (450 GB/s)": {"alpha_s": 2e-6, "bandwidth_Bps": 450e9 * 0.8},
+}
+PREDICT_N = (2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+@dataclass
+class Fit:
+    alpha_s: float
+    beta_s_per_byte: float
+    points: int
+    max_rel_error: float  # of the fit over its own points
+
+
+def ring_time(n: int, size: float, alpha: float, beta: float) -> float:
+    """T(N, S) of ring allreduce; 0 for one rank."""
+    if n <= 1:
+        return 0.0
+    return 2 * (n - 1) * alpha + 2 * (n - 1) / n * size * beta
+
+
+def fit(points: Iterable[tuple[int, int, float]]) -> Fit:
+    """Least-squares α, β ≥ 0 from (N, bytes, seconds); relative errors weigh sizes alike."""
+    pts = [(n, s, t) for n, s, t in points if n > 1 and t > 0]
+    if not pts:
+        raise ValueError("no multi-rank allreduce measurements to fit")
+    # Minimise sum(((a·x + b·y) - t) / t)^2 with x = 2(N-1), y = 2(N-1)/N·S.
+    rows = [(2 * (n - 1) / t, 2 * (n - 1) / n * s / t) for n, s, t in pts]
+    sxx = sum(x * x for x, _ in rows)
+    syy = sum(y * y for _, y in rows)
+    sxy = sum(x * y for x, y in rows)
+    sx, sy = sum(x for x, _ in rows), sum(y for _, y in rows)
+    det = sxx * syy - sxy * sxy
+    alpha, beta = ((syy * sx - sxy * sy) / det, (sxx * sy - sxy * sx) / det) if det else (0, 0)
+    if alpha < 0 or det == 0:  # bandwidth only
+        alpha, beta = 0.0, sy / syy
+    elif beta < 0:  # latency only
+        alpha, beta = sx / sxx, 0.0
+    err = max(abs(ring_time(n, s, alpha, beta) - t) / t for n, s, t in pts)
+    return Fit(alpha, beta, len(pts), err)
+
+
+def fit_report(allreduce_dir: Path, config: str = "hvdlm") -> Fit:
+    """Fit α, β to one configuration's rows of a benchmarks.allreduce report."""
+    rows = json.loads(Path(allreduce_dir, "report.json").read_text())["results"]
+    return fit((r["np"], r["bytes"], r["time_s"]) for r in rows if r["config"] == config)
+
+
+def step_time(n: int, compute_s: float, grad_bytes: float, alpha: float, beta: float,
+              overlap: float = 0.0, small_per_step: int = 1) -> float:
+    return (compute_s + (1 - overlap) * ring_time(n, grad_bytes, alpha, beta)
+            + small_per_step * ring_time(n, 16, alpha, beta))
+
+
+def efficiency(n: int, compute_s: float, grad_bytes: float, alpha: float, beta: float,
+               overlap: float = 0.0, small_per_step: int = 1) -> float:
+    return compute_s / step_time(n, compute_s, grad_bytes, alpha, beta, overlap, small_per_step)
+
+
+def measured_overlap(step_1: float, step_n: float, n: int, grad_bytes: float, alpha: float,
+                     beta: float, small_per_step: int = 1) -> float:
+    """h that makes the model reproduce a measured step time (informative; can be < 0)."""
+    comm = ring_time(n, grad_bytes, alpha, beta)
+    small = small_per_step * ring_time(n, 16, alpha, beta)
+    return (step_1 + comm + small - step_n) / comm if comm else 0.0
+
+
+def predictions(compute_s: float, grad_bytes: float, local: Fit, overlap: float,
+                small_per_step: int = 1, ns: Sequence[int] = PREDICT_N) -> dict:
+    """Efficiency for each N on this machine's fitted link and on each stated network.
+
+    On a network, α = the link's latency + this stack's software latency (the fitted α), and
+    β = 1 / link bandwidth.
+    """
+    def table(alpha: float, beta: float) -> dict[str, float]:
+        return {str(n): efficiency(n, compute_s, grad_bytes, alpha, beta, overlap, small_per_step)
+                for n in ns}
+
+    nets = {"this machine (fitted)": {"alpha_s": local.alpha_s, "beta_s_per_byte":
+                                      local.beta_s_per_byte,
+                                      "efficiency": table(local.alpha_s, local.beta_s_per_byte)}}
+    for name, net in NETWORKS.items():
+        alpha, beta = net["alpha_s"] + local.alpha_s, 1 / net["bandwidth_Bps"]
+        nets[name] = {"alpha_s": alpha, "beta_s_per_byte": beta, "efficiency": table(alpha, beta)}
+    return nets
+
+
+ASSUMPTIONS = (
+    "Weak scaling; compute per rank (c) is the measured 1-rank step time and does not change "
+    "with N; one flat ring over all ranks; gradients in fp32 and fused into one allreduce; "
+    "one 16-byte metrics allreduce per step; on a named network α = link latency + the "
+    "software latency fitted here, β = 1/(90% of line rate) (80% for NVLink-class); h = the "
+    "hidden fraction of the gradient allreduce (0 here: with one core per rank the allreduce "
+    "is CPU work that cannot hide behind the backward pass).")
+
+
+def _union(spans: list[tuple[float, float]]) -> tuple[float, int]:
+    """Total length and count of the merged intervals of `spans`."""
+    total, count, end = 0.0, 0, float("-inf")
+    for a, b in sorted(spans):
+        if a > end:
+            count += 1
+            total += b - a
+            end = b
+        elif b > end:
+            total += b - end
+            end = b
+    return total, count
+
+
+def summarise_timeline(path: Path, steps: int) -> dict:
+    """Horovod timeline (Chrome trace JSON) -> per step: wall ms in each activity (spans of all
+    tensors merged, so fused tensors count once) and how many merged spans (operations)."""
+    text = Path(path).read_text().strip().rstrip(",")
+    if not text.endswith("]"):
+        text += "]"
+    open_: dict[tuple, list[tuple[str, float]]] = {}
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for ev in json.loads(text):
+        key = (ev.get("pid"), ev.get("tid"))
+        if ev.get("ph") == "B":
+            open_.setdefault(key, []).append((ev.get("name", "?"), float(ev["ts"])))
+        elif ev.get("ph") == "E" and open_.get(key):
+            name, start = open_[key].pop()
+            spans.setdefault(name, []).append((start / 1e3, float(ev["ts"]) / 1e3))
+    merged = {name: _union(s) for name, s in spans.items()}
+    order = sorted(merged, key=lambda n: -merged[n][0])
+    return {"steps": steps, "ms_per_step": {n: merged[n][0] / steps for n in order},
+            "ops_per_step": {n: merged[n][1] / steps for n in order},
+            "tensor_events_per_step": {n: len(spans[n]) / steps for n in order}}
+
+
+def markdown_sections(model: dict) -> list[tuple[str, str]]:
+    """The cost-model part of the scaling report: fit, N=2 check, predictions, assumptions."""
+    if not model:
+        return []
+    check = "; ".join(f"N={n}: predicted {model['predicted_efficiency'][n]:.3f}, measured "
+                      f"{e:.3f} ({model['prediction_error'][n]:+.1%})"
+                      for n, e in model["measured_efficiency"].items()
+                      if n in model["predicted_efficiency"])
+    fit = (f"Ring allreduce fitted to hvdlm's allreduce times: α = {model['alpha_s'] * 1e6:.0f} µs "
+           f"per ring step, β = {model['beta_s_per_byte'] * 1e9:.2f} s/GB (worst fit error "
+           f"{model['fit_max_rel_error']:.0%}); compute c = 1-rank step "
+           f"{model['compute_s'] * 1e3:.1f} ms; gradients G = {model['grad_bytes'] / 2**20:.2f} MiB; "
+           f"h = {model['overlap']:g}.\n\nPrediction against measurement: {check or '-'}. "
+           "Overlap implied by the measurement (informative, not used): "
+           + ", ".join(f"N={n}: {h:.2f}" for n, h in model["implied_overlap"].items()) + ".")
+    nets = model["networks"]
+    rows = [(name, *(f"{e:.2f}" for e in net["efficiency"].values()))
+            for name, net in nets.items() if isinstance(net, dict)]
+    pred = (f"Weak-scaling efficiency for a {nets['model_params'] / 1e6:.2f}M-parameter model "
+            f"with c = {nets['compute_s'] * 1e3:.1f} ms per step:\n\n"
+            + report.md_table(["network", *(f"N={n}" for n in PREDICT_N)], rows)
+            + "\n\n![efficiency](efficiency_weak.png) ![networks](predicted_networks.png)")
+    return [("Cost model", fit), ("Predictions", pred), ("Assumptions", model["assumptions"])]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="benchmarks.costmodel", description=__doc__.split("\n")[0])
+    p.add_argument("--allreduce", required=True, help="a benchmarks.allreduce report folder")
+    p.add_argument("--config", default="hvdlm", help="which allreduce rows to fit")
+    p.add_argument("--compute-s", type=float, required=True, help="1-rank step time (s)")
+    p.add_argument("--params", type=float, required=True, help="model parameters (fp32 grads)")
+    p.add_argument("--overlap", type=float, default=0.0, help="hidden fraction h of the allreduce")
+    p.add_argument("--out", help="write DIR/report.json and DIR/report.md")
+    args = p.parse_args(argv)
+    local = fit_report(Path(args.allreduce), args.config)
+    nets = predictions(args.compute_s, 4 * args.params, local, args.overlap)
+    print(f"alpha {local.alpha_s * 1e6:.1f} us, beta {local.beta_s_per_byte * 1e9:.3f} s/GB "
+          f"(fit error <= {local.max_rel_error:.0%} over {local.points} points)")
+    for name, net in nets.items():
+        print(f"{name:26s} " + "  ".join(f"N={n}: {e:.2f}" for n, e in net["efficiency"].items()))
+    if args.out:
+        payload = {"fit": asdict(local), "compute_s": args.compute_s,
+                   "grad_bytes": 4 * args.params, "overlap": args.overlap, "networks": nets,
+                   "assumptions": ASSUMPTIONS, "machine": report.machine_info()}
+        report.write_json(Path(args.out), payload)
+        rows = [(name, *(f"{e:.2f}" for e in net["efficiency"].values()))
+                for name, net in nets.items()]
+        report.write_md(Path(args.out), "Cost model predictions", [
+            ("Predicted weak-scaling efficiency", report.md_table(
+                ["network", *(f"N={n}" for n in PREDICT_N)], rows)),
+            ("Assumptions", ASSUMPTIONS)], payload["machine"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,373 @@
+"""Weak/strong scaling of the same GPT on the same data: hvdlm's trainer (Horovod) vs DDP.
+
+    python -m benchmarks.scaling --np 1,2 --mode weak --out runs/scaling
+    python -m benchmarks.scaling --np 1,2 --mode both --backends horovod,ddp --steps 30 --repeats 3
+    python -m benchmarks.scaling --np 2 --backends horovod --timeline --out runs/timeline
+    python -m benchmarks.scaling --hosts 2 --rate 1gbit --delay 0.2ms --np 1,2  (root)
+
+Backends: `horovod` = `python -m hvdlm.train` itself (its settings, its metrics allreduce,
+clipping), throughput from its metrics.jsonl; `ddp` = benchmarks/ddp_loop.py (torch.distributed
+Gloo + DistributedDataParallel). Each rank is pinned to an equal share of the cores (1 core per
+rank with 2 ranks on 2 cores; the 1-rank runs also get 1 core). Weak scaling fixes the per-rank
+micro-batch, strong scaling the global batch. E(N) = tokens/s(N) / (N · tokens/s(1)) for weak,
+speed-up / N for strong. Repeats interleave backends and N; figures are medians. With
+`--allreduce DIR` (a benchmarks.allreduce report) the cost model of benchmarks/costmodel.py is
+fitted and compared with the measurements. Writes DIR/report.json, DIR/report.md, DIR/*.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+from benchmarks import report
+from benchmarks.allreduce import cores_per_rank, emulate, run_ranks, split_config
+
+MODEL = {"arch": "gpt", "n_layer": 4, "n_head": 4, "n_embd": 128, "seq_len": 64}
+BACKEND_CONFIG = {"horovod": "hvdlm", "ddp": "ddp"}  # the config each backend name means
+CONFIGS = ("hvdlm", "hvdlm-nostats", "ddp")  # hvdlm-nostats: no per-step metrics allreduce
+BLOCK = 5  # steps per timed block (hvdlm logs tokens/s every BLOCK steps)
+
+
+@dataclass
+class Run:
+    backend: str
+    np: int
+    mode: str
+    tokens_per_s: float
+    step_time_s: float
+    efficiency: float
+    config: str
+    micro_batch: int
+
+
+# ---------------------------------------------------------------- data
+
+def make_dataset(out: Path) -> Path:
+    """A byte-tokenized dataset of the stdlib's email, json and logging packages (~1 MB)."""
+    data = out / "data"
+    if (data / "manifest.json").exists():
+        return data
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    corpus = out / "corpus"
+    corpus.mkdir(parents=True, exist_ok=True)
+    for pkg in ("email", "json", "logging"):
+        for path in sorted((stdlib / pkg).glob("*.py")):
+            shutil.copy(path, corpus / f"{pkg}_{path.name}")
+    subprocess.run([sys.executable, "-m", "hvdlm.preprocess", str(corpus), "--out", str(data),
+                    "--tokenizer", "byte", "--seed", "0"], check=True, cwd=report.ROOT,
+                   capture_output=True, timeout=600)
+    return data
+
+
+# ---------------------------------------------------------------- inside a rank
+
+def _pin(log: str) -> tuple[int, int]:
+    from benchmarks.ddp_loop import env_rank, pin_rank, quiet
+    rank, size, _, _ = env_rank()
+    quiet(f"{log}.rank{rank}.log")
+    pin_rank()
+    return rank, size
+
+
+def hvdlm_worker(config: str, data: str, micro_batch: int, steps: int, run_dir: str,
+                 result: str) -> None:
+    """Run `hvdlm.train` in this (pinned) process; rank 0 reports tokens/s of timed blocks."""
+    rank, _ = _pin(result)
+    base, _ = split_config(config, CONFIGS)
+    if base == "hvdlm-nostats":  # what the per-step metrics allreduce costs: skip it
+        from hvdlm import distributed
+        real_mean = distributed.mean
+        distributed.mean = lambda v, name: v.double() if name == "step_stats" else real_mean(v, name)
+    from hvdlm import train
+    overrides = [f"model.{k}={v}" for k, v in MODEL.items()] + [
+        f"train.micro_batch={micro_batch}", f"train.max_steps={BLOCK + steps}",
+        f"train.log_interval={BLOCK}", "train.eval_interval=1000000",
+        "train.ckpt_interval=1000000", "train.warmup_steps=2", "train.device=cpu",
+        "train.num_workers=0"]
+    code = train.main(["--data", data, "--out", run_dir, "--resume", "never", *overrides])
+    if code != 0:
+        raise SystemExit(code)
+    if rank == 0:
+        records = [json.loads(line) for line in Path(run_dir, "metrics.jsonl").read_text().splitlines()
+                   if line.strip()]
+        tps = [r["tokens_per_s"] for r in records if "tokens_per_s" in r][1:]  # block 1: warm-up
+        Path(result).write_text(json.dumps({"tokens_per_s": report.median(tps)}))
+
+
+def ddp_worker(data: str, micro_batch: int, steps: int, result: str) -> None:
+    """The same model, init and samples, trained by the minimal DDP loop."""
+    import torch
+    from benchmarks import ddp_loop
+    from hvdlm import data as hdata
+    from hvdlm.config import ModelConfig
+    from hvdlm.models import build_model
+    rank, size = _pin(result)
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    if size > 1:
+        ddp_loop.init_torch_dist()
+    manifest = hdata.open_dataset(data)
+    windows = hdata.TokenWindows(manifest, "train", MODEL["seq_len"])
+    sampler = hdata.TrainBatches(hdata.GlobalOrder(len(windows), 1337), start_sample=0,
+                                 start_step=0, max_steps=BLOCK + steps, micro_batch=micro_batch,
+                                 grad_accum=1, rank=rank, world_size=size)
+    batches = [windows.__getitems__(ids) for ids in sampler]
+    torch.manual_seed(1337)
+    model = build_model(ModelConfig(**MODEL, vocab_size=manifest.vocab_size, dropout=0.0))
+    res = ddp_loop.train_steps(model, batches, steps, BLOCK, distributed=size > 1)
+    if size > 1:
+        torch.distributed.destroy_process_group()
+    blocks = [sum(res.step_times[i:i + BLOCK]) / BLOCK
+              for i in range(0, len(res.step_times) - BLOCK + 1, BLOCK)]
+    if rank == 0:
+        Path(result).write_text(json.dumps(
+            {"tokens_per_s": size * res.tokens_per_step / report.median(blocks)}))
+
+
+# ---------------------------------------------------------------- the driver
+
+def one_run(config: str, np_: int, micro_batch: int, data: Path, steps: int, hosts: int,
+            tmp: Path, share: int) -> float:
+    result = tmp / "result.json"
+    result.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "benchmarks.scaling", "--worker", config, "--data", str(data),
+           "--micro-batch", str(micro_batch), "--steps", str(steps), "--result", str(result),
+           "--run-dir", str(tmp / "run")]
+    shutil.rmtree(tmp / "run", ignore_errors=True)
+    run_ranks(np_, cmd, split_config(config, CONFIGS)[1], hosts, share=share)
+    return json.loads(result.read_text())["tokens_per_s"]
+
+
+def plan(args: argparse.Namespace) -> list[tuple[str, str, int, int]]:
+    """(config, mode, np, per-rank micro-batch) for every measurement."""
+    nps = sorted({int(n) for n in args.np.split(",")} | {1})
+    modes = ["weak", "strong"] if args.mode == "both" else [args.mode]
+    configs = args.configs.split(",") if args.configs else [BACKEND_CONFIG[b]
+                                                           for b in args.backends.split(",")]
+    out = []
+    for mode in modes:
+        for config in configs:
+            for n in nps:
+                mb = args.micro_batch if mode == "weak" else max(1, args.global_batch // n)
+                out.append((config, mode, n, mb))
+    return out
+
+
+def measure(args: argparse.Namespace, data: Path) -> list[Run]:
+    items = plan(args)
+    share = cores_per_rank(max(n for _, _, n, _ in items))  # the 1-rank runs get one share too
+    got: dict[tuple, list[float]] = {item: [] for item in items}
+    with tempfile.TemporaryDirectory(prefix="hvdlm-scaling-") as tmp:
+        for rnd in range(args.repeats):
+            for item in items if rnd % 2 == 0 else items[::-1]:
+                config, _, n, mb = item
+                got[item].append(one_run(config, n, mb, data, args.steps, args.hosts, Path(tmp),
+                                         share))
+                print(f"  round {rnd + 1}: {item} {got[item][-1]:,.0f} tokens/s", flush=True)
+    runs = []
+    for (config, mode, n, mb), values in got.items():
+        tps = report.median(values)
+        base = report.median(got[(config, mode, 1, args.micro_batch if mode == "weak"
+                                  else args.global_batch)])
+        eff = tps / (n * base) if mode == "weak" else tps / base / n
+        backend = "ddp" if config == "ddp" else "horovod"
+        runs.append(Run(backend, n, mode, tps, n * mb * MODEL["seq_len"] / tps, eff, config, mb))
+    return runs
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="benchmarks.scaling", description=__doc__.split("\n")[0])
+    p.add_argument("--np", default="1,2", help="rank counts, e.g. 1,2 (1 is always added)")
+    p.add_argument("--mode", default="weak", choices=["weak", "strong", "both"])
+    p.add_argument("--out", default="runs/scaling")
+    p.add_argument("--backends", default="horovod,ddp")
+    p.add_argument("--configs", help="explicit list: hvdlm, hvdlm-nostats, ddp, hvdlm+ENV=V...")
+    p.add_argument("--steps", type=int, default=30, help="timed steps per run (after warm-up)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--micro-batch", type=int, default=12, help="weak: per-rank micro-batch")
+    p.add_argument("--global-batch", type=int, default=24, help="strong: global batch")
+    p.add_argument("--data", help="dataset folder (default: make a byte dataset in OUT/data)")
+    p.add_argument("--allreduce", help="a benchmarks.allreduce report folder: fit the cost model")
+    p.add_argument("--timeline", action="store_true", help="record and summarise a Horovod timeline")
+    p.add_argument("--predict-params", type=float, help="cost model: parameters of the model to "
+                   "predict for on the named networks (default: the benchmark's GPT)")
+    p.add_argument("--predict-compute-s", type=float, help="cost model: its 1-rank step time "
+                   "(default: this machine's, scaled by parameters)")
+    p.add_argument("--overlap", type=float, default=0.0, help="cost model: hidden fraction h")
+    p.add_argument("--nice", type=int, default=0, help="run ranks at this nice level (root: -10)")
+    p.add_argument("--hosts", type=int, default=0, help="emulated hosts (root; see scripts/)")
+    p.add_argument("--rate", default="1gbit")
+    p.add_argument("--delay", default="0ms")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    p.add_argument("--run-dir", help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        if split_config(args.worker, CONFIGS)[0] == "ddp":
+            ddp_worker(args.data, args.micro_batch, args.steps, args.result)
+        else:
+            hvdlm_worker(args.worker, args.data, args.micro_batch, args.steps, args.run_dir,
+                         args.result)
+        return 0
+    if args.nice:
+        os.environ["HVDLM_BENCH_NICE"] = str(args.nice)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = Path(args.data) if args.data else make_dataset(out)
+    if args.hosts:
+        emulate("up", args.hosts, args.rate, args.delay)
+    try:
+        runs = measure(args, data)
+        timeline = record_timeline(data, args) if args.timeline else None
+    finally:
+        if args.hosts:
+            emulate("down")
+    model = cost_model(runs, args, data)
+    write_report(out, runs, model, args, timeline)
+    for r in runs:
+        print(f"{r.backend:8s} {r.config:14s} {r.mode:6s} np={r.np} {r.tokens_per_s:10,.0f} "
+              f"tokens/s  step {r.step_time_s * 1e3:7.1f} ms  efficiency {r.efficiency:.3f}")
+    print(f"report: {out / 'report.md'}")
+    return 0
+
+
+def record_timeline(data: Path, args: argparse.Namespace) -> dict:
+    """hvdlm at the largest N with HOROVOD_TIMELINE; time per activity, summed over tensors."""
+    from benchmarks.costmodel import summarise_timeline
+    n = max(int(x) for x in args.np.split(","))
+    with tempfile.TemporaryDirectory(prefix="hvdlm-tl-") as tmp:
+        path = Path(tmp, "timeline.json")
+        one_run(f"hvdlm+HOROVOD_TIMELINE={path}", n, args.micro_batch, data, 10, args.hosts,
+                Path(tmp), cores_per_rank(n))
+        return summarise_timeline(path, steps=BLOCK + 10)
+
+
+# ---------------------------------------------------------------- cost model and report
+
+def grad_bytes(data: Path) -> int:
+    from hvdlm.config import ModelConfig
+    from hvdlm.data import open_dataset
+    from hvdlm.models import build_model, count_parameters
+    cfg = ModelConfig(**MODEL, vocab_size=open_dataset(data).vocab_size)
+    return 4 * count_parameters(build_model(cfg))
+
+
+def cost_model(runs: list[Run], args: argparse.Namespace, data: Path) -> dict:
+    """Fit α, β (from --allreduce, else a short measurement now) and predict E(N)."""
+    from benchmarks import allreduce, costmodel
+    nmax = max(r.np for r in runs)
+    if args.allreduce:
+        fit = costmodel.fit_report(Path(args.allreduce))
+    else:
+        sizes = [parse for parse in (64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20)]
+        rows, _ = allreduce.measure(["hvdlm"], max(2, nmax), sizes, 10, 1, args.hosts)
+        fit = costmodel.fit((r.np, r.bytes, r.time_s) for r in rows)
+    weak = {r.np: r for r in runs if r.mode == "weak" and r.config == "hvdlm"}
+    if 1 not in weak:
+        return {}
+    compute_s, gbytes = weak[1].step_time_s, grad_bytes(data)
+    predicted = {str(n): costmodel.efficiency(n, compute_s, gbytes, fit.alpha_s,
+                                              fit.beta_s_per_byte, args.overlap)
+                 for n in costmodel.PREDICT_N}
+    user_bytes = 4 * args.predict_params if args.predict_params else gbytes
+    user_compute = args.predict_compute_s or compute_s * user_bytes / gbytes
+    measured = {str(n): r.efficiency for n, r in weak.items() if n > 1}
+    return {"alpha_s": fit.alpha_s, "beta_s_per_byte": fit.beta_s_per_byte,
+            "fit_max_rel_error": fit.max_rel_error, "compute_s": compute_s,
+            "grad_bytes": gbytes, "overlap": args.overlap, "predicted_efficiency": predicted,
+            "measured_efficiency": measured,
+            "prediction_error": {n: predicted[n] / e - 1 for n, e in measured.items()
+                                 if n in predicted},
+            "implied_overlap": {str(n): costmodel.measured_overlap(
+                compute_s, r.step_time_s, n, gbytes, fit.alpha_s, fit.beta_s_per_byte)
+                for n, r in weak.items() if n > 1},
+            "networks": {"model_params": user_bytes / 4, "compute_s": user_compute,
+                         **costmodel.predictions(user_compute, user_bytes, fit, args.overlap)},
+            "assumptions": costmodel.ASSUMPTIONS}
+
+
+def write_report(out: Path, runs: list[Run], model: dict, args: argparse.Namespace,
+                 timeline: dict | None) -> None:
+    from benchmarks.costmodel import markdown_sections
+    machine = report.machine_info()
+    payload = {"runs": [asdict(r) for r in runs], "model": model, "timeline": timeline,
+               "settings": {"model": MODEL, "steps": args.steps, "repeats": args.repeats,
+                            "micro_batch": args.micro_batch, "global_batch": args.global_batch,
+                            "hosts": args.hosts, "rate": args.rate, "delay": args.delay,
+                            "nice": args.nice},
+               "machine": machine}
+    report.write_json(out, payload)
+    sections = [("Measured", runs_section(runs, args)), *markdown_sections(model)]
+    if timeline:
+        sections.append(("Horovod timeline", timeline_section(timeline)))
+    report.write_md(out, "Scaling: hvdlm (Horovod) vs DDP", sections, machine)
+    plots(out, runs, model)
+
+
+def runs_section(runs: list[Run], args: argparse.Namespace) -> str:
+    where = (f"{args.hosts} emulated hosts (rate {args.rate}, delay {args.delay})"
+             if args.hosts else "one machine")
+    text = (f"GPT {MODEL['n_layer']} layers x {MODEL['n_embd']} wide, {MODEL['seq_len']}-token "
+            f"windows; weak: {args.micro_batch} windows per rank, strong: {args.global_batch} "
+            f"in all; {args.steps} timed steps after {BLOCK} warm-up steps, median of "
+            f"{args.repeats} interleaved repeats; {where}; each rank pinned to an equal share of "
+            f"the cores{f', nice {args.nice}' if args.nice else ''}.\n\n")
+    table = report.md_table(
+        ["backend", "config", "mode", "N", "micro-batch", "tokens/s", "step (ms)", "efficiency"],
+        [(r.backend, r.config, r.mode, r.np, r.micro_batch, r.tokens_per_s, r.step_time_s * 1e3,
+          r.efficiency) for r in sorted(runs, key=lambda r: (r.mode, r.config, r.np))])
+    eff = {(r.config, r.mode, r.np): r.efficiency for r in runs}
+    lines = [f"- {mode} N={n}: hvdlm {eff[('hvdlm', mode, n)]:.3f}, DDP {eff[('ddp', mode, n)]:.3f}"
+             for (c, mode, n) in sorted(eff) if c == "hvdlm" and n > 1 and ("ddp", mode, n) in eff]
+    return text + table + ("\n\nEfficiency side by side:\n" + "\n".join(lines) if lines else "")
+
+
+def timeline_section(tl: dict) -> str:
+    rows = [(name, ms, tl["ops_per_step"][name], tl["tensor_events_per_step"][name])
+            for name, ms in tl["ms_per_step"].items()]
+    return ("Wall time per training step in each Horovod activity (spans of all tensors merged; "
+            "it overlaps with compute), from HOROVOD_TIMELINE of rank 0 over "
+            f"{tl['steps']} steps (start-up included):\n\n"
+            + report.md_table(["activity", "ms/step", "operations/step", "tensor events/step"],
+                              rows))
+
+
+def plots(out: Path, runs: list[Run], model: dict) -> None:
+    for mode in sorted({r.mode for r in runs}):
+        eff, tps = {}, {}
+        for config in sorted({r.config for r in runs}):
+            mine = sorted((r.np, r.efficiency, r.tokens_per_s) for r in runs
+                          if r.mode == mode and r.config == config)
+            eff[f"{config} (measured)"] = ([n for n, _, _ in mine], [e for _, e, _ in mine])
+            tps[config] = ([n for n, _, _ in mine], [t for _, _, t in mine])
+        if mode == "weak" and model:
+            pred = model["predicted_efficiency"]
+            eff["hvdlm, cost model"] = ([int(n) for n in pred], list(pred.values()))
+        report.line_plot(out / f"efficiency_{mode}.png", eff, xlabel="ranks N",
+                         ylabel="efficiency", logx=True, title=f"{mode} scaling efficiency",
+                         styles={"hvdlm, cost model": "--"})
+        report.line_plot(out / f"tokens_per_s_{mode}.png", tps, xlabel="ranks N",
+                         ylabel="tokens/s", title=f"{mode} scaling throughput")
+    if model:
+        nets = {name: ([int(n) for n in v["efficiency"]], list(v["efficiency"].values()))
+                for name, v in model["networks"].items() if isinstance(v, dict)}
+        report.line_plot(out / "predicted_networks.png", nets, xlabel="ranks N",
+                         ylabel="predicted efficiency", logx=True,
+                         title=f"cost model, {model['networks']['model_params'] / 1e6:.1f}M "
+                               f"parameters, weak scaling")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
