@@ -17,7 +17,6 @@ import os
 import re
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np

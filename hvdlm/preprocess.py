@@ -53,28 +53,38 @@ PLAN_KEYS = ("inputs", "tokenizer", "vocab_size", "tokenizer_file", "tokenizer_s
 def build_parser() -> cli.ArgumentParser:
     p = cli.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files and folders")
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--out", required=True, metavar="DIR", help="dataset folder to create")
     p.add_argument("--tokenizer", choices=("bpe", "byte"), default=None,
                    help="train a byte-level BPE (default) or use the 256-byte tokenizer")
-    p.add_argument("--vocab-size", type=int, default=8192)
+    p.add_argument("--vocab-size", type=int, default=8192, metavar="N",
+                   help="BPE vocabulary incl. end-of-text (default 8192)")
     p.add_argument("--tokenizer-file", metavar="FILE", help="reuse this tokenizer.json")
-    p.add_argument("--tokenizer-sample-bytes", type=int, default=250_000_000,
-                   help="train BPE on a seeded sample of at most this many bytes")
-    p.add_argument("--shard-tokens", type=int, default=100_000_000)
-    p.add_argument("--val-fraction", type=float, default=0.01)
-    p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--task-index", type=int, metavar="I")
-    p.add_argument("--num-tasks", type=int, default=1, metavar="K")
+    p.add_argument("--tokenizer-sample-bytes", type=int, default=250_000_000, metavar="N",
+                   help="train BPE on a seeded sample of at most N bytes (held in memory)")
+    p.add_argument("--shard-tokens", type=int, default=100_000_000, metavar="N",
+                   help="about N tokens per shard (default 100M)")
+    p.add_argument("--val-fraction", type=float, default=0.01, metavar="F",
+                   help="documents held out for val, 0..1 (default 0.01)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="encoding processes (1: HF threads in this process)")
+    p.add_argument("--task-index", type=int, metavar="I",
+                   help="array step 2: encode task I's part of the corpus")
+    p.add_argument("--num-tasks", type=int, default=1, metavar="K",
+                   help="number of array tasks (same in every step)")
     step = p.add_mutually_exclusive_group()
     step.add_argument("--tokenizer-only", action="store_true",
                       help="array step 1: write the shared tokenizer and plan, then stop")
     step.add_argument("--merge", action="store_true",
                       help="array step 3: merge the K task parts into DIR")
-    p.add_argument("--redact-pii", action="store_true")
-    p.add_argument("--dedup", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--text-field", default="text", help="jsonl field holding the text")
-    p.add_argument("--skip-bad-records", action="store_true")
+    p.add_argument("--redact-pii", action="store_true",
+                   help="replace e-mails, phones, IPs, card numbers by <EMAIL> etc.")
+    p.add_argument("--dedup", action="store_true",
+                   help="drop exact duplicate documents (after redaction), first kept")
+    p.add_argument("--seed", type=int, default=0, help="chooses val documents, BPE sample")
+    p.add_argument("--text-field", default="text", metavar="NAME",
+                   help="jsonl field holding the text (default text)")
+    p.add_argument("--skip-bad-records", action="store_true",
+                   help="count and skip bad jsonl lines instead of failing")
     p.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
     return p
 
