@@ -58,12 +58,15 @@ def save(run: str | Path, state: dict[str, Any], keep: int) -> Path:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
+    sidecar = path.with_name(path.name + ".sha256")
     try:
-        _write_atomic(path.with_name(path.name + ".sha256"), hashlib.sha256(data).hexdigest().encode())
+        _write_atomic(sidecar, hashlib.sha256(data).hexdigest().encode())
         _write_atomic(path, data)
         _write_atomic(folder / "latest", path.name.encode())
         _fsync_dir(folder)
     except OSError as err:
+        if not path.exists():
+            sidecar.unlink(missing_ok=True)
         raise CheckpointError(f"{path}: could not save checkpoint ({err.strerror or err}); "
                               "the previous checkpoint is intact") from None
     for old in list_checkpoints(run)[:-keep]:
