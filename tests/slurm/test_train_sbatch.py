@@ -1,0 +1,117 @@
+"""slurm/train.sbatch on the real local cluster: a 2-rank run completes, and a USR1 to the batch
+script (as Slurm sends it before the time limit) checkpoints, requeues and resumes exactly.
+
+    sudo .venv/bin/python -m pytest tests/slurm/test_train_sbatch.py -v
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import ROOT, horovodrun
+
+pytestmark = [pytest.mark.slurm, pytest.mark.horovod, pytest.mark.hdf5]
+
+SCRIPT = ROOT / "slurm" / "train.sbatch"
+# A model small enough that Slurm and Python start-up dominate; log every step to follow it.
+TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.seq_len=32",
+        "train.warmup_steps=0", "train.log_interval=1", "train.micro_batch=8",
+        "train.eval_batches=1"]
+
+
+def export(data: Path, run: Path, args: list[str], tmp_path: Path) -> str:
+    """sbatch --export value: the venv's python, the run's settings, a private rendezvous dir."""
+    settings = {"HVDLM_PYTHON": sys.executable, "HVDLM_DATA": data, "HVDLM_OUT": run,
+                "HVDLM_ARGS": " ".join(args), "HVDLM_RENDEZVOUS_DIR": tmp_path / "rendezvous"}
+    return "--export=ALL," + ",".join(f"{k}={v}" for k, v in settings.items())
+
+
+def logged_steps(run: Path) -> list[dict]:
+    """metrics.jsonl records with a loss, skipping a line still being written."""
+    path = run / "metrics.jsonl"
+    records = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return [r for r in records if "loss" in r]
+
+
+def checkpoint_steps(run: Path) -> list[int]:
+    return sorted(int(p.stem.split("-")[1]) for p in (run / "checkpoints").glob("step-*.pt"))
+
+
+def final_model(run: Path, step: int) -> dict[str, torch.Tensor]:
+    path = run / "checkpoints" / f"step-{step:08d}.pt"
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_two_rank_job_completes(slurm_cluster, byte_dataset, tmp_path):
+    started = time.monotonic()
+    run, out = tmp_path / "run", tmp_path / "job.out"
+    job = slurm_cluster.sbatch(
+        "--wait", "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1", "--time=5",
+        "--output", out, export(byte_dataset, run, [*TINY, "train.max_steps=12"], tmp_path),
+        SCRIPT, timeout=300)
+    assert slurm_cluster.wait(job, timeout=60) == "COMPLETED", out.read_text()
+    assert [r["step"] for r in logged_steps(run)] == list(range(1, 13))
+    log = (run / "log.txt").read_text()
+    assert "world size 2" in log and "finished: step 12 of 12" in log
+    assert checkpoint_steps(run) == [12]
+    print(f"wall time {time.monotonic() - started:.1f} s")
+
+
+def test_missing_out_is_one_line_and_fails(slurm_cluster, tmp_path):
+    out = tmp_path / "job.out"
+    job = slurm_cluster.sbatch("--wait", "-n1", "--time=1", "--output", out,
+                               f"--export=ALL,HVDLM_DATA={tmp_path}", SCRIPT, timeout=120)
+    assert slurm_cluster.wait(job, timeout=60) == "FAILED"
+    assert out.read_text().strip() == ("train.sbatch: error: HVDLM_OUT is not set (the run "
+                                       "folder); e.g. sbatch --export=ALL,HVDLM_DATA=data,"
+                                       "HVDLM_OUT=runs/x slurm/train.sbatch")
+
+
+def test_usr1_checkpoints_requeues_and_resumes_exactly(slurm_cluster, byte_dataset, tmp_path):
+    """No periodic checkpoint is due (ckpt_interval > max_steps): the only way to the last step
+    with the right parameters is the checkpoint written on USR1, then the requeued run."""
+    started = time.monotonic()
+    steps = 150
+    args = [*TINY, f"train.max_steps={steps}", "train.ckpt_interval=100000",
+            "train.eval_interval=100000"]
+    run, out = tmp_path / "preempted", tmp_path / "job.out"
+    job = slurm_cluster.sbatch("--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1",
+                               "--time=10", "--output", out,
+                               export(byte_dataset, run, args, tmp_path), SCRIPT)
+    slurm_cluster.wait_for(lambda: len(logged_steps(run)) >= 3, 180,
+                           f"job {job} to log 3 steps", interval=0.1)
+    slurm_cluster.scancel("--batch", "--signal=USR1", job)
+    slurm_cluster.wait_for(lambda: slurm_cluster.restart_count(job) >= 1, 60,
+                           f"job {job} to be requeued")
+    stopped_at = checkpoint_steps(run)
+    assert len(stopped_at) == 1 and 3 <= stopped_at[0] < steps, (stopped_at, out.read_text())
+
+    # The uninterrupted reference, while the requeued job waits to start again.
+    reference = tmp_path / "reference"
+    horovodrun(2, sys.executable, "-m", "hvdlm.train", "--data", byte_dataset,
+               "--out", reference, *args, timeout=240)
+
+    assert slurm_cluster.wait(job, timeout=240) == "COMPLETED", out.read_text()
+    assert slurm_cluster.restart_count(job) == 1
+    records = logged_steps(run)
+    assert [r.get("resumed_from") for r in records if "resumed_from" in r] == stopped_at
+    assert records[-1]["step"] == steps
+    assert checkpoint_steps(run) == [stopped_at[0], steps]
+    text = out.read_text()
+    assert "requeued" in text and "finished: step 150 of 150" in (run / "log.txt").read_text()
+
+    mine, theirs = final_model(run, steps), final_model(reference, steps)
+    assert mine.keys() == theirs.keys()
+    unequal = [k for k in mine if not torch.equal(mine[k], theirs[k])]
+    assert not unequal, f"parameters differ from the uninterrupted run: {unequal}"
+    print(f"stopped at step {stopped_at[0]}; wall time {time.monotonic() - started:.1f} s")
