@@ -65,8 +65,9 @@ def build_parser() -> cli.ArgumentParser:
                    help="about N tokens per shard (default 100M)")
     p.add_argument("--val-fraction", type=float, default=0.01, metavar="F",
                    help="documents held out for val, 0..1 (default 0.01)")
-    p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="encoding processes (1: HF threads in this process)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="encoding processes (default: the CPUs this process may use; "
+                   "1: HF threads in this process)")
     p.add_argument("--task-index", type=int, metavar="I",
                    help="array step 2: encode task I's part of the corpus")
     p.add_argument("--num-tasks", type=int, default=1, metavar="K",
@@ -93,6 +94,9 @@ def check_args(a) -> None:
     if a.tokenizer_file and a.tokenizer:
         raise UsageError("--tokenizer-file and --tokenizer exclude each other")
     a.tokenizer = "file" if a.tokenizer_file else (a.tokenizer or "bpe")
+    if a.workers is None:  # the output is the same for any N, so use what we are given
+        a.workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else os.cpu_count() or 1
     if a.tokenizer_file:
         a.tokenizer_file = os.path.abspath(a.tokenizer_file)
     if a.tokenizer == "bpe" and not 258 <= a.vocab_size <= 2**32:

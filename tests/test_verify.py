@@ -24,7 +24,7 @@ def fresh(tmp_path_factory) -> Path:
     for i in range(30):
         (root / "in" / f"{i:02d}.txt").write_text(f"document {i}: " + "text é " * (i + 1))
     assert preprocess.main([str(root / "in"), "--out", str(root / "data"), "--tokenizer",
-                            "byte", "--shard-tokens", "500", "--val-fraction", "0.1"]) == 0
+                            "byte", "--shard-tokens", "500", "--val-fraction", "0.1", "--workers", "1"]) == 0
     return root / "data"
 
 
