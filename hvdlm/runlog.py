@@ -15,20 +15,26 @@ from typing import Any
 log = logging.getLogger("hvdlm")
 
 
-def setup_logging(run: Path | None, rank: int) -> None:
-    """Log lines to stderr (every rank, tagged) and RUN/log.txt (rank 0)."""
+def setup_logging(rank: int) -> None:
+    """Log lines to stderr: every message on rank 0, warnings and errors from the others."""
     log.setLevel(logging.INFO)
     log.handlers.clear()
     log.propagate = False
-    fmt = logging.Formatter(f"%(asctime)s [rank {rank}] %(levelname)s %(message)s", "%H:%M:%S")
     console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(fmt)
+    console.setFormatter(_formatter(rank))
     console.setLevel(logging.INFO if rank == 0 else logging.WARNING)
     log.addHandler(console)
-    if run is not None:
-        file = logging.FileHandler(run / "log.txt")
-        file.setFormatter(fmt)
-        log.addHandler(file)
+
+
+def log_to_file(path: Path) -> None:
+    """Also log to RUN/log.txt (rank 0 only)."""
+    file = logging.FileHandler(path)
+    file.setFormatter(log.handlers[0].formatter if log.handlers else _formatter(0))
+    log.addHandler(file)
+
+
+def _formatter(rank: int) -> logging.Formatter:
+    return logging.Formatter(f"%(asctime)s [rank {rank}] %(levelname)s %(message)s", "%H:%M:%S")
 
 
 class MetricsWriter:

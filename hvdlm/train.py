@@ -29,7 +29,7 @@ from hvdlm.config import Config, TrainConfig, load_config, to_toml
 from hvdlm.errors import DataError, HvdlmError, UsageError
 from hvdlm.evaluate import score_windows
 from hvdlm.models import build_model, count_parameters
-from hvdlm.runlog import MetricsWriter, log, setup_logging
+from hvdlm.runlog import MetricsWriter, log, log_to_file, setup_logging
 from hvdlm.tokenizer import load_tokenizer
 
 EXIT_STOPPED = 75  # stopped on request after writing a checkpoint: resume with --resume auto
@@ -262,13 +262,12 @@ def _main(argv: Sequence[str] | None) -> int:
     args = _parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     world = distributed.init(cfg.train.device)
-    run = Path(args.out)
+    setup_logging(world.rank)
+    trainer = Trainer(args, cfg, world)  # checks data, config and checkpoint before RUN is touched
     if world.is_main:
+        run = Path(args.out)
         run.mkdir(parents=True, exist_ok=True)
-    distributed.barrier()
-    setup_logging(run if world.is_main else None, world.rank)
-    trainer = Trainer(args, cfg, world)
-    if world.is_main:
+        log_to_file(run / "log.txt")
         (run / "config.toml").write_text(to_toml(cfg))
         (run / "data_dir.txt").write_text(str(Path(args.data).resolve()) + "\n")
     return trainer.run()
