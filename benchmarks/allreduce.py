@@ -68,6 +68,11 @@ def split_config(config: str, known: Sequence[str] = tuple(CONFIGS)) -> tuple[st
     return base, dict(p.split("=", 1) for p in pairs)
 
 
+def shared_tmp() -> str | None:
+    """Where rank 0 writes its result: $HVDLM_BENCH_TMP (a shared folder under srun)."""
+    return os.environ.get("HVDLM_BENCH_TMP") or None
+
+
 def cores_per_rank(max_ranks_per_host: int) -> int:
     return max(1, len(os.sched_getaffinity(0)) // max(1, max_ranks_per_host))
 
@@ -80,6 +85,8 @@ def run_ranks(np_: int, cmd: Sequence[str], env: dict[str, str], hosts: int = 0,
     machine's cores, so their ranks are numbered as if all were on one host.
     """
     from hvdlm.launch import run_on_hosts
+    if os.environ.get("HVDLM_BENCH_LAUNCHER") == "srun":
+        return run_srun(np_, cmd, env, timeout)
     env = {**env, "HVDLM_BENCH_CORES_PER_RANK": str(share or cores_per_rank(np_))}
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(report.ROOT), os.environ.get("PYTHONPATH")) if p)
@@ -96,6 +103,24 @@ def run_ranks(np_: int, cmd: Sequence[str], env: dict[str, str], hosts: int = 0,
     status = run_on_hosts(plan, list(cmd), netns=bool(hosts), env=env, timeout=timeout)
     if status != 0:
         raise RuntimeError(f"benchmark ranks failed (exit {status}): {' '.join(cmd)}")
+
+
+def run_srun(np_: int, cmd: Sequence[str], env: dict[str, str], timeout: float) -> None:
+    """Inside a Slurm allocation: one job step of np_ tasks, each a rank via hvdlm.launch.
+
+    Ranks fill whole nodes first (the allocation's tasks per node); each node's ranks split
+    its cores (benchmarks/ddp_loop.py: pin_rank).
+    """
+    per_node = int(os.environ.get("SLURM_NTASKS_PER_NODE", "0").split("(")[0] or 0) or 1
+    nodes = max(1, -(-np_ // per_node))
+    full = {**os.environ, **env, "HVDLM_BENCH_TORCH_PORT": env.get("HVDLM_BENCH_TORCH_PORT")
+            or str(free_port()), "PYTHONPATH": os.pathsep.join(
+                p for p in (str(report.ROOT), os.environ.get("PYTHONPATH")) if p)}
+    argv = ["srun", f"--nodes={nodes}", f"--ntasks={np_}", "--kill-on-bad-exit=1",
+            sys.executable, "-m", "hvdlm.launch", "--", *cmd]
+    status = subprocess.run(argv, env=full, timeout=timeout).returncode
+    if status != 0:
+        raise RuntimeError(f"srun benchmark step failed (exit {status}): {' '.join(cmd)}")
 
 
 # ---------------------------------------------------------------- inside a rank
@@ -158,7 +183,7 @@ def measure(configs: list[str], np_: int, sizes: list[int], iters: int, rounds: 
     """Median over rounds of each config's per-size time; rounds interleave the configs."""
     per: dict[str, dict[int, list[float]]] = {c: {s: [] for s in sizes} for c in configs}
     info: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory(prefix="hvdlm-ar-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="hvdlm-ar-", dir=shared_tmp()) as tmp:
         for rnd in range(rounds):
             for config in configs:
                 result = Path(tmp, f"{configs.index(config)}-{rnd}.json")
@@ -241,9 +266,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--hosts", type=int, default=0, help="emulated hosts (root; see scripts/)")
     p.add_argument("--rate", default="1gbit", help="with --hosts: per-host egress rate")
     p.add_argument("--delay", default="0ms", help="with --hosts: one-way delay")
+    add_common(p)
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     return p.parse_args(argv)
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--launcher", choices=["local", "srun"], default="local",
+                   help="local: ranks on this machine (or --hosts); srun: job steps of the "
+                        "current Slurm allocation")
+    p.add_argument("--nice", type=int, default=0,
+                   help="run the ranks at this nice level (root: -10 keeps other load out)")
+
+
+def apply_common(args: argparse.Namespace) -> None:
+    """Pass the launcher choices to run_ranks through the environment (workers ignore them)."""
+    if args.nice:
+        os.environ["HVDLM_BENCH_NICE"] = str(args.nice)
+    if args.launcher == "srun":
+        os.environ["HVDLM_BENCH_LAUNCHER"] = "srun"
+        os.environ.setdefault("HVDLM_BENCH_TMP", str(Path(args.out).resolve()))
+        Path(args.out).mkdir(parents=True, exist_ok=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -252,6 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker:
         worker(args.worker, sizes, args.iters, max(2, args.iters // 5), args.result)
         return 0
+    apply_common(args)
     configs = (args.configs.split(",") if args.configs else
                [c for b in args.backends.split(",") for c in BACKEND_CONFIGS[b.strip()]])
     if args.hosts:

@@ -78,8 +78,23 @@ def init_torch_dist() -> tuple[int, int]:
 
 @dataclass
 class LoopResult:
-    step_times: list[float]   # seconds per optimizer step, after warm-up
+    step_times: list[float]   # wall seconds per optimizer step, after warm-up
+    cpu_times: list[float]    # CPU seconds of the whole process (all threads) per step
     tokens_per_step: int      # this rank's tokens per step
+
+
+class StepClock:
+    """Wall and process CPU time between consecutive `tick()`s (one tick per step start)."""
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[float, float]] = []
+
+    def tick(self) -> None:
+        self.marks.append((time.perf_counter(), time.process_time()))
+
+    def deltas(self, skip: int) -> tuple[list[float], list[float]]:
+        pairs = list(zip(self.marks, self.marks[1:]))[skip:]
+        return [b[0] - a[0] for a, b in pairs], [b[1] - a[1] for a, b in pairs]
 
 
 def train_steps(model: torch.nn.Module, batches: list[torch.Tensor], steps: int, warmup: int,
@@ -94,17 +109,17 @@ def train_steps(model: torch.nn.Module, batches: list[torch.Tensor], steps: int,
         model = DistributedDataParallel(model)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()
-    times: list[float] = []
-    for step in range(warmup + steps):
+    clock = StepClock()
+    for step in range(warmup + steps + 1):
+        clock.tick()
+        if step == warmup + steps:
+            break
         batch = batches[step % len(batches)]  # (B, T+1) token ids
-        start = time.perf_counter()
         x, y = batch[:, :-1], batch[:, 1:]
         logits = model(x)  # (B, T, V)
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if step >= warmup:
-            times.append(time.perf_counter() - start)
     tokens = batches[0].shape[0] * (batches[0].shape[1] - 1)
-    return LoopResult(times, tokens)
+    return LoopResult(*clock.deltas(warmup), tokens)

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Sequence
 
 from benchmarks import report
-from benchmarks.allreduce import cores_per_rank, emulate, run_ranks, split_config
+from benchmarks.allreduce import (add_common, apply_common, cores_per_rank, emulate, run_ranks,
+                                  shared_tmp, split_config)
 
 MODEL = {"arch": "gpt", "n_layer": 4, "n_head": 4, "n_embd": 128, "seq_len": 64}
 BACKEND_CONFIG = {"horovod": "hvdlm", "ddp": "ddp"}  # the config each backend name means
@@ -47,6 +48,7 @@ class Run:
     efficiency: float
     config: str
     micro_batch: int
+    cpu_s_per_step: float  # rank 0's process CPU time (all threads) per step
 
 
 # ---------------------------------------------------------------- data
@@ -80,16 +82,28 @@ def _pin(log: str) -> tuple[int, int]:
 
 def hvdlm_worker(config: str, data: str, micro_batch: int, steps: int, run_dir: str,
                  result: str) -> None:
-    """Run `hvdlm.train` in this (pinned) process; rank 0 reports tokens/s of timed blocks."""
-    rank, _ = _pin(result)
+    """Run `hvdlm.train` in this (pinned) process; rank 0 reports tokens/s of timed blocks.
+
+    Each step is timed from the start of one `Trainer._train_step` call to the next, so the
+    whole loop iteration counts (clipping, metrics allreduce, logging), as in DDP's loop.
+    """
+    from benchmarks.ddp_loop import StepClock
+    rank, size = _pin(result)
     base, _ = split_config(config, CONFIGS)
     if base == "hvdlm-nostats":  # what the per-step metrics allreduce costs: skip it
         from hvdlm import distributed
         real_mean = distributed.mean
         distributed.mean = lambda v, name: v.double() if name == "step_stats" else real_mean(v, name)
     from hvdlm import train
+    clock, real_step = StepClock(), train.Trainer._train_step
+
+    def timed_step(self, micro_batches):
+        clock.tick()
+        return real_step(self, micro_batches)
+
+    train.Trainer._train_step = timed_step
     overrides = [f"model.{k}={v}" for k, v in MODEL.items()] + [
-        f"train.micro_batch={micro_batch}", f"train.max_steps={BLOCK + steps}",
+        f"train.micro_batch={micro_batch}", f"train.max_steps={BLOCK + steps + 1}",
         f"train.log_interval={BLOCK}", "train.eval_interval=1000000",
         "train.ckpt_interval=1000000", "train.warmup_steps=2", "train.device=cpu",
         "train.num_workers=0"]
@@ -97,10 +111,7 @@ def hvdlm_worker(config: str, data: str, micro_batch: int, steps: int, run_dir: 
     if code != 0:
         raise SystemExit(code)
     if rank == 0:
-        records = [json.loads(line) for line in Path(run_dir, "metrics.jsonl").read_text().splitlines()
-                   if line.strip()]
-        tps = [r["tokens_per_s"] for r in records if "tokens_per_s" in r][1:]  # block 1: warm-up
-        Path(result).write_text(json.dumps({"tokens_per_s": report.median(tps)}))
+        write_result(result, *clock.deltas(BLOCK), size * micro_batch * MODEL["seq_len"])
 
 
 def ddp_worker(data: str, micro_batch: int, steps: int, result: str) -> None:
@@ -125,17 +136,23 @@ def ddp_worker(data: str, micro_batch: int, steps: int, result: str) -> None:
     res = ddp_loop.train_steps(model, batches, steps, BLOCK, distributed=size > 1)
     if size > 1:
         torch.distributed.destroy_process_group()
-    blocks = [sum(res.step_times[i:i + BLOCK]) / BLOCK
-              for i in range(0, len(res.step_times) - BLOCK + 1, BLOCK)]
     if rank == 0:
-        Path(result).write_text(json.dumps(
-            {"tokens_per_s": size * res.tokens_per_step / report.median(blocks)}))
+        write_result(result, res.step_times, res.cpu_times, size * res.tokens_per_step)
+
+
+def write_result(path: str, walls: list[float], cpus: list[float], tokens_per_step: int) -> None:
+    """Rank 0's figures: tokens/s = tokens per step / median over blocks of mean step time."""
+    blocks = [sum(walls[i:i + BLOCK]) / BLOCK for i in range(0, len(walls) - BLOCK + 1, BLOCK)]
+    step = report.median(blocks or walls)
+    Path(path).write_text(json.dumps({"tokens_per_s": tokens_per_step / step,
+                                      "cpu_s_per_step": report.median(cpus)}))
 
 
 # ---------------------------------------------------------------- the driver
 
 def one_run(config: str, np_: int, micro_batch: int, data: Path, steps: int, hosts: int,
-            tmp: Path, share: int) -> float:
+            tmp: Path, share: int) -> dict[str, float]:
+    """One job of np_ ranks; rank 0's {"tokens_per_s", "cpu_s_per_step"}."""
     result = tmp / "result.json"
     result.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "benchmarks.scaling", "--worker", config, "--data", str(data),
@@ -143,7 +160,7 @@ def one_run(config: str, np_: int, micro_batch: int, data: Path, steps: int, hos
            "--run-dir", str(tmp / "run")]
     shutil.rmtree(tmp / "run", ignore_errors=True)
     run_ranks(np_, cmd, split_config(config, CONFIGS)[1], hosts, share=share)
-    return json.loads(result.read_text())["tokens_per_s"]
+    return json.loads(result.read_text())
 
 
 def plan(args: argparse.Namespace) -> list[tuple[str, str, int, int]]:
@@ -164,22 +181,26 @@ def plan(args: argparse.Namespace) -> list[tuple[str, str, int, int]]:
 def measure(args: argparse.Namespace, data: Path) -> list[Run]:
     items = plan(args)
     share = cores_per_rank(max(n for _, _, n, _ in items))  # the 1-rank runs get one share too
-    got: dict[tuple, list[float]] = {item: [] for item in items}
-    with tempfile.TemporaryDirectory(prefix="hvdlm-scaling-") as tmp:
+    got: dict[tuple, list[dict[str, float]]] = {item: [] for item in items}
+    with tempfile.TemporaryDirectory(prefix="hvdlm-scaling-", dir=shared_tmp()) as tmp:
         for rnd in range(args.repeats):
             for item in items if rnd % 2 == 0 else items[::-1]:
                 config, _, n, mb = item
                 got[item].append(one_run(config, n, mb, data, args.steps, args.hosts, Path(tmp),
                                          share))
-                print(f"  round {rnd + 1}: {item} {got[item][-1]:,.0f} tokens/s", flush=True)
+                last = got[item][-1]
+                print(f"  round {rnd + 1}: {item} {last['tokens_per_s']:,.0f} tokens/s, CPU "
+                      f"{last['cpu_s_per_step'] * 1e3:.1f} ms/step", flush=True)
     runs = []
     for (config, mode, n, mb), values in got.items():
-        tps = report.median(values)
-        base = report.median(got[(config, mode, 1, args.micro_batch if mode == "weak"
-                                  else args.global_batch)])
+        tps = report.median(v["tokens_per_s"] for v in values)
+        base = report.median(v["tokens_per_s"] for v in got[
+            (config, mode, 1, args.micro_batch if mode == "weak" else args.global_batch)])
         eff = tps / (n * base) if mode == "weak" else tps / base / n
         backend = "ddp" if config == "ddp" else "horovod"
-        runs.append(Run(backend, n, mode, tps, n * mb * MODEL["seq_len"] / tps, eff, config, mb))
+        cpu = report.median(v["cpu_s_per_step"] for v in values)
+        runs.append(Run(backend, n, mode, tps, n * mb * MODEL["seq_len"] / tps, eff, config, mb,
+                        cpu))
     return runs
 
 
@@ -202,7 +223,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--predict-compute-s", type=float, help="cost model: its 1-rank step time "
                    "(default: this machine's, scaled by parameters)")
     p.add_argument("--overlap", type=float, default=0.0, help="cost model: hidden fraction h")
-    p.add_argument("--nice", type=int, default=0, help="run ranks at this nice level (root: -10)")
+    add_common(p)
     p.add_argument("--hosts", type=int, default=0, help="emulated hosts (root; see scripts/)")
     p.add_argument("--rate", default="1gbit")
     p.add_argument("--delay", default="0ms")
@@ -221,8 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             hvdlm_worker(args.worker, args.data, args.micro_batch, args.steps, args.run_dir,
                          args.result)
         return 0
-    if args.nice:
-        os.environ["HVDLM_BENCH_NICE"] = str(args.nice)
+    apply_common(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = Path(args.data) if args.data else make_dataset(out)
@@ -247,7 +267,7 @@ def record_timeline(data: Path, args: argparse.Namespace) -> dict:
     """hvdlm at the largest N with HOROVOD_TIMELINE; time per activity, summed over tensors."""
     from benchmarks.costmodel import summarise_timeline
     n = max(int(x) for x in args.np.split(","))
-    with tempfile.TemporaryDirectory(prefix="hvdlm-tl-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="hvdlm-tl-", dir=shared_tmp()) as tmp:
         path = Path(tmp, "timeline.json")
         one_run(f"hvdlm+HOROVOD_TIMELINE={path}", n, args.micro_batch, data, 10, args.hosts,
                 Path(tmp), cores_per_rank(n))
@@ -325,9 +345,10 @@ def runs_section(runs: list[Run], args: argparse.Namespace) -> str:
             f"{args.repeats} interleaved repeats; {where}; each rank pinned to an equal share of "
             f"the cores{f', nice {args.nice}' if args.nice else ''}.\n\n")
     table = report.md_table(
-        ["backend", "config", "mode", "N", "micro-batch", "tokens/s", "step (ms)", "efficiency"],
+        ["backend", "config", "mode", "N", "micro-batch", "tokens/s", "step (ms)", "efficiency",
+         "CPU ms/step (rank 0)"],
         [(r.backend, r.config, r.mode, r.np, r.micro_batch, r.tokens_per_s, r.step_time_s * 1e3,
-          r.efficiency) for r in sorted(runs, key=lambda r: (r.mode, r.config, r.np))])
+          r.efficiency, r.cpu_s_per_step * 1e3) for r in sorted(runs, key=lambda r: (r.mode, r.config, r.np))])
     eff = {(r.config, r.mode, r.np): r.efficiency for r in runs}
     lines = [f"- {mode} N={n}: hvdlm {eff[('hvdlm', mode, n)]:.3f}, DDP {eff[('ddp', mode, n)]:.3f}"
              for (c, mode, n) in sorted(eff) if c == "hvdlm" and n > 1 and ("ddp", mode, n) in eff]

@@ -35,15 +35,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     data = Path(args.data) if args.data else make_dataset(out)
     tps: dict[str, list[float]] = {"hvdlm": [], "plain": []}
+    cpu: dict[str, list[float]] = {"hvdlm": [], "plain": []}
     with tempfile.TemporaryDirectory(prefix="hvdlm-overhead-") as tmp:
         for rnd in range(args.repeats):
             for name in (["hvdlm", "plain"] if rnd % 2 == 0 else ["plain", "hvdlm"]):
                 config = "ddp" if name == "plain" else "hvdlm"  # ddp at 1 rank = no DDP wrapper
-                tps[name].append(one_run(config, 1, args.micro_batch, data, args.steps, 0,
-                                         Path(tmp), args.cores))
+                got = one_run(config, 1, args.micro_batch, data, args.steps, 0, Path(tmp),
+                              args.cores)
+                tps[name].append(got["tokens_per_s"])
+                cpu[name].append(got["cpu_s_per_step"])
     result = {name: report.median(v) for name, v in tps.items()}
     payload = {"hvdlm_tokens_per_s": result["hvdlm"], "plain_tokens_per_s": result["plain"],
                "ratio": result["hvdlm"] / result["plain"], "samples": tps,
+               "cpu_s_per_step": {k: report.median(v) for k, v in cpu.items()},
                "micro_batch": args.micro_batch, "steps": args.steps, "cores": args.cores,
                "machine": report.machine_info()}
     report.write_json(out, payload)

@@ -1,0 +1,102 @@
+"""The benchmarks run at tiny sizes and write well-formed reports; no timing asserts.
+
+    .venv/bin/python -m pytest tests/test_benchmarks.py -q
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import costmodel
+from tests.conftest import run_module
+
+AR_KEYS = {"backend", "np", "bytes", "time_s", "algbw_gbps", "busbw_gbps", "config"}
+RUN_KEYS = {"backend", "np", "mode", "tokens_per_s", "step_time_s", "efficiency"}
+
+
+def test_fit_recovers_alpha_beta():
+    alpha, beta = 50e-6, 1e-9
+    pts = [(n, s, costmodel.ring_time(n, s, alpha, beta)) for n in (2, 4) for s in (1e4, 1e6, 1e8)]
+    fit = costmodel.fit(pts)
+    assert fit.alpha_s == pytest.approx(alpha, rel=1e-6)
+    assert fit.beta_s_per_byte == pytest.approx(beta, rel=1e-6)
+    assert costmodel.efficiency(1, 0.1, 1e6, alpha, beta, small_per_step=0) == 1.0
+    nets = costmodel.predictions(0.1, 4e6, fit, overlap=0.0)
+    assert all(0 < e <= 1 for net in nets.values() for e in net["efficiency"].values())
+
+
+def test_timeline_summary_merges_fused_tensors(tmp_path):
+    events = [{"name": "ALLREDUCE", "ph": "B", "ts": 0, "pid": 1},
+              {"name": "ALLREDUCE", "ph": "B", "ts": 500, "pid": 2},
+              {"name": "ALLREDUCE", "ph": "E", "ts": 1000, "pid": 1},
+              {"name": "ALLREDUCE", "ph": "E", "ts": 2000, "pid": 2},
+              {"name": "ALLREDUCE", "ph": "B", "ts": 5000, "pid": 1},
+              {"name": "ALLREDUCE", "ph": "E", "ts": 6000, "pid": 1}]
+    path = tmp_path / "timeline.json"
+    path.write_text(json.dumps(events)[:-1] + ",")  # Horovod leaves the array open
+    got = costmodel.summarise_timeline(path, steps=1)
+    assert got["ms_per_step"]["ALLREDUCE"] == pytest.approx(3.0)
+    assert got["ops_per_step"]["ALLREDUCE"] == 2
+    assert got["tensor_events_per_step"]["ALLREDUCE"] == 3
+
+
+@pytest.fixture(scope="module")
+def allreduce_report(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("allreduce")
+    run_module("benchmarks.allreduce", "--np", "2", "--sizes", "64K,1M", "--iters", "2",
+               "--rounds", "1", "--out", out, timeout=240, check=True)
+    return out
+
+
+@pytest.mark.horovod
+def test_allreduce_report(allreduce_report):
+    report = json.loads((allreduce_report / "report.json").read_text())
+    rows = report["results"]
+    assert {r["config"] for r in rows} == {"hvdlm", "defaults", "gloo"}
+    assert {r["backend"] for r in rows} == {"horovod", "torch"}
+    for r in rows:
+        assert AR_KEYS <= set(r)
+        assert r["np"] == 2 and r["time_s"] > 0
+        assert r["busbw_gbps"] == pytest.approx(r["algbw_gbps"])  # 2(N-1)/N = 1 at N = 2
+    assert report["median_ratio_hvdlm_vs_torch"] > 0
+    assert (allreduce_report / "allreduce.png").stat().st_size > 1000
+    assert "busbw" in (allreduce_report / "report.md").read_text()
+
+
+@pytest.mark.horovod
+def test_scaling_report(tmp_path, byte_dataset, allreduce_report):
+    out = tmp_path / "scaling"
+    run_module("benchmarks.scaling", "--np", "2", "--mode", "weak", "--steps", "2",
+               "--repeats", "1", "--data", byte_dataset, "--allreduce", allreduce_report,
+               "--timeline", "--out", out, timeout=300, check=True)
+    report = json.loads((out / "report.json").read_text())
+    runs = report["runs"]
+    assert {(r["backend"], r["np"]) for r in runs} == {("horovod", 1), ("horovod", 2),
+                                                       ("ddp", 1), ("ddp", 2)}
+    for r in runs:
+        assert RUN_KEYS <= set(r) and r["tokens_per_s"] > 0
+        if r["np"] == 1:
+            assert r["efficiency"] == pytest.approx(1.0)
+    model = report["model"]
+    for key in ("alpha_s", "beta_s_per_byte", "compute_s", "grad_bytes", "networks"):
+        assert key in model
+    assert {"2", "4", "512"} <= set(model["predicted_efficiency"])
+    assert "ALLREDUCE" in report["timeline"]["ms_per_step"]
+    for png in ("efficiency_weak.png", "tokens_per_s_weak.png", "predicted_networks.png"):
+        assert (out / png).stat().st_size > 1000
+    assert "Cost model" in (out / "report.md").read_text()
+
+
+@pytest.mark.horovod
+def test_train_overhead_and_dataloader(tmp_path, byte_dataset):
+    proc = run_module("benchmarks.train_overhead", "--data", byte_dataset, "--steps", "2",
+                      "--repeats", "1", "--out", tmp_path / "overhead", timeout=240, check=True)
+    assert "plain PyTorch loop" in proc.stdout
+    got = json.loads((tmp_path / "overhead" / "report.json").read_text())
+    assert got["hvdlm_tokens_per_s"] > 0 and got["plain_tokens_per_s"] > 0
+    run_module("benchmarks.dataloader", "--data", byte_dataset, "--seq-len", "64", "--batch", "4",
+               "--steps", "20", "--repeats", "1", "--out", tmp_path / "loader", check=True)
+    got = json.loads((tmp_path / "loader" / "report.json").read_text())
+    assert got["ratio"] > 0 and got["raw_memmap_windows_per_s"] > 0
