@@ -1,0 +1,150 @@
+"""hvdlm.submit (submitit): 2-rank runs on the local Slurm cluster and on this machine, a dead
+rank named, a preempted job (submitit's USR2) checkpointed, requeued and resumed.
+
+    sudo .venv/bin/python -m pytest tests/slurm/test_submit.py -v
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hvdlm.submit import submit_training, wait_for_ranks, with_resume_auto
+from tests.conftest import ROOT, run_module
+
+TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.seq_len=32",
+        "train.warmup_steps=0", "train.log_interval=1", "train.micro_batch=8",
+        "train.eval_batches=1"]
+
+
+@pytest.fixture
+def job_env(tmp_path, monkeypatch) -> dict[str, str]:
+    """What the jobs inherit: hvdlm importable from any folder, a private rendezvous dir."""
+    env = {"PYTHONPATH": str(ROOT), "HVDLM_RENDEZVOUS_DIR": str(tmp_path / "rendezvous")}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+def submit_cli(cluster: str, data: Path, run: Path, tmp_path: Path, env: dict,
+               *train: str) -> tuple[str, object]:
+    started = time.monotonic()
+    proc = run_module("hvdlm.submit", "--cluster", cluster, "--nodes", "1",
+                      "--tasks-per-node", "2", "--time", "5", "--folder", tmp_path / "jobs" / "%j",
+                      "--wait", "--wait-timeout", "240", "--", "--data", data, "--out", run,
+                      *TINY, *train, env=env, timeout=300)
+    print(f"{cluster}: wall time {time.monotonic() - started:.1f} s")
+    match = re.search(r"job (\S+) submitted", proc.stdout)
+    assert match, proc.stdout + proc.stderr
+    return match.group(1), proc
+
+
+def steps_logged(run: Path) -> list[dict]:
+    path = run / "metrics.jsonl"
+    records = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass  # the line being written
+    return [r for r in records if "loss" in r]
+
+
+@pytest.mark.slurm
+@pytest.mark.horovod
+@pytest.mark.hdf5
+def test_cli_two_ranks_on_slurm(slurm_cluster, byte_dataset, tmp_path, job_env):
+    run = tmp_path / "run"
+    job, proc = submit_cli("slurm", byte_dataset, run, tmp_path, job_env, "train.max_steps=8")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"job {job} finished: 2 ranks succeeded" in proc.stdout
+    assert f"{tmp_path}/jobs/{job}/{job}_1_log.err" in proc.stdout  # every rank's logs listed
+    assert slurm_cluster.wait(job, timeout=60) == "COMPLETED"
+    log = (run / "log.txt").read_text()
+    assert "world size 2" in log and "finished: step 8 of 8" in log
+
+
+@pytest.mark.horovod
+@pytest.mark.hdf5
+def test_cli_two_ranks_local(byte_dataset, tmp_path, job_env):
+    run = tmp_path / "run"
+    job, proc = submit_cli("local", byte_dataset, run, tmp_path, job_env, "train.max_steps=8")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"job {job} finished: 2 ranks succeeded" in proc.stdout
+    log = (run / "log.txt").read_text()
+    assert "world size 2" in log and "finished: step 8 of 8" in log
+
+
+@pytest.mark.slurm
+@pytest.mark.horovod
+@pytest.mark.hdf5
+def test_dead_rank_is_named_and_exits_nonzero(slurm_cluster, byte_dataset, tmp_path, job_env):
+    env = {**job_env, "HVDLM_FAULT_KILL": "1:3"}
+    job, proc = submit_cli("slurm", byte_dataset, tmp_path / "run", tmp_path, env,
+                           "train.max_steps=8")
+    assert proc.returncode == 1
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"hvdlm.submit: error: job {job} failed: rank 1: hvdlm.train exited "
+                            "with status 137 (killed by SIGKILL)"), proc.stderr
+    assert slurm_cluster.wait(job, timeout=60) == "FAILED"
+
+
+@pytest.mark.slurm
+@pytest.mark.horovod
+@pytest.mark.hdf5
+def test_preempted_job_checkpoints_requeues_and_resumes(slurm_cluster, byte_dataset, tmp_path,
+                                                         job_env):
+    """Submitit's preemption signal (USR2 to every process of the step, as Slurm sends it before
+    the time limit): rank 0's checkpoint() stops the ranks after a checkpoint, submitit
+    requeues, the requeued ranks resume with --resume auto and finish."""
+    started = time.monotonic()
+    steps, run = 150, tmp_path / "run"
+    args = ["--data", str(byte_dataset), "--out", str(run), *TINY, f"train.max_steps={steps}",
+            "train.ckpt_interval=100000", "train.eval_interval=100000"]
+    job = submit_training(args, cluster="slurm", tasks_per_node=2, time_min=20,
+                          folder=tmp_path / "jobs" / "%j")
+    slurm_cluster.wait_for(lambda: len(steps_logged(run)) >= 3, 180,
+                           f"job {job.job_id} to log 3 steps", interval=0.1)
+    slurm_cluster.scancel("--signal=USR2", job.job_id)
+    results = wait_for_ranks(job, timeout_s=300)
+    assert sorted(r["rank"] for r in results) == [0, 1]
+    assert slurm_cluster.wait(job.job_id, timeout=60) == "COMPLETED"
+    assert slurm_cluster.restart_count(job.job_id) == 1
+    resumed = [r["resumed_from"] for r in steps_logged(run) if "resumed_from" in r]
+    assert len(resumed) == 1 and 3 <= resumed[0] < steps
+    assert steps_logged(run)[-1]["step"] == steps
+    ckpts = sorted(p.name for p in (run / "checkpoints").glob("step-*.pt"))
+    assert ckpts == [f"step-{resumed[0]:08d}.pt", f"step-{steps:08d}.pt"]
+    print(f"stopped at step {resumed[0]}; wall time {time.monotonic() - started:.1f} s")
+
+
+def test_no_slurm_is_one_line(tmp_path):
+    env = {"PATH": str(Path(sys.executable).parent) + os.pathsep + "/nonexistent"}
+    proc = run_module("hvdlm.submit", "--folder", tmp_path / "%j", "--", "--data", "d",
+                      "--out", "r", env=env, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("hvdlm.submit: error: no Slurm found (sbatch is not on PATH): "
+                                   "run this on a Slurm login node, or use --cluster local")
+
+
+def test_usage_errors_are_one_line(tmp_path):
+    for argv, message in ((["--nodes", "2", "--cluster", "local", "--", "--data", "d"],
+                           "--nodes must be 1"),
+                          (["--cluster", "local"], "give hvdlm.train's arguments after --"),
+                          (["--tasks-per-node", "0", "--cluster", "local", "--", "x"],
+                           "--tasks-per-node must be >= 1")):
+        proc = run_module("hvdlm.submit", "--folder", tmp_path / "%j", *argv, timeout=60)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert message in proc.stderr
+
+
+def test_resubmission_forces_resume_auto():
+    assert with_resume_auto(["--data", "d", "--resume", "never", "x=1"]) == \
+        ["--data", "d", "x=1", "--resume", "auto"]
+    assert with_resume_auto(["--resume=ckpt.pt", "--out", "r"]) == \
+        ["--out", "r", "--resume", "auto"]
