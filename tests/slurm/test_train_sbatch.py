@@ -25,8 +25,10 @@ TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.seq_len=3
 
 
 def export(data: Path, run: Path, args: list[str], tmp_path: Path) -> str:
-    """sbatch --export value: the venv's python, the run's settings, a private rendezvous dir."""
-    settings = {"HVDLM_PYTHON": sys.executable, "HVDLM_DATA": data, "HVDLM_OUT": run,
+    """sbatch --export value: the venv's python (hvdlm importable from any folder), the run's
+    settings, a private rendezvous dir."""
+    settings = {"HVDLM_PYTHON": sys.executable, "PYTHONPATH": ROOT, "HVDLM_DATA": data,
+                "HVDLM_OUT": run,
                 "HVDLM_ARGS": " ".join(args), "HVDLM_RENDEZVOUS_DIR": tmp_path / "rendezvous"}
     return "--export=ALL," + ",".join(f"{k}={v}" for k, v in settings.items())
 
