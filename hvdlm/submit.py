@@ -185,7 +185,8 @@ def make_executor(cluster: str, folder: str | Path, res: Resources):
     if cluster == "slurm":
         params["cpus_per_task"] = res.cpus_per_task
         # A rank that dies must end the others at once; they would wait in an allreduce.
-        params["slurm_srun_args"] = ["--kill-on-bad-exit=1"]
+        # srun does not take --cpus-per-task from the allocation (Slurm 22.05+): repeat it.
+        params["slurm_srun_args"] = ["--kill-on-bad-exit=1", f"--cpus-per-task={res.cpus_per_task}"]
         params["slurm_additional_parameters"] = {"requeue": True}
         if res.partition:
             params["slurm_partition"] = res.partition
@@ -231,6 +232,14 @@ def _describe_status(status: int) -> str:
     return f"status {status}"
 
 
+def _likely_cause_first(reason: str) -> int:
+    # A rank killed by a signal (other than SIGTERM) is most likely what failed; the others
+    # then lost their peer (an error status) or were ended by Slurm (SIGTERM).
+    if "killed by" in reason:
+        return 2 if "SIGTERM" in reason else 0
+    return 1
+
+
 def wait_for_ranks(job, timeout_s: float, poll_s: float = 1.0) -> list[Any]:
     """Wait (at most timeout_s) until every rank has ended; return their results, or raise
     HvdlmError naming the failed ranks (or the deadline)."""
@@ -245,8 +254,7 @@ def wait_for_ranks(job, timeout_s: float, poll_s: float = 1.0) -> list[Any]:
         error = job.task(i).exception()
         if error is not None:
             failures.append(_reason(error))
-    # Ranks ended by SIGTERM were most likely stopped because another rank failed: list last.
-    failures.sort(key=lambda text: "SIGTERM" in text)
+    failures.sort(key=_likely_cause_first)
     if failures:
         raise HvdlmError(f"job {job.job_id} failed: " + "; ".join(failures)
                          + f" (logs: {job.task(0).paths.folder})")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from hvdlm.errors import HvdlmError
 from hvdlm.submit import submit_training, wait_for_ranks, with_resume_auto
 from tests.conftest import ROOT, run_module
 
@@ -148,3 +149,16 @@ def test_resubmission_forces_resume_auto():
         ["--data", "d", "x=1", "--resume", "auto"]
     assert with_resume_auto(["--resume=ckpt.pt", "--out", "r"]) == \
         ["--out", "r", "--resume", "auto"]
+
+
+def test_wait_has_a_deadline():
+    class NeverDone:
+        job_id = "42"
+
+        def done(self) -> bool:
+            return False
+
+    started = time.monotonic()
+    with pytest.raises(HvdlmError, match="job 42 has not finished after 0.3 s; it keeps running"):
+        wait_for_ranks(NeverDone(), timeout_s=0.3, poll_s=0.05)
+    assert time.monotonic() - started < 2

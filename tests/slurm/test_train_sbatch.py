@@ -28,8 +28,8 @@ def export(data: Path, run: Path, args: list[str], tmp_path: Path) -> str:
     """sbatch --export value: the venv's python (hvdlm importable from any folder), the run's
     settings, a private rendezvous dir."""
     settings = {"HVDLM_PYTHON": sys.executable, "PYTHONPATH": ROOT, "HVDLM_DATA": data,
-                "HVDLM_OUT": run,
-                "HVDLM_ARGS": " ".join(args), "HVDLM_RENDEZVOUS_DIR": tmp_path / "rendezvous"}
+                "HVDLM_OUT": run, "HVDLM_ARGS": " ".join(args),
+                "HVDLM_RENDEZVOUS_DIR": tmp_path / "rendezvous"}
     return "--export=ALL," + ",".join(f"{k}={v}" for k, v in settings.items())
 
 
@@ -117,3 +117,20 @@ def test_usr1_checkpoints_requeues_and_resumes_exactly(slurm_cluster, byte_datas
     unequal = [k for k in mine if not torch.equal(mine[k], theirs[k])]
     assert not unequal, f"parameters differ from the uninterrupted run: {unequal}"
     print(f"stopped at step {stopped_at[0]}; wall time {time.monotonic() - started:.1f} s")
+
+
+def test_dead_rank_fails_the_job_fast(slurm_cluster, byte_dataset, tmp_path):
+    """kill -9 of rank 1 (fault injection): --kill-on-bad-exit ends rank 0 at once instead of
+    leaving it in an allreduce; the job fails naming the task, and is not requeued."""
+    run, out = tmp_path / "run", tmp_path / "job.out"
+    args = [*TINY, "train.max_steps=100000", "train.ckpt_interval=100000"]
+    job = slurm_cluster.sbatch("--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1",
+                               "--time=5", "--output", out,
+                               export(byte_dataset, run, args, tmp_path)
+                               + ",HVDLM_FAULT_KILL=1:3", SCRIPT)
+    slurm_cluster.wait_for(lambda: len(logged_steps(run)) >= 2, 180, f"job {job} to train")
+    killed = time.monotonic()
+    assert slurm_cluster.wait(job, timeout=60) == "FAILED", out.read_text()
+    print(f"job ended {time.monotonic() - killed:.1f} s after its second step")
+    assert "task 1: Exited with exit code 137" in out.read_text()
+    assert slurm_cluster.restart_count(job) == 0
