@@ -186,7 +186,8 @@ def make_executor(cluster: str, folder: str | Path, res: Resources):
         params["cpus_per_task"] = res.cpus_per_task
         # A rank that dies must end the others at once; they would wait in an allreduce.
         # srun does not take --cpus-per-task from the allocation (Slurm 22.05+): repeat it.
-        params["slurm_srun_args"] = ["--kill-on-bad-exit=1", f"--cpus-per-task={res.cpus_per_task}"]
+        params["slurm_srun_args"] = ["--kill-on-bad-exit=1",
+                                     f"--cpus-per-task={res.cpus_per_task}"]
         params["slurm_additional_parameters"] = {"requeue": True}
         if res.partition:
             params["slurm_partition"] = res.partition
