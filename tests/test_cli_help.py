@@ -17,9 +17,13 @@ def test_help(command):
     assert "usage:" in proc.stdout
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "generate"])
+REQUIRED = {"train": ["--data", "d", "--out", "o"], "evaluate": ["--run", "r", "--data", "d"],
+            "generate": ["--run", "r", "--prompt", "p"], "verify": ["d"], "preprocess": ["x", "--out", "o"]}
+
+
+@pytest.mark.parametrize("command", sorted(REQUIRED))
 def test_unknown_option_is_one_line(command):
-    proc = run_module(f"hvdlm.{command}", "--no-such-option", timeout=60)
+    proc = run_module(f"hvdlm.{command}", *REQUIRED[command], "--no-such-option", timeout=60)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "--no-such-option" in proc.stderr
