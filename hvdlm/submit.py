@@ -272,7 +272,10 @@ def _split(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 def _main(argv: Sequence[str] | None) -> int:
     opts, train_args = _split(sys.argv[1:] if argv is None else argv)
-    p = cli.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p = cli.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                           usage="%(prog)s [options] -- TRAIN-ARGS...",
+                           epilog="TRAIN-ARGS go to python -m hvdlm.train, e.g. -- --data DIR "
+                                  "--out RUN model.n_layer=4")
     p.add_argument("--cluster", choices=("slurm", "local"), default="slurm")
     p.add_argument("--nodes", type=int, default=1)
     p.add_argument("--tasks-per-node", type=int, default=1, help="ranks per node (one per GPU)")
