@@ -11,7 +11,7 @@ setup: $(STAMP)
 
 $(STAMP): setup.py scripts/install_horovod.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check wheel setuptools torch==2.13.0
+	$(PY) -m pip install --quiet --disable-pip-version-check wheel setuptools numpy torch==2.13.0
 	PYTHON=$(PY) scripts/install_horovod.sh
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $@
