@@ -224,6 +224,9 @@ class Trainer:
             if stop:
                 log.warning("stop requested (signal); checkpointing at step %d", self.step)
                 self.save()
+                # Nobody exits (non-zero) before rank 0's checkpoint is on disk: launchers end
+                # the whole job as soon as one rank exits with an error status.
+                distributed.barrier()
                 exit_code = EXIT_STOPPED
                 break
             if self.step % t.ckpt_interval == 0 or self.step == t.max_steps:
