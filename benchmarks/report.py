@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
+START_LOAD = os.getloadavg()  # when the benchmark started (this module is imported first)
 
 
 def median(values: Iterable[float]) -> float:
@@ -37,6 +38,7 @@ def machine_info() -> dict[str, Any]:
     import torch
     return {"host": socket.gethostname(), "cores": os.cpu_count(),
             "cpu": platform.processor() or platform.machine(),
+            "load_avg_start": [round(x, 2) for x in START_LOAD],
             "load_avg": [round(x, 2) for x in os.getloadavg()],
             "torch": torch.__version__, "python": platform.python_version(),
             "commit": commit or "unknown"}
@@ -67,8 +69,9 @@ def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 def machine_line(machine: dict[str, Any]) -> str:
     load = ", ".join(f"{x:g}" for x in machine.get("load_avg", []))
+    start = ", ".join(f"{x:g}" for x in machine.get("load_avg_start", []))
     return (f"Machine: `{machine.get('host')}`, {machine.get('cores')} cores, "
-            f"load average at the end {load}; torch {machine.get('torch')}, "
+            f"load average (1, 5, 15 min) at the start {start or '-'}, at the end {load}; torch {machine.get('torch')}, "
             f"commit {machine.get('commit')}.")
 
 
