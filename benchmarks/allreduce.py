@@ -326,6 +326,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def emulate(action: str, hosts: int = 0, rate: str = "", delay: str = "") -> None:
     """scripts/emulate-cluster.sh up N --rate R [--delay D] | down."""
     script = str(report.ROOT / "scripts" / "emulate-cluster.sh")
+    if action == "up" and Path("/run/netns/node01").exists():
+        # Someone's cluster is up: neither reshape nor (in `finally`) remove it under them.
+        raise SystemExit("an emulated cluster is already up; bring it down first "
+                         "(scripts/emulate-cluster.sh down) if it is not in use")
     cmd = [script, "up", str(hosts), "--rate", rate] if action == "up" else [script, "down"]
     if action == "up" and delay and delay not in ("0", "0ms"):
         cmd += ["--delay", delay]
