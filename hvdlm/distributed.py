@@ -61,6 +61,9 @@ def init(device: str = "auto") -> World:
     """Start Horovod, share the cores fairly between local ranks, choose this rank's device."""
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     os.environ.update(horovod_tuning(use_cuda))
+    # Before hvd.init(): Horovod's background thread and torch's pool inherit the pinning.
+    _pin_local_rank(int(os.environ.get("HOROVOD_LOCAL_RANK", 0)),
+                    int(os.environ.get("HOROVOD_LOCAL_SIZE", 1)))
     hvd.init()
     cores = len(os.sched_getaffinity(0))
     # Oversubscribed intra-op threads make every rank slower; OMP_NUM_THREADS wins if set.
@@ -74,12 +77,31 @@ def init(device: str = "auto") -> World:
     return World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), dev)
 
 
+def _pin_local_rank(local_rank: int, local_size: int) -> None:
+    """Give each local rank its own share of the cores, when nobody (Slurm, taskset) has.
+
+    Unpinned ranks migrate between cores and their Horovod threads land on each other's
+    cores; pinned, N ranks use N shares exactly. HVDLM_NO_PIN=1 turns this off.
+    """
+    allowed = sorted(os.sched_getaffinity(0))
+    if (os.environ.get("HVDLM_NO_PIN") or local_size <= 1 or len(allowed) < local_size
+            or len(allowed) != os.cpu_count()):
+        return
+    share = len(allowed) // local_size
+    os.sched_setaffinity(0, allowed[local_rank * share:(local_rank + 1) * share])
+
+
 def wrap_optimizer(optimizer: torch.optim.Optimizer, model: torch.nn.Module, grad_accum: int,
-                   fp16_allreduce: bool) -> torch.optim.Optimizer:
+                   fp16_allreduce: bool, world: World) -> torch.optim.Optimizer:
+    """Horovod's DistributedOptimizer. On CPU all gradients go out as one group: one
+    negotiation and one fused ring-allreduce per step (as DDP's buckets), instead of ~10 small
+    ones each paying Horovod's latency; compute and Gloo share the same cores there, so the
+    overlap with backward that separate groups buy on GPUs is worth little."""
     compression = hvd.Compression.fp16 if fp16_allreduce else hvd.Compression.none
+    groups = 1 if world.device.type == "cpu" else None
     return hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters(),
                                     backward_passes_per_step=grad_accum, op=hvd.Average,
-                                    compression=compression)
+                                    compression=compression, groups=groups)
 
 
 def broadcast_model(model: torch.nn.Module) -> None:

@@ -115,7 +115,7 @@ class Trainer:
         torch.manual_seed(self.t.seed)  # identical init everywhere; rank 0's is broadcast anyway
         self.model = build_model(cfg.model).to(world.device)
         self.optimizer = distributed.wrap_optimizer(make_optimizer(self.model, self.t), self.model,
-                                                    self.t.grad_accum, self.t.fp16_allreduce)
+                                                    self.t.grad_accum, self.t.fp16_allreduce, world)
         self.step, self.consumed, self.resumed_from = 0, 0, None
         found = _resume_state(args, self.run_dir)
         if found is not None:
