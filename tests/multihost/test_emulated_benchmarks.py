@@ -63,6 +63,9 @@ def test_plan_groups_by_host_count_and_adds_the_calibration():
     args = emulated.parse_args(["--hosts", "3", "--rates", "100mbit"])
     got = emulated.plan(args, Setting(2, args.calibrate))
     assert got == [Setting(2, "0"), Setting(2, "1gbit"), Setting(3, "0"), Setting(3, "100mbit")]
+    args.rounds = 2  # host-bound settings and the calibration repeat; wire-bound ones do not
+    assert [st for rnd, st in emulated.passes(args, Setting(2, args.calibrate)) if rnd] == [
+        Setting(2, "0"), Setting(2, "1gbit"), Setting(3, "0")]
     assert emulated.iters_for(Setting(4, "100mbit"), 16 << 20, 10) == 3
     assert emulated.iters_for(Setting(2, "0"), 16 << 20, 10) == 10
 
