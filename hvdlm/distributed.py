@@ -9,7 +9,8 @@ The distributed steps, in the order Horovod's own examples use them:
   4. `clip_and_step()`     synchronize(), clip, then step() without a second allreduce.
   5. `mean()`, `sum_()`    metrics across ranks; `gather_object()` for per-rank RNG states.
 
-Works without horovodrun too: a lone `python -m hvdlm.train` is a world of size 1.
+Works without horovodrun too: a lone `python -m hvdlm.train` is a world of size 1, where
+nothing is wrapped or all-reduced.
 """
 from __future__ import annotations
 
@@ -97,6 +98,8 @@ def wrap_optimizer(optimizer: torch.optim.Optimizer, model: torch.nn.Module, gra
     negotiation and one fused ring-allreduce per step (as DDP's buckets), instead of ~10 small
     ones each paying Horovod's latency; compute and Gloo share the same cores there, so the
     overlap with backward that separate groups buy on GPUs is worth little."""
+    if world.size == 1:
+        return optimizer  # nothing to average: no hooks, no copies, no background round trips
     compression = hvd.Compression.fp16 if fp16_allreduce else hvd.Compression.none
     groups = 1 if world.device.type == "cpu" else None
     return hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters(),
@@ -115,24 +118,33 @@ def clip_and_step(optimizer: torch.optim.Optimizer, params: Iterable[torch.nn.Pa
     Returns (gradient norm, stepped). The norm is of the averaged gradients, identical on
     every rank, so all ranks take the same decision without another collective.
     """
-    optimizer.synchronize()
+    distributed = hasattr(optimizer, "synchronize")  # not wrapped in a world of one
+    if distributed:
+        optimizer.synchronize()
     norm = torch.nn.utils.clip_grad_norm_(list(params), max_norm if max_norm > 0 else math.inf)
     norm = float(norm)
     stepped = math.isfinite(norm)
-    if stepped:
+    if stepped and distributed:
         with optimizer.skip_synchronize():
             optimizer.step()
+    elif stepped:
+        optimizer.step()
     optimizer.zero_grad()  # torch >= 2.0 sets grads to None
     return norm, stepped
 
 
 def sum_(values: torch.Tensor, name: str) -> torch.Tensor:
     """Element-wise sum over ranks (fp64 on CPU, so counts and loss sums stay exact)."""
-    return hvd.allreduce(values.detach().double().cpu(), op=hvd.Sum, name=name)
+    return _allreduce(values, hvd.Sum, name)
 
 
 def mean(values: torch.Tensor, name: str) -> torch.Tensor:
-    return hvd.allreduce(values.detach().double().cpu(), op=hvd.Average, name=name)
+    return _allreduce(values, hvd.Average, name)
+
+
+def _allreduce(values: torch.Tensor, op, name: str) -> torch.Tensor:
+    values = values.detach().double().cpu()
+    return values if hvd.size() == 1 else hvd.allreduce(values, op=op, name=name)
 
 
 def gather_object(obj: Any, name: str) -> list[Any]:
