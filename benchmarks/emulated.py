@@ -9,17 +9,19 @@ egress is shaped to R (tbf), and benchmarks.allreduce's worker times hvdlm's Hor
 across them (one rank per host, via hvdlm.launch's run_on_hosts); benchmarks.scaling's worker
 then times hvdlm.train steps (weak scaling, the benchmark GPT). The model:
 
-    T(N, S; R) = 2(N-1)·α(N) + 2(N-1)/N · S · max(β_link(R), β_host(N))
+    T(N, S; R) = max(2(N-1)·α₁ + 2(N-1)/N·S·β₁·R₁/R,  2(N-1)·α_h(N) + 2(N-1)/N·S·β_h(N))
+                     link                              host
 
-β_link(R) = β₁·(R₁/R): the link's seconds per byte, fitted with benchmarks.costmodel.fit on
-ONE link setting (R₁ = --calibrate, 2 hosts); a ring sends 2(N-1)/N·S bytes per rank over its
-own egress, so per-link β does not depend on N. α(N), β_host(N): the machine's own latency and
-copy/reduce cost with N ranks, fitted on the unshaped runs (rate 0): the emulated hosts share
-this machine's cores, so unlike real nodes this ceiling depends on N. The max is a roofline:
-TCP moves bytes while the CPU reduces, so the slower of link and host sets the pace. A weak-
-scaling step is t(N) = c₁·⌈N/cores⌉ + T(N, G) + T(N, 16 B) (compute shared by ranks pinned one
-core each, the gradient allreduce not hidden, one metrics allreduce); E(N) = c₁ / t(N).
-Delay cannot be emulated here (no netem in this kernel); it would add d to α.
+α₁, β₁: the ring's latency and seconds per byte fitted with benchmarks.costmodel.fit on ONE
+link setting (R₁ = --calibrate, 2 hosts); β scales as 1/rate, and a ring sends 2(N-1)/N·S bytes
+per rank over its own egress, so per-link β does not depend on N. α_h(N), β_h(N): the machine's
+own latency and copy/reduce cost with N ranks, fitted on the unshaped runs (rate 0): emulated
+hosts share this machine's cores, so unlike real nodes this ceiling depends on N. The max is a
+roofline: TCP moves bytes while the CPU reduces, so the slower of link and host sets the pace.
+A weak-scaling step is t(N) = c₁·⌈N/cores⌉ + T(N, G) + T(N, 16 B) + o (compute shared by ranks
+pinned one core each, the gradient allreduce not hidden, one metrics allreduce, and a per-step
+overhead o fitted on the calibration setting too); E(N) = c₁ / t(N), c₁ the median 1-rank step
+time. Delay cannot be emulated here (no netem in this kernel); a delay d would add to α₁.
 Writes DIR/report.json, DIR/report.md, DIR/allreduce_error.png, DIR/efficiency.png
 (benchmarks/emulated_report.py).
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import subprocess
@@ -80,6 +83,7 @@ class Model:
     link_fit_error: float
     host: dict[int, costmodel.Fit] = field(default_factory=dict)  # N -> unshaped fit
     cores: int = 1
+    step_overhead_s: float = 0.0  # per training step beyond compute + allreduces (fitted)
 
     def beta_link(self, rate: str) -> float:
         return self.link_beta_s_per_byte * rate_bits(self.link_rate) / rate_bits(rate)
@@ -89,15 +93,21 @@ class Model:
         nearest = n if n in self.host else min(self.host, key=lambda k: abs(k - n))
         return self.host[nearest]
 
-    def allreduce_s(self, n: int, size: float, rate: str) -> float:
+    def link_s(self, n: int, size: float, rate: str) -> float:
+        return costmodel.ring_time(n, size, self.link_alpha_s, self.beta_link(rate))
+
+    def host_s(self, n: int, size: float) -> float:
         host = self.host_fit(n)
-        beta = max(self.beta_link(rate), host.beta_s_per_byte)
-        return costmodel.ring_time(n, size, host.alpha_s, beta)
+        return costmodel.ring_time(n, size, host.alpha_s, host.beta_s_per_byte)
+
+    def allreduce_s(self, n: int, size: float, rate: str) -> float:
+        """The slower of the link and the host sets the pace (they overlap, not add)."""
+        return max(self.link_s(n, size, rate), self.host_s(n, size))
 
     def step_s(self, n: int, rate: str, compute_s: float, grad_bytes: float) -> float:
         share = math.ceil(n / self.cores)  # ranks per core: the slowest rank sets the pace
         return (compute_s * share + self.allreduce_s(n, grad_bytes, rate)
-                + self.allreduce_s(n, 16, rate))
+                + self.allreduce_s(n, 16, rate) + self.step_overhead_s)
 
 
 def calibrate(times: dict[Setting, dict[int, float]], cal: Setting, cores: int) -> Model:
@@ -135,8 +145,8 @@ def compare(times: dict[Setting, dict[int, float]], model: Model, cal: Setting) 
     for st, sizes in times.items():
         for size, t in sorted(sizes.items()):
             pred = model.allreduce_s(st.hosts, size, st.rate)
-            bound = ("link" if model.beta_link(st.rate) >= model.host_fit(st.hosts).beta_s_per_byte
-                     else "host")
+            link_bound = model.link_s(st.hosts, size, st.rate) >= model.host_s(st.hosts, size)
+            bound = "link" if link_bound else "host"
             out.append(Check(st.hosts, st.rate, size, t, pred, pred / t - 1, role_of(st, cal),
                              bound))
     return out
@@ -146,24 +156,31 @@ def compare(times: dict[Setting, dict[int, float]], model: Model, cal: Setting) 
 class StepCheck:
     hosts: int
     rate: str
-    compute_s: float  # 1-rank step time, measured just before this setting's run
     step_time_s: float
-    efficiency: float
+    efficiency: float  # c₁ / t(N)
     predicted_step_s: float
     predicted_efficiency: float
     error: float  # of the efficiency: predicted / measured - 1
+    role: str
+    compute_paired_s: float  # the 1-rank run just before this one (information: load swings)
 
 
-def compare_steps(steps: dict[Setting, float], compute: dict[Setting, float], grad_bytes: int,
-                  model: Model) -> list[StepCheck]:
-    """E = c₁ / t(N), c₁ paired with each setting: other jobs' load drifts between settings."""
+def fit_steps(steps: dict[Setting, float], compute: dict[Setting, float], grad_bytes: int,
+              model: Model, cal: Setting) -> tuple[float, list[StepCheck]]:
+    """c₁ = median of every 1-rank run (others' load comes and goes within seconds); the per-
+    step overhead (Horovod's per-tensor negotiation and background thread on shared cores) is
+    fitted on the calibration setting, as α and β are. Returns c₁ and one check per setting."""
+    c1 = report.median(compute.values())
+    if cal in steps:
+        model.step_overhead_s = max(0.0, steps[cal] - model.step_s(cal.hosts, cal.rate, c1,
+                                                                    grad_bytes))
     out = []
     for st, t in steps.items():
-        c1 = compute[st]
         pred = model.step_s(st.hosts, st.rate, c1, grad_bytes)
         eff, peff = c1 / t, c1 / pred
-        out.append(StepCheck(st.hosts, st.rate, c1, t, eff, pred, peff, peff / eff - 1))
-    return out
+        out.append(StepCheck(st.hosts, st.rate, t, eff, pred, peff, peff / eff - 1,
+                             role_of(st, cal), compute[st]))
+    return c1, out
 
 
 # ---------------------------------------------------------------- measuring
@@ -229,6 +246,8 @@ class Measured:
     allreduce: dict[Setting, dict[int, float]] = field(default_factory=dict)
     steps: dict[Setting, float] = field(default_factory=dict)
     compute: dict[Setting, float] = field(default_factory=dict)  # paired 1-rank step times
+    compute_s: float = math.nan  # c₁: their median
+    command: str = ""
     load: dict[str, float] = field(default_factory=dict)  # 1-min load average per setting
     seconds: float = 0.0
 
@@ -277,6 +296,29 @@ def sweep(args: argparse.Namespace, cal: Setting, data: Path | None) -> Measured
     return got
 
 
+def load_measured(path: Path) -> tuple[Measured, int]:
+    """The measurements of an earlier report.json (for --reanalyse) and its gradient bytes."""
+    old = json.loads(path.read_text())
+    got = Measured(load=old["load_avg_1min"], seconds=old["seconds"], command=old["command"])
+    for row in old["allreduce"]:
+        got.allreduce.setdefault(Setting(row["hosts"], row["rate"]), {})[row["bytes"]] = \
+            row["measured_s"]
+    for row in old["scaling"]["runs"]:
+        st = Setting(row["hosts"], row["rate"])
+        got.steps[st], got.compute[st] = row["step_time_s"], row["compute_paired_s"]
+    return got, old["scaling"]["grad_bytes"]
+
+
+def measure_all(args: argparse.Namespace, cal: Setting) -> tuple[Measured, int]:
+    """Run the sweep (the dataset for the training steps lives in a temporary folder)."""
+    from benchmarks import scaling
+    with tempfile.TemporaryDirectory(prefix="hvdlm-emu-data-") as tmp:
+        data = None if args.no_scaling else scaling.make_dataset(Path(tmp))
+        got = sweep(args, cal, data)
+        got.command = " ".join(["python -m benchmarks.emulated", *args.argv])
+        return got, scaling.grad_bytes(data) if data else 0
+
+
 # ---------------------------------------------------------------- command line
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -296,6 +338,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="timed training steps per run (a third on slow links)")
     p.add_argument("--micro-batch", type=int, default=12, help="per-rank micro-batch (weak)")
     p.add_argument("--no-scaling", action="store_true", help="allreduce only, no training steps")
+    p.add_argument("--reanalyse", action="store_true",
+                   help="no measuring: refit the model to OUT/report.json and rewrite the report")
     p.add_argument("--nice", type=int, default=-10, help="nice level of the ranks (root)")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
@@ -311,22 +355,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 and not args.reanalyse:
         print("benchmarks.emulated: error: needs root (network namespaces); run it with sudo",
               file=sys.stderr)
         return 2
     if args.nice:
         os.environ["HVDLM_BENCH_NICE"] = str(args.nice)
     cal = Setting(2, args.calibrate)
-    from benchmarks import scaling
-    with tempfile.TemporaryDirectory(prefix="hvdlm-emu-data-") as tmp:
-        data = None if args.no_scaling else scaling.make_dataset(Path(tmp))
-        got = sweep(args, cal, data)
-        grad_bytes = scaling.grad_bytes(data) if data else 0
+    if args.reanalyse:
+        got, grad_bytes = load_measured(Path(args.out) / "report.json")
+    else:
+        got, grad_bytes = measure_all(args, cal)
     from benchmarks.emulated_report import verdicts, write_report
     model = calibrate(got.allreduce, cal, len(os.sched_getaffinity(0)))
     checks = compare(got.allreduce, model, cal)
-    steps = compare_steps(got.steps, got.compute, grad_bytes, model) if got.steps else []
+    got.compute_s, steps = (fit_steps(got.steps, got.compute, grad_bytes, model, cal)
+                            if got.steps else (math.nan, []))
     write_report(Path(args.out), got, model, checks, steps, grad_bytes, args)
     for v in verdicts(checks, steps):
         eff = v["efficiency_error"]

@@ -18,14 +18,16 @@ from benchmarks.emulated import (TOLERANCE, UNSHAPED, Check, Measured, Model, Se
                                  rate_bits)
 
 ASSUMPTIONS = (
-    "One rank per emulated host, one flat ring (Gloo); per-link β scales as 1/rate from the "
-    "one link calibration; α(N) and the host ceiling β_host(N) come from the unshaped runs "
-    "(the emulated hosts share this machine's cores, so the ceiling depends on N; on real nodes "
-    "it would not); the slower of link and host sets the bandwidth term (roofline, not a sum: "
+    "One rank per emulated host, one flat ring (Gloo); the link's α and β come from the one "
+    "link calibration, β scaled as 1/rate; the host ceiling α_h(N), β_h(N) comes from the "
+    "unshaped runs (the emulated hosts share this machine's cores, so it depends on N; on real "
+    "nodes it would not); the slower of link and host sets the time (a roofline, not a sum: "
     "the wire moves bytes while the CPU reduces); tbf's burst (1 ms of traffic, >= 64 KiB) is "
-    "not modelled (it is part of the fitted β); compute per rank is the 1-rank step time, "
-    "times ⌈N/cores⌉ because ranks are pinned one core each; the gradient allreduce is not "
-    "hidden behind the backward pass (h = 0); one 16-byte metrics allreduce per step. No "
+    "not modelled (it is part of the fitted β); compute per rank is the median 1-rank step "
+    "time c₁, times ⌈N/cores⌉ because ranks are pinned one core each; the gradient allreduce "
+    "is not hidden behind the backward pass (h = 0); one 16-byte metrics allreduce per step; "
+    "a constant per-step overhead o (Horovod's per-tensor negotiation and its background "
+    "thread on the rank's only core), fitted on the calibration setting like α and β. No "
     "delay was emulated: this kernel has no netem qdisc (`--delay` fails); link latency would "
     "add to α, and only the software α measured here is in the model.")
 
@@ -58,11 +60,12 @@ def write_report(out: Path, got: Measured, model: Model, checks: list[Check],
                  steps: list[StepCheck], grad_bytes: int, args: argparse.Namespace) -> None:
     machine = report.machine_info()
     table = verdicts(checks, steps)
-    payload = {"command": " ".join(["python -m benchmarks.emulated", *args.argv]),
+    payload = {"command": got.command,
                "sizes": args.sizes, "hosts": args.hosts, "rates": args.rates,
                "calibration": args.calibrate, "model": model_json(model),
                "allreduce": [asdict(c) for c in checks],
-               "scaling": {"grad_bytes": grad_bytes,
+               "scaling": {"grad_bytes": grad_bytes, "compute_s": got.compute_s,
+                           "step_overhead_s": model.step_overhead_s,
                            "micro_batch": args.micro_batch, "steps": args.steps,
                            "runs": [asdict(s) for s in steps]},
                "verdict": table, "all_within_20pct": all(v["within_20pct"] for v in table),
@@ -80,7 +83,7 @@ def md_sections(got: Measured, model: Model, checks: list[Check], steps: list[St
     ms = lambda s: s * 1e3  # noqa: E731
     host = ", ".join(f"N={n}: α {ms(f.alpha_s):.2f} ms, β {f.beta_s_per_byte * 1e9:.2f} s/GB"
                      for n, f in sorted(model.host.items()))
-    setup = (f"`{' '.join(['python -m benchmarks.emulated', *args.argv])}`: one rank per "
+    setup = (f"`{got.command}`: one rank per "
              f"emulated host (network namespaces on a bridge, egress shaped with tbf), hvdlm's "
              f"Horovod settings, in-place float32 allreduce, median of up to {args.iters} calls "
              f"after warm-up. {len(got.allreduce)} settings in {got.seconds:.0f} s; 1-min load "
@@ -95,22 +98,28 @@ def md_sections(got: Measured, model: Model, checks: list[Check], steps: list[St
                           "role"],
                          [(Setting(c.hosts, c.rate).label, c.bytes / 2**20, ms(c.measured_s),
                            ms(c.predicted_s), f"{c.error:+.0%}", c.bound, c.role) for c in checks])
-    sc = report.md_table(["setting", "1-rank ms", "step ms", "efficiency", "predicted step ms",
-                          "predicted efficiency", "error"],
-                         [(Setting(s.hosts, s.rate).label, ms(s.compute_s), ms(s.step_time_s),
+    sc = report.md_table(["setting", "role", "step ms", "efficiency", "predicted step ms",
+                          "predicted efficiency", "error", "1-rank ms just before"],
+                         [(Setting(s.hosts, s.rate).label, s.role, ms(s.step_time_s),
                            s.efficiency,
-                           ms(s.predicted_step_s), s.predicted_efficiency, f"{s.error:+.0%}")
+                           ms(s.predicted_step_s), s.predicted_efficiency, f"{s.error:+.0%}",
+                           ms(s.compute_paired_s))
                           for s in steps])
     sc_text = (f"hvdlm.train, weak scaling, micro-batch {args.micro_batch} per rank, "
-               f"gradients {grad_bytes / 2**20:.2f} MiB; c₁ = the 1-rank step time, measured "
-               f"right before each setting (others' jobs come and go); E = c₁ / t(N), so N "
-               f"ranks sharing {model.cores} cores count against it.\n\n{sc}"
+               f"gradients {grad_bytes / 2**20:.2f} MiB; c₁ = {ms(got.compute_s):.1f} ms, the "
+               f"median of the 1-rank runs (one before each setting; they ranged "
+               f"{ms(min(got.compute.values())):.0f}-{ms(max(got.compute.values())):.0f} ms as "
+               f"others' jobs came and went); per-step overhead o = "
+               f"{ms(model.step_overhead_s):.1f} ms, fitted on the calibration setting; "
+               f"E = c₁ / t(N), so N ranks sharing {model.cores} cores count against it."
+               f"\n\n{sc}"
                if steps else "not measured")
     vt = report.md_table(["setting", "role", "bound by", "worst allreduce error",
                           "efficiency error", "within 20%"],
                          [(v["setting"], v["role"], v["bound"],
                            f"{v['allreduce_max_abs_error']:.0%}",
-                           "-" if v["efficiency_error"] is None else f"{v['efficiency_error']:+.0%}",
+                           "-" if v["efficiency_error"] is None
+                           else f"{v['efficiency_error']:+.0%}",
                            "yes" if v["within_20pct"] else "**no**") for v in table])
     return [("Setup", setup), ("Model", fit), ("Verdict per setting", vt),
             ("Allreduce: predicted against measured", ar), ("Weak scaling", sc_text),
