@@ -9,8 +9,8 @@ The distributed steps, in the order Horovod's own examples use them:
   4. `clip_and_step()`     synchronize(), clip, then step() without a second allreduce.
   5. `mean()`, `sum_()`    metrics across ranks; `gather_object()` for per-rank RNG states.
 
-Works without horovodrun too: a lone `python -m hvdlm.train` is a world of size 1, where
-nothing is wrapped or all-reduced.
+Works without horovodrun too: a lone `python -m hvdlm.train` (or `-np 1`) is a world of one,
+which does not start Horovod: nothing is wrapped, broadcast or all-reduced.
 """
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ class World:
         return self.rank == 0
 
 
+_active = False  # Horovod started (a world of more than one rank)
 CPU_CYCLE_TIME_MS = "2"  # Horovod's default is 1 ms
 
 
@@ -51,31 +52,43 @@ def horovod_tuning(use_cuda: bool, env: Mapping[str, str] = os.environ) -> dict[
     step. One rank has nothing to coordinate, and GPUs leave the cores free: Horovod's
     defaults stay there.
     """
-    size = int(env.get("HOROVOD_SIZE") or env.get("OMPI_COMM_WORLD_SIZE") or 1)
     tuned: dict[str, str] = {}
-    if not use_cuda and size > 1:
+    if not use_cuda and launched_size(env) > 1:
         tuned["HOROVOD_CYCLE_TIME"] = CPU_CYCLE_TIME_MS
     return {k: v for k, v in tuned.items() if k not in env}
 
 
+def launched_size(env: Mapping[str, str] = os.environ) -> int:
+    """The world size a launcher (horovodrun, hvdlm.launch, mpirun) set up; 1 if none did."""
+    return int(env.get("HOROVOD_SIZE") or env.get("OMPI_COMM_WORLD_SIZE") or 1)
+
+
 def init(device: str = "auto") -> World:
-    """Start Horovod, share the cores fairly between local ranks, choose this rank's device."""
+    """Start Horovod, share the cores fairly between local ranks, choose this rank's device.
+
+    A world of one (no launcher, or `-np 1`) does not start Horovod at all: with nothing to
+    communicate, its background thread would only take cycles from the one training thread.
+    """
+    global _active
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    os.environ.update(horovod_tuning(use_cuda))
-    # Before hvd.init(): Horovod's background thread and torch's pool inherit the pinning.
-    _pin_local_rank(int(os.environ.get("HOROVOD_LOCAL_RANK", 0)),
-                    int(os.environ.get("HOROVOD_LOCAL_SIZE", 1)))
-    hvd.init()
+    if launched_size() > 1:
+        os.environ.update(horovod_tuning(use_cuda))
+        # Before hvd.init(): Horovod's background thread and torch's pool inherit the pinning.
+        _pin_local_rank(int(os.environ.get("HOROVOD_LOCAL_RANK", 0)),
+                        int(os.environ.get("HOROVOD_LOCAL_SIZE", 1)))
+        hvd.init()
+        _active = True
+        world = (hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size())
+    else:
+        world = (0, 1, 0, 1)
     cores = len(os.sched_getaffinity(0))
     # Oversubscribed intra-op threads make every rank slower; OMP_NUM_THREADS wins if set.
-    threads = int(os.environ.get("OMP_NUM_THREADS", 0)) or max(1, cores // hvd.local_size())
+    threads = int(os.environ.get("OMP_NUM_THREADS", 0)) or max(1, cores // world[3])
     torch.set_num_threads(threads)
+    dev = torch.device("cuda", world[2]) if use_cuda else torch.device("cpu")
     if use_cuda:
-        torch.cuda.set_device(hvd.local_rank())
-        dev = torch.device("cuda", hvd.local_rank())
-    else:
-        dev = torch.device("cpu")
-    return World(hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size(), dev)
+        torch.cuda.set_device(dev)
+    return World(*world, dev)
 
 
 def _pin_local_rank(local_rank: int, local_size: int) -> None:
@@ -108,7 +121,8 @@ def wrap_optimizer(optimizer: torch.optim.Optimizer, model: torch.nn.Module, gra
 
 
 def broadcast_model(model: torch.nn.Module) -> None:
-    hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+    if _active:
+        hvd.broadcast_parameters(model.state_dict(), root_rank=0)
 
 
 def clip_and_step(optimizer: torch.optim.Optimizer, params: Iterable[torch.nn.Parameter],
@@ -144,16 +158,13 @@ def mean(values: torch.Tensor, name: str) -> torch.Tensor:
 
 def _allreduce(values: torch.Tensor, op, name: str) -> torch.Tensor:
     values = values.detach().double().cpu()
-    return values if hvd.size() == 1 else hvd.allreduce(values, op=op, name=name)
+    return hvd.allreduce(values, op=op, name=name) if _active else values
 
 
 def gather_object(obj: Any, name: str) -> list[Any]:
-    return hvd.allgather_object(obj, name=name)
+    return hvd.allgather_object(obj, name=name) if _active else [obj]
 
 
 def barrier() -> None:
-    hvd.barrier()
-
-
-def shutdown() -> None:
-    hvd.shutdown()
+    if _active:
+        hvd.barrier()
