@@ -47,7 +47,9 @@ def test_array_job_equals_single_process(slurm_cluster, tmp_path):
 
     logs = "\n".join(p.read_text() for p in sorted((tmp_path / "logs").glob("*.out")))
     assert slurm_cluster.wait(jobs["merge"], timeout=240) == "COMPLETED", logs
-    assert slurm_cluster.sacct_state(jobs["tokenizer"]) == "COMPLETED"
+    assert slurm_cluster.wait(jobs["tokenizer"], timeout=60) == "COMPLETED"
+    # Accounting can lag behind the merge's start: wait for every array task's record.
+    assert slurm_cluster.wait(jobs["tasks"], timeout=60) == "COMPLETED"
     assert slurm_cluster.sacct_states(jobs["tasks"]) == \
         {f"{jobs['tasks']}_{i}": "COMPLETED" for i in range(3)}
 
