@@ -173,3 +173,25 @@ def test_dataset_with_another_tokenizer_is_refused_on_resume(byte_dataset, tmp_p
     proc = run_module("hvdlm.train", "--data", other, "--out", run, *TINY, "train.max_steps=4")
     assert proc.returncode == 1
     assert "tokenizer" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_killed_preprocessing_leaves_no_dataset_and_the_next_run_completes(tmp_path):
+    from tests.conftest import small_corpus
+    corpus = small_corpus(tmp_path / "corpus", n_files=60)
+    out = tmp_path / "data"
+    args = [sys.executable, "-m", "hvdlm.preprocess", str(corpus), "--out", str(out),
+            "--vocab-size", "3000", "--workers", "1"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = tmp_path / "data.partial"
+    deadline = time.monotonic() + 60
+    while not partial.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, "preprocessing ended before it could be interrupted"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (out / "manifest.json").exists() and not out.exists()
+
+    run_module("hvdlm.preprocess", corpus, "--out", out, "--vocab-size", "3000",
+               "--workers", "1", check=True)
+    assert (out / "manifest.json").exists() and not partial.exists()
+    assert run_module("hvdlm.verify", out).returncode == 0
