@@ -65,5 +65,13 @@ class MetricsWriter:
 
 
 def read_metrics(run: str | Path) -> list[dict[str, Any]]:
+    """RUN/metrics.jsonl as records; safe while training writes it (a partial last line and a
+    file not yet created are skipped)."""
     path = Path(run) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass  # the line being written
+    return records

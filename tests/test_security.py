@@ -1,5 +1,4 @@
 """Security habits: no shell with user strings; files honour the user's umask."""
-import os
 import re
 import stat
 import subprocess

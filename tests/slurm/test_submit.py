@@ -5,7 +5,6 @@ rank named, a preempted job (submitit's USR2) checkpointed, requeued and resumed
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from hvdlm.errors import HvdlmError
+from hvdlm.runlog import read_metrics
 from hvdlm.submit import submit_training, wait_for_ranks, with_resume_auto
 from tests.conftest import ROOT, run_module
 
@@ -46,14 +46,7 @@ def submit_cli(cluster: str, data: Path, run: Path, tmp_path: Path, env: dict,
 
 
 def steps_logged(run: Path) -> list[dict]:
-    path = run / "metrics.jsonl"
-    records = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass  # the line being written
-    return [r for r in records if "loss" in r]
+    return [r for r in read_metrics(run) if "loss" in r]
 
 
 @pytest.mark.slurm

@@ -5,7 +5,6 @@ script (as Slurm sends it before the time limit) checkpoints, requeues and resum
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from hvdlm.runlog import read_metrics
 from tests.conftest import ROOT, horovodrun
 
 pytestmark = [pytest.mark.slurm, pytest.mark.horovod, pytest.mark.hdf5]
@@ -34,15 +34,7 @@ def export(data: Path, run: Path, args: list[str], tmp_path: Path) -> str:
 
 
 def logged_steps(run: Path) -> list[dict]:
-    """metrics.jsonl records with a loss, skipping a line still being written."""
-    path = run / "metrics.jsonl"
-    records = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
-    return [r for r in records if "loss" in r]
+    return [r for r in read_metrics(run) if "loss" in r]
 
 
 def checkpoint_steps(run: Path) -> list[int]:
