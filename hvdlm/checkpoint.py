@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from hvdlm.errors import CheckpointError
+from hvdlm.errors import CheckpointError, DataError
 
 log = logging.getLogger("hvdlm")
 NAME = re.compile(r"^step-(\d{8})\.pt$")
@@ -122,3 +122,10 @@ def load_latest(run: str | Path) -> tuple[Path, dict[str, Any]] | None:
     if problems:
         raise CheckpointError(f"no usable checkpoint in {checkpoint_dir(run)}: {problems[0]}")
     return None
+
+
+def require_tokenizer(state: dict[str, Any], tokenizer_sha256: str, tokenizer_file: str | Path) -> None:
+    """DataError unless `tokenizer_file` (with that sha256) is the checkpoint's tokenizer."""
+    if state.get("tokenizer_sha256") != tokenizer_sha256:
+        raise DataError(f"{tokenizer_file}: not the tokenizer this checkpoint was trained with "
+                        "(tokenizer sha256 mismatch)")

@@ -13,7 +13,6 @@ never before, through the byte offset of their contiguous `tokens` dataset.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -49,13 +48,8 @@ class TokenWindows(Dataset):
             self._maps[shard] = shards.open_tokens(self.paths[shard])
         return self._maps[shard]
 
-    def window(self, i: int) -> np.ndarray:
-        shard = int(np.searchsorted(self.starts, i, side="right")) - 1
-        begin = (i - int(self.starts[shard])) * self.seq_len
-        return self._tokens(shard)[begin:begin + self.seq_len + 1]
-
     def __getitem__(self, i: int) -> torch.Tensor:
-        return torch.from_numpy(self.window(int(i)).astype(np.int64))
+        return self.__getitems__([i])[0]
 
     def __getitems__(self, ids: list[int]) -> torch.Tensor:
         """A whole micro-batch at once, (B, seq_len + 1), without per-item collation."""
@@ -73,19 +67,19 @@ class TokenWindows(Dataset):
         return {**self.__dict__, "_maps": {}}
 
 
-@dataclass(frozen=True)
 class GlobalOrder:
     """The seeded, world-size-independent order of global samples over epochs."""
 
-    n_windows: int
-    seed: int
+    def __init__(self, n_windows: int, seed: int):
+        self.n_windows, self.seed = n_windows, seed
+        self._cache: dict[int, np.ndarray] = {}  # one epoch at a time: steps move forward
 
     def window_ids(self, first: int, count: int) -> np.ndarray:
-        ids = np.arange(first, first + count, dtype=np.int64)
-        epoch, last_epoch = divmod(first, self.n_windows)[0], (first + count - 1) // self.n_windows
+        epoch, last_epoch = first // self.n_windows, (first + count - 1) // self.n_windows
         if epoch == last_epoch:  # the usual case: one slice of one epoch's permutation
             offset = first - epoch * self.n_windows
             return self._permutation(epoch)[offset:offset + count]
+        ids = np.arange(first, first + count, dtype=np.int64)
         out = np.empty_like(ids)
         for epoch in np.unique(ids // self.n_windows):
             mask = ids // self.n_windows == epoch
@@ -93,11 +87,10 @@ class GlobalOrder:
         return out
 
     def _permutation(self, epoch: int) -> np.ndarray:
-        cache = self.__dict__.setdefault("_cache", {})
-        if epoch not in cache:
-            cache.clear()  # one epoch at a time is enough: steps move forward
-            cache[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)
-        return cache[epoch]
+        if epoch not in self._cache:
+            self._cache.clear()
+            self._cache[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)
+        return self._cache[epoch]
 
 
 class TrainBatches(Sampler):

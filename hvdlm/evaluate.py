@@ -94,9 +94,7 @@ def _main(argv: Sequence[str] | None) -> int:
     else:
         model, state = load_run_model(args.run)
         seq_len = config_from_dict(state["config"]).model.seq_len
-        if tokenizer.sha256 != state.get("tokenizer_sha256"):
-            raise DataError(f"{manifest.tokenizer_path}: tokenizer differs from the one run "
-                            f"{args.run} was trained with (sha256 mismatch)")
+        checkpoint.require_tokenizer(state, tokenizer.sha256, manifest.tokenizer_path)
     windows = data.TokenWindows(manifest, args.split, seq_len)
     batches = data.loader(windows, data.EvalBatches(len(windows), args.batch_size, 0, 1), 0)
     byte_lengths = torch.from_numpy(np.asarray(tokenizer.token_byte_lengths(), dtype=np.int64))

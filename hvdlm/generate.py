@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from hvdlm import cli, shards
+from hvdlm import checkpoint, cli, shards
 from hvdlm.errors import DataError
 from hvdlm.evaluate import load_run_model
 from hvdlm.tokenizer import Tokenizer, load_tokenizer
@@ -46,17 +46,16 @@ def sample(model: torch.nn.Module, ids: list[int], max_new_tokens: int, seq_len:
 
 def _run_tokenizer(run: Path, state: dict, override: str | None) -> Tokenizer:
     """The run's tokenizer: --tokenizer, else that of the dataset in RUN/data_dir.txt."""
-    candidates = [Path(override)] if override else []
     data_dir_file = run / "data_dir.txt"
-    if data_dir_file.exists():
-        data_dir = Path(data_dir_file.read_text().strip())
-        candidates.append(shards.load_manifest(data_dir).tokenizer_path)
-    for path in candidates:
-        tokenizer = load_tokenizer(path)
-        if tokenizer.sha256 == state.get("tokenizer_sha256"):
-            return tokenizer
-        raise DataError(f"{path}: not the tokenizer run {run} was trained with (sha256 mismatch)")
-    raise DataError(f"{run}: cannot find the run's tokenizer; pass --tokenizer FILE")
+    if override:
+        path = Path(override)
+    elif data_dir_file.exists():
+        path = shards.load_manifest(data_dir_file.read_text().strip()).tokenizer_path
+    else:
+        raise DataError(f"{run}: cannot find the run's tokenizer; pass --tokenizer FILE")
+    tokenizer = load_tokenizer(path)
+    checkpoint.require_tokenizer(state, tokenizer.sha256, path)
+    return tokenizer
 
 
 def _main(argv: Sequence[str] | None) -> int:

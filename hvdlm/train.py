@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from hvdlm import checkpoint, cli, data, distributed, faults
 from hvdlm.config import Config, TrainConfig, load_config, to_toml
-from hvdlm.errors import DataError, HvdlmError, UsageError
+from hvdlm.errors import HvdlmError, UsageError
 from hvdlm.evaluate import score_windows
 from hvdlm.models import build_model, count_parameters
 from hvdlm.runlog import MetricsWriter, log, log_to_file, setup_logging
@@ -86,14 +86,11 @@ def _resume_state(args, run: Path) -> tuple[Path, dict] | None:
     return Path(args.resume), checkpoint.load(args.resume)
 
 
-def _check_compatible(state: dict, cfg: Config, tokenizer_sha: str, source: Path) -> None:
+def _check_same_model(state: dict, cfg: Config, source: Path) -> None:
     if state["config"]["model"] != cfg.to_dict()["model"]:
         diff = [k for k, v in cfg.to_dict()["model"].items() if state["config"]["model"].get(k) != v]
         raise UsageError(f"{source}: checkpoint model differs from the config in "
                          f"{', '.join('model.' + k for k in diff)}")
-    if state.get("tokenizer_sha256") != tokenizer_sha:
-        raise DataError(f"{source}: the dataset's tokenizer differs from the checkpoint's "
-                        "(tokenizer sha256 mismatch)")
 
 
 class Trainer:
@@ -105,7 +102,7 @@ class Trainer:
         manifest = data.open_dataset(args.data)
         cfg.model.vocab_size = manifest.vocab_size
         tokenizer = load_tokenizer(manifest.tokenizer_path)
-        self.tokenizer_sha = tokenizer.sha256
+        self.tokenizer_sha, self.tokenizer_file = tokenizer.sha256, manifest.tokenizer_path
         self.byte_lengths = torch.from_numpy(np.asarray(tokenizer.token_byte_lengths(), np.int64))
         self.train_set = data.TokenWindows(manifest, "train", cfg.model.seq_len)
         has_val = bool(manifest.splits.get("val")) and any(s.n_tokens > cfg.model.seq_len
@@ -130,7 +127,8 @@ class Trainer:
         self.bad_steps = 0
 
     def _restore(self, path: Path, state: dict) -> None:
-        _check_compatible(state, self.cfg, self.tokenizer_sha, path)
+        _check_same_model(state, self.cfg, path)
+        checkpoint.require_tokenizer(state, self.tokenizer_sha, self.tokenizer_file)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])  # after wrapping: the wrap drops state
         self.step, self.consumed = int(state["step"]), int(state["consumed_samples"])
