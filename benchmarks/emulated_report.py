@@ -47,11 +47,18 @@ def verdicts(checks: list[Check], steps: list[StepCheck]) -> list[dict]:
     return out
 
 
+def link_busbw_gbps(model: Model) -> float | None:
+    """The link's fitted bus bandwidth; None when the fit found no bandwidth term (β = 0, as
+    tiny message sizes in noisy runs can give)."""
+    beta = model.link_beta_s_per_byte
+    return 1e-9 / beta if beta > 0 else None
+
+
 def model_json(model: Model) -> dict:
     return {"link": {"rate": model.link_rate, "alpha_s": model.link_alpha_s,
                      "beta_s_per_byte": model.link_beta_s_per_byte,
                      "fit_max_rel_error": model.link_fit_error,
-                     "busbw_gbps": 1e-9 / model.link_beta_s_per_byte},
+                     "busbw_gbps": link_busbw_gbps(model)},
             "host": {str(n): asdict(f) for n, f in sorted(model.host.items())},
             "cores": model.cores}
 
@@ -89,10 +96,12 @@ def md_sections(got: Measured, model: Model, checks: list[Check], steps: list[St
              f"after warm-up. {len(got.allreduce)} settings in {got.seconds:.0f} s; 1-min load "
              f"average per setting {min(got.load.values()):.1f}-{max(got.load.values()):.1f} on "
              f"{model.cores} cores (other engineers' jobs shared the machine).")
+    busbw = link_busbw_gbps(model)
+    bandwidth = ("no bandwidth term found" if busbw is None else
+                 f"bus bandwidth {busbw:.3f} GB/s, {busbw * 8e9 / rate_bits(model.link_rate):.0%}"
+                 " of line rate")
     fit = (f"Link, fitted on {model.link_rate} x 2 hosts: α {ms(model.link_alpha_s):.2f} ms, "
-           f"β {model.link_beta_s_per_byte * 1e9:.2f} s/GB (bus bandwidth "
-           f"{1 / model.link_beta_s_per_byte / 1e9:.3f} GB/s, "
-           f"{8 / model.link_beta_s_per_byte / rate_bits(model.link_rate):.0%} of line rate; "
+           f"β {model.link_beta_s_per_byte * 1e9:.2f} s/GB ({bandwidth}; "
            f"fit error ≤ {model.link_fit_error:.0%}). Host ceiling (unshaped): {host}.")
     ar = report.md_table(["setting", "MiB", "measured ms", "predicted ms", "error", "bound by",
                           "role"],
