@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP)
 
-$(STAMP): setup.py scripts/install_horovod.sh
+$(STAMP): setup.py scripts/install_horovod.sh $(wildcard scripts/horovod-patches/*.patch)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check wheel setuptools numpy torch==2.13.0
 	PYTHON=$(PY) scripts/install_horovod.sh

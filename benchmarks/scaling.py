@@ -34,8 +34,10 @@ from benchmarks.allreduce import (add_common, apply_common, cores_per_rank, emul
 
 MODEL = {"arch": "gpt", "n_layer": 4, "n_head": 4, "n_embd": 128, "seq_len": 64}
 BACKEND_CONFIG = {"horovod": "hvdlm", "ddp": "ddp"}  # the config each backend name means
-# hvdlm-nostats: no per-step metrics allreduce (hvdlm itself sends all gradients as one group)
-CONFIGS = ("hvdlm", "hvdlm-nostats", "ddp")
+# hvdlm-nostats: no per-step metrics allreduce (hvdlm itself sends all gradients as one group);
+# nocomm: N ranks each train alone, side by side (the DDP loop without DDP): what sharing the
+# machine costs with no communication at all, the ceiling for any data-parallel stack here.
+CONFIGS = ("hvdlm", "hvdlm-nostats", "ddp", "nocomm")
 BLOCK = 5  # steps per timed block (hvdlm logs tokens/s every BLOCK steps)
 
 
@@ -50,6 +52,7 @@ class Run:
     config: str
     micro_batch: int
     cpu_s_per_step: float  # rank 0's process CPU time (all threads) per step
+    efficiency_rounds: list[float]  # one per repeat, against that round's 1-rank run
 
 
 # ---------------------------------------------------------------- data
@@ -93,8 +96,9 @@ def hvdlm_worker(config: str, data: str, micro_batch: int, steps: int, run_dir: 
     base, _ = split_config(config, CONFIGS)
     if base == "hvdlm-nostats":  # what the per-step metrics allreduce costs: skip it
         from hvdlm import distributed
-        real_mean = distributed.mean
-        distributed.mean = lambda v, name: v.double() if name == "step_stats" else real_mean(v, name)
+        real_mean = distributed.mean_async
+        distributed.mean_async = lambda v, name: ((lambda: v.double()) if name.startswith(
+            "step_stats") else real_mean(v, name))
     from hvdlm import train
     clock, real_step = StepClock(), train.Trainer._train_step
 
@@ -115,8 +119,9 @@ def hvdlm_worker(config: str, data: str, micro_batch: int, steps: int, run_dir: 
         write_result(result, *clock.deltas(BLOCK), size * micro_batch * MODEL["seq_len"])
 
 
-def ddp_worker(data: str, micro_batch: int, steps: int, result: str) -> None:
-    """The same model, init and samples, trained by the minimal DDP loop."""
+def ddp_worker(data: str, micro_batch: int, steps: int, result: str, comm: bool = True) -> None:
+    """The same model, init and samples, trained by the minimal DDP loop (without DDP and
+    without a process group when not `comm`: then every rank trains alone)."""
     import torch
     from benchmarks import ddp_loop
     from hvdlm import data as hdata
@@ -124,7 +129,8 @@ def ddp_worker(data: str, micro_batch: int, steps: int, result: str) -> None:
     from hvdlm.models import build_model
     rank, size = _pin(result)
     torch.set_num_threads(len(os.sched_getaffinity(0)))
-    if size > 1:
+    distributed = comm and size > 1
+    if distributed:
         ddp_loop.init_torch_dist()
     manifest = hdata.open_dataset(data)
     windows = hdata.TokenWindows(manifest, "train", MODEL["seq_len"])
@@ -134,8 +140,8 @@ def ddp_worker(data: str, micro_batch: int, steps: int, result: str) -> None:
     batches = [windows.__getitems__(ids) for ids in sampler]
     torch.manual_seed(1337)
     model = build_model(ModelConfig(**MODEL, vocab_size=manifest.vocab_size, dropout=0.0))
-    res = ddp_loop.train_steps(model, batches, steps, BLOCK, distributed=size > 1)
-    if size > 1:
+    res = ddp_loop.train_steps(model, batches, steps, BLOCK, distributed=distributed)
+    if distributed:
         torch.distributed.destroy_process_group()
     if rank == 0:
         write_result(result, res.step_times, res.cpu_times, size * res.tokens_per_step)
@@ -195,13 +201,17 @@ def measure(args: argparse.Namespace, data: Path) -> list[Run]:
     runs = []
     for (config, mode, n, mb), values in got.items():
         tps = report.median(v["tokens_per_s"] for v in values)
-        base = report.median(v["tokens_per_s"] for v in got[
-            (config, mode, 1, args.micro_batch if mode == "weak" else args.global_batch)])
-        eff = tps / (n * base) if mode == "weak" else tps / base / n
-        backend = "ddp" if config == "ddp" else "horovod"
+        base = got[(config, mode, 1, args.micro_batch if mode == "weak" else args.global_batch)]
+        # This machine's speed drifts from minute to minute: each round's N-rank run is divided
+        # by the 1-rank run measured next to it, and the efficiency is the median of those
+        # ratios. E = tokens/s(N) / (N · tokens/s(1)) in both modes (for strong scaling, with
+        # the global batch fixed, that is the speed-up over N).
+        ratios = [v["tokens_per_s"] / (n * b["tokens_per_s"]) for v, b in zip(values, base)]
+        backend = {"ddp": "ddp", "nocomm": "none"}.get(split_config(config, CONFIGS)[0],
+                                                      "horovod")
         cpu = report.median(v["cpu_s_per_step"] for v in values)
-        runs.append(Run(backend, n, mode, tps, n * mb * MODEL["seq_len"] / tps, eff, config, mb,
-                        cpu))
+        runs.append(Run(backend, n, mode, tps, n * mb * MODEL["seq_len"] / tps,
+                        report.median(ratios), config, mb, cpu, ratios))
     return runs
 
 
@@ -237,8 +247,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
-        if split_config(args.worker, CONFIGS)[0] == "ddp":
-            ddp_worker(args.data, args.micro_batch, args.steps, args.result)
+        base = split_config(args.worker, CONFIGS)[0]
+        if base in ("ddp", "nocomm"):
+            ddp_worker(args.data, args.micro_batch, args.steps, args.result, base == "ddp")
         else:
             hvdlm_worker(args.worker, args.data, args.micro_batch, args.steps, args.run_dir,
                          args.result)
@@ -344,12 +355,15 @@ def runs_section(runs: list[Run], args: argparse.Namespace) -> str:
             f"windows; weak: {args.micro_batch} windows per rank, strong: {args.global_batch} "
             f"in all; {args.steps} timed steps after {BLOCK} warm-up steps, median of "
             f"{args.repeats} interleaved repeats; {where}; each rank pinned to an equal share of "
-            f"the cores{f', nice {args.nice}' if args.nice else ''}.\n\n")
+            f"the cores{f', nice {args.nice}' if args.nice else ''}. Efficiency: the median over "
+            f"rounds of each round's N-rank tokens/s against the 1-rank run measured next to it "
+            f"(this machine's speed drifts from minute to minute).\n\n")
     table = report.md_table(
         ["backend", "config", "mode", "N", "micro-batch", "tokens/s", "step (ms)", "efficiency",
-         "CPU ms/step (rank 0)"],
+         "rounds' range", "CPU ms/step (rank 0)"],
         [(r.backend, r.config, r.mode, r.np, r.micro_batch, r.tokens_per_s, r.step_time_s * 1e3,
-          r.efficiency, r.cpu_s_per_step * 1e3) for r in sorted(runs, key=lambda r: (r.mode, r.config, r.np))])
+          r.efficiency, f"{min(r.efficiency_rounds):.2f}-{max(r.efficiency_rounds):.2f}",
+          r.cpu_s_per_step * 1e3) for r in sorted(runs, key=lambda r: (r.mode, r.config, r.np))])
     eff = {(r.config, r.mode, r.np): r.efficiency for r in runs}
     lines = [f"- {mode} N={n}: hvdlm {eff[('hvdlm', mode, n)]:.3f}, DDP {eff[('ddp', mode, n)]:.3f}"
              for (c, mode, n) in sorted(eff) if c == "hvdlm" and n > 1 and ("ddp", mode, n) in eff]

@@ -7,7 +7,8 @@ The distributed steps, in the order Horovod's own examples use them:
                            once per `grad_accum` backward passes, optional fp16 on the wire.
   3. `broadcast_model()`   parameters from rank 0 (a fresh optimizer has no state to send).
   4. `clip_and_step()`     synchronize(), clip, then step() without a second allreduce.
-  5. `mean()`, `sum_()`    metrics across ranks; `gather_object()` for per-rank RNG states.
+  5. `mean_async()`, `sum_()` metrics across ranks (the first without waiting for them);
+                           `gather_object()` for per-rank RNG states.
 
 Works without horovodrun too: a lone `python -m hvdlm.train` (or `-np 1`) is a world of one,
 which does not start Horovod: nothing is wrapped, broadcast or all-reduced.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import horovod.torch as hvd
 import torch
@@ -147,18 +148,22 @@ def clip_and_step(optimizer: torch.optim.Optimizer, params: Iterable[torch.nn.Pa
     return norm, stepped
 
 
+def mean_async(values: torch.Tensor, name: str) -> Callable[[], torch.Tensor]:
+    """Start a mean over ranks; the returned function waits for it (blocking, not spinning).
+
+    Horovod's background thread carries it out while this thread goes on computing.
+    """
+    values = values.detach().double().cpu()
+    if not _active:
+        return lambda: values
+    handle = hvd.allreduce_async(values, op=hvd.Average, name=name)
+    return lambda: hvd.synchronize(handle)
+
+
 def sum_(values: torch.Tensor, name: str) -> torch.Tensor:
     """Element-wise sum over ranks (fp64 on CPU, so counts and loss sums stay exact)."""
-    return _allreduce(values, hvd.Sum, name)
-
-
-def mean(values: torch.Tensor, name: str) -> torch.Tensor:
-    return _allreduce(values, hvd.Average, name)
-
-
-def _allreduce(values: torch.Tensor, op, name: str) -> torch.Tensor:
     values = values.detach().double().cpu()
-    return hvd.allreduce(values, op=op, name=name) if _active else values
+    return hvd.allreduce(values, op=hvd.Sum, name=name) if _active else values
 
 
 def gather_object(obj: Any, name: str) -> list[Any]:

@@ -16,8 +16,9 @@ import math
 import signal
 import sys
 import time
+from collections import deque
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -63,6 +64,36 @@ class StopRequest:
 
     def _handle(self, signum: int, _frame) -> None:
         self.signal = signum
+
+
+class StepStats:
+    """The per-step all-reduce of (loss, stop flag), read one step late.
+
+    A synchronous collective after every optimizer step makes each step wait for the slowest
+    rank twice and pay Horovod's coordination cycle once more; started asynchronously it runs
+    in Horovod's background thread behind the next step's forward pass. Every rank reads the
+    same results at the same steps, so all of them still stop at the same step (one step after
+    the signal) and log the same losses.
+    """
+
+    def __init__(self) -> None:
+        self._inflight: deque[Callable[[], torch.Tensor]] = deque()
+        self._started = 0
+
+    def start(self, loss: float, stop_requested: bool) -> None:
+        # At most two in flight; Horovod needs distinct names for concurrent collectives.
+        self._inflight.append(distributed.mean_async(
+            torch.tensor([loss, float(stop_requested)]), name=f"step_stats.{self._started % 2}"))
+        self._started += 1
+
+    def read(self, latest: bool) -> tuple[float, bool]:
+        """(mean loss, whether any rank asked to stop) over the results read now: all of them
+        if `latest` (this step's loss), else all but the one just started."""
+        loss, stop = math.nan, False
+        while len(self._inflight) > (0 if latest else 1):
+            loss, flag = self._inflight.popleft()().tolist()
+            stop = stop or flag > 0
+        return loss, stop
 
 
 def _parse_args(argv: Sequence[str] | None):
@@ -193,19 +224,21 @@ class Trainer:
         tick, steps_since, exit_code = time.perf_counter(), 0, 0
         first_record = {"resumed_from": self.resumed_from} if self.resumed_from is not None else {}
         self.model.train()
+        stats = StepStats()
         while self.step < t.max_steps:
             faults.maybe_kill(world.rank, self.step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr_at(self.step, t)
             loss, norm, stepped = self._train_step(micro_batches)
-            mean_loss, stop = distributed.mean(torch.tensor([loss, float(self.stop.signal is not None)]),
-                                               name="step_stats").tolist()
             self._count_bad_step(stepped, norm)
             self.step += 1
             self.consumed += self.global_batch
             steps_since += 1
             bar.update(1)
-            if self.step % t.log_interval == 0 or self.step == t.max_steps:
+            logging_now = self.step % t.log_interval == 0 or self.step == t.max_steps
+            stats.start(loss, self.stop.signal is not None)
+            mean_loss, stop = stats.read(latest=logging_now)
+            if logging_now:
                 elapsed = time.perf_counter() - tick
                 tps = steps_since * self.global_batch * self.cfg.model.seq_len / elapsed
                 record = {"step": self.step, "loss": mean_loss, "lr": lr_at(self.step - 1, t),
@@ -220,6 +253,7 @@ class Trainer:
             if self.step % t.eval_interval == 0 or self.step == t.max_steps:
                 self._log_eval(writer, t.eval_batches)
             if stop:
+                stats.read(latest=True)  # nothing left in flight
                 log.warning("stop requested (signal); checkpointing at step %d", self.step)
                 self.save()
                 # Nobody exits (non-zero) before rank 0's checkpoint is on disk: launchers end

@@ -5,20 +5,23 @@
 #
 # Horovod's last release compiles its torch extension as C++14, and torch >= 2.1 needs C++17;
 # its process-set Gloo contexts also ignore HOROVOD_GLOO_IFACE and bind to the address the
-# hostname resolves to, which breaks multi-host runs where that is 127.0.0.1. We patch both,
-# build a wheel without build isolation against the torch already installed, and cache it
+# hostname resolves to, which breaks multi-host runs where that is 127.0.0.1; and its torch
+# binding waits for every collective by spinning (yield in a loop), which on CPU takes the
+# core from the background thread doing the work. We patch all three (the last from
+# scripts/horovod-patches/), build a wheel without build isolation against the torch already installed, and cache it
 # outside the checkout, keyed by Horovod, torch, Python and build flags, so later runs only
 # install it. Needs: cmake, a C++ compiler, torch installed in $PYTHON's environment.
 set -euo pipefail
 
 HOROVOD_VERSION=0.28.1
-PATCH_LEVEL=p1   # bump when the patches below change, so old cached wheels are not reused
+PATCH_LEVEL=p2   # bump when the patches below change, so old cached wheels are not reused
 PYTHON=${PYTHON:-python3}
 CACHE=${HVDLM_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hvdlm/wheels}
 
 die() { echo "install_horovod: $*" >&2; exit 1; }
 
 command -v cmake >/dev/null || die "cmake not found: install it (apt-get install cmake, or pip install 'cmake<4')"
+command -v patch >/dev/null || die "patch not found: install it (apt-get install patch)"
 command -v "${CXX:-c++}" >/dev/null || die "no C++ compiler found: install one (apt-get install g++)"
 "$PYTHON" -c 'import torch' 2>/dev/null || die "torch is not importable by $PYTHON: install torch first"
 
@@ -67,6 +70,9 @@ if ! ls "$wheel_dir"/horovod-*.whl >/dev/null 2>&1; then
     "$src/horovod/common/gloo/gloo_context.cc"
   grep -q 'gloo_iface_ = global_context.gloo_iface_;' "$src/horovod/common/gloo/gloo_context.cc" \
     || die "the Gloo interface patch did not apply"
+  # Patch 3: synchronize() blocks on a condition variable instead of spinning.
+  patch -d "$src" -p1 --forward --quiet < "$(dirname "$0")/horovod-patches/torch-blocking-wait.patch" \
+    || die "the blocking-wait patch did not apply"
   if grep -q 'CMAKE_CXX_STANDARD 14' "$src/CMakeLists.txt" "$src/horovod/torch/CMakeLists.txt"; then
     die "the C++17 patch did not apply"
   fi
