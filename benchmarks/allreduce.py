@@ -173,7 +173,7 @@ def worker(config: str, sizes: list[int], iters: int, warmup: int, result: str) 
 
 def _tuning_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items()
-            if k.startswith(("HOROVOD_CYCLE", "HOROVOD_FUSION", "HOROVOD_CACHE", "OMP_"))}
+            if k.startswith(("HOROVOD_CYCLE", "HOROVOD_WAKE", "HOROVOD_FUSION", "HOROVOD_CACHE", "OMP_"))}
 
 
 # ---------------------------------------------------------------- the driver

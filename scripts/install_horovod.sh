@@ -7,14 +7,15 @@
 # its process-set Gloo contexts also ignore HOROVOD_GLOO_IFACE and bind to the address the
 # hostname resolves to, which breaks multi-host runs where that is 127.0.0.1; and its torch
 # binding waits for every collective by spinning (yield in a loop), which on CPU takes the
-# core from the background thread doing the work. We patch all three (the last from
+# core from the background thread doing the work; and its background thread wakes every
+# cycle whether or not there is work. We patch all four (the last two from
 # scripts/horovod-patches/), build a wheel without build isolation against the torch already installed, and cache it
 # outside the checkout, keyed by Horovod, torch, Python and build flags, so later runs only
 # install it. Needs: cmake, a C++ compiler, torch installed in $PYTHON's environment.
 set -euo pipefail
 
 HOROVOD_VERSION=0.28.1
-PATCH_LEVEL=p2   # bump when the patches below change, so old cached wheels are not reused
+PATCH_LEVEL=p3   # bump when the patches below change, so old cached wheels are not reused
 PYTHON=${PYTHON:-python3}
 CACHE=${HVDLM_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hvdlm/wheels}
 
@@ -70,9 +71,11 @@ if ! ls "$wheel_dir"/horovod-*.whl >/dev/null 2>&1; then
     "$src/horovod/common/gloo/gloo_context.cc"
   grep -q 'gloo_iface_ = global_context.gloo_iface_;' "$src/horovod/common/gloo/gloo_context.cc" \
     || die "the Gloo interface patch did not apply"
-  # Patch 3: synchronize() blocks on a condition variable instead of spinning.
-  patch -d "$src" -p1 --forward --quiet < "$(dirname "$0")/horovod-patches/torch-blocking-wait.patch" \
-    || die "the blocking-wait patch did not apply"
+  # Patches 3 and on, from scripts/horovod-patches/ (each file says what it changes):
+  # synchronize() blocks instead of spinning; HOROVOD_WAKE_ON_ENQUEUE starts a cycle on enqueue.
+  for p in "$(dirname "$0")"/horovod-patches/*.patch; do
+    patch -d "$src" -p1 --forward --quiet < "$p" || die "$(basename "$p") did not apply"
+  done
   if grep -q 'CMAKE_CXX_STANDARD 14' "$src/CMakeLists.txt" "$src/horovod/torch/CMakeLists.txt"; then
     die "the C++17 patch did not apply"
   fi

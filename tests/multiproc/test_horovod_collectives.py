@@ -21,3 +21,19 @@ def test_build_lists_pytorch_and_gloo():
     out = subprocess.run([str(Path(sys.executable).with_name("horovodrun")), "--check-build"],
                          capture_output=True, text=True, timeout=60, check=True).stdout
     assert "[X] PyTorch" in out and "[X] Gloo" in out
+
+
+@pytest.mark.parametrize("wake", ["1", "0"])
+def test_wake_on_enqueue_starts_a_cycle_at_once(wake):
+    """The build's wake-on-enqueue patch: with 4 s idle cycles, 8 allreduces in a row take
+    under one cycle when an enqueue wakes the background thread, and at least ~4 cycles'
+    worth without it (the control, which shows the patch is what makes the difference)."""
+    import re
+    proc = horovodrun(2, sys.executable, HERE / "wake_check.py", timeout=180,
+                      env={"HOROVOD_CYCLE_TIME": "3000", "HOROVOD_WAKE_ON_ENQUEUE": wake})
+    took = [float(s) for s in re.findall(r"8 allreduces in ([\d.]+) s", proc.stdout)]
+    assert len(took) == 2, proc.stdout
+    if wake == "1":
+        assert max(took) < 2.0, took
+    else:
+        assert min(took) > 9.0, took
