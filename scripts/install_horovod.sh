@@ -5,17 +5,22 @@
 #
 # Horovod's last release compiles its torch extension as C++14, and torch >= 2.1 needs C++17;
 # its process-set Gloo contexts also ignore HOROVOD_GLOO_IFACE and bind to the address the
-# hostname resolves to, which breaks multi-host runs where that is 127.0.0.1; and its torch
-# binding waits for every collective by spinning (yield in a loop), which on CPU takes the
-# core from the background thread doing the work; and its background thread wakes every
-# cycle whether or not there is work. We patch all four (the last two from
-# scripts/horovod-patches/), build a wheel without build isolation against the torch already installed, and cache it
-# outside the checkout, keyed by Horovod, torch, Python and build flags, so later runs only
-# install it. Needs: cmake, a C++ compiler, torch installed in $PYTHON's environment.
+# hostname resolves to, which breaks multi-host runs where that is 127.0.0.1. On CPU, where a
+# rank's threads share its cores, three more things cost time: the torch binding waits for a
+# collective by spinning, taking the core from the background thread doing the work; the
+# background thread wakes every cycle whether or not there is work; and the bundled Gloo's
+# device thread spins until the next scheduler tick when a pair's lock is busy. We patch all
+# five (the last three from scripts/horovod-patches/), build a wheel without build isolation
+# against the torch already installed, and cache it outside the checkout, keyed by Horovod,
+# torch, Python and build flags, so later runs only install it. Needs: cmake, a C++ compiler, torch installed in $PYTHON's environment.
+#
+# Offline (air-gapped clusters): HOROVOD_SDIST=/path/to/horovod-0.28.1.tar.gz builds from that
+# file instead of downloading it (get it elsewhere with `pip download --no-deps --no-binary
+# :all: horovod==0.28.1`); the runtime dependencies at the end are installed only if missing.
 set -euo pipefail
 
 HOROVOD_VERSION=0.28.1
-PATCH_LEVEL=p3   # bump when the patches below change, so old cached wheels are not reused
+PATCH_LEVEL=p4   # bump when the patches below change, so old cached wheels are not reused
 PYTHON=${PYTHON:-python3}
 CACHE=${HVDLM_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hvdlm/wheels}
 
@@ -37,8 +42,12 @@ cuda_ok=$("$PYTHON" -c 'import torch; print(int(torch.version.cuda is not None))
 nccl_home=${HOROVOD_NCCL_HOME:-}
 if [[ -z $nccl_home ]]; then
   nccl_home=$("$PYTHON" - <<'PY' 2>/dev/null || true
-import os, nvidia.nccl
-print(os.path.dirname(nvidia.nccl.__file__) if nvidia.nccl.__file__ else list(nvidia.nccl.__path__)[0])
+# nvidia-nccl-cu12/-cu13 install nvidia/nccl/{include,lib}; look in nvidia/cu*/ too.
+import os, nvidia
+for root in nvidia.__path__:
+    for sub in ["nccl"] + sorted(d for d in os.listdir(root) if d.startswith("cu")):
+        if os.path.exists(os.path.join(root, sub, "include", "nccl.h")):
+            print(os.path.join(root, sub)); raise SystemExit
 PY
 )
 fi
@@ -58,8 +67,14 @@ if ! ls "$wheel_dir"/horovod-*.whl >/dev/null 2>&1; then
   echo "install_horovod: building $key (about 7 minutes on 2 cores); flags: $flags"
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
-  "$PYTHON" -m pip download --quiet --no-deps --no-binary :all: "horovod==$HOROVOD_VERSION" -d "$work"
-  tar -xzf "$work/horovod-$HOROVOD_VERSION.tar.gz" -C "$work"
+  sdist=${HOROVOD_SDIST:-}
+  if [[ -z $sdist ]]; then
+    "$PYTHON" -m pip download --quiet --no-deps --no-binary :all: "horovod==$HOROVOD_VERSION" -d "$work"
+    sdist="$work/horovod-$HOROVOD_VERSION.tar.gz"
+  fi
+  [[ -f $sdist ]] || die "HOROVOD_SDIST=$sdist: no such file"
+  tar -xzf "$sdist" -C "$work"
+  [[ -d $work/horovod-$HOROVOD_VERSION ]] || die "$sdist does not hold horovod-$HOROVOD_VERSION/"
   src="$work/horovod-$HOROVOD_VERSION"
 
   # Patch 1: C++17, which torch >= 2.1 requires.
@@ -72,7 +87,8 @@ if ! ls "$wheel_dir"/horovod-*.whl >/dev/null 2>&1; then
   grep -q 'gloo_iface_ = global_context.gloo_iface_;' "$src/horovod/common/gloo/gloo_context.cc" \
     || die "the Gloo interface patch did not apply"
   # Patches 3 and on, from scripts/horovod-patches/ (each file says what it changes):
-  # synchronize() blocks instead of spinning; HOROVOD_WAKE_ON_ENQUEUE starts a cycle on enqueue.
+  # synchronize() blocks instead of spinning; HOROVOD_WAKE_ON_ENQUEUE starts a cycle on enqueue;
+  # Gloo's device thread yields the core when a pair is busy.
   for p in "$(dirname "$0")"/horovod-patches/*.patch; do
     patch -d "$src" -p1 --forward --quiet < "$p" || die "$(basename "$p") did not apply"
   done
@@ -91,8 +107,29 @@ else
 fi
 
 "$PYTHON" -m pip install --quiet --no-deps --force-reinstall "$wheel_dir"/horovod-*.whl
-# Horovod's own runtime dependencies (the wheel was installed without them).
-"$PYTHON" -m pip install --quiet "cffi>=1.4" "cloudpickle>=2,<4" "psutil>=5,<8" "pyyaml>=6,<7" "packaging>=21"
+# Horovod's own runtime dependencies (the wheel was installed without them): only those not
+# already installed at a suitable version, so that a machine without a package index works.
+missing=$("$PYTHON" - "cffi>=1.4" "cloudpickle>=2,<4" "psutil>=5,<8" "pyyaml>=6,<7" "packaging>=21" <<'PY'
+import sys
+from importlib.metadata import PackageNotFoundError, version
+try:
+    from packaging.requirements import Requirement
+except ImportError:
+    from pip._vendor.packaging.requirements import Requirement
+for spec in sys.argv[1:]:
+    req = Requirement(spec)
+    try:
+        ok = req.specifier.contains(version(req.name), prereleases=True)
+    except PackageNotFoundError:
+        ok = False
+    if not ok:
+        print(spec)
+PY
+)
+if [[ -n $missing ]]; then
+  # shellcheck disable=SC2086  # one requirement a line, none with spaces or glob characters
+  "$PYTHON" -m pip install --quiet $missing
+fi
 
 bindir=$(dirname "$("$PYTHON" -c 'import sys; print(sys.executable)')")
 check=$("$bindir/horovodrun" --check-build)
