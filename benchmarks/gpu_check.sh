@@ -8,25 +8,35 @@
 # 3. trains a GPT-124M-shaped model (12 layers, 12 heads, 768 wide, 1024 tokens) in bf16 for
 #    a short run with one rank per GPU, and prints tokens/s and MFU (peak: train.peak_flops,
 #    989e12 = H100/H200 dense bf16; override with HVDLM_PEAK_FLOPS).
+# It writes OUT/summary.txt. Offline it needs HOROVOD_SDIST (see scripts/install_horovod.sh)
+# and Horovod's runtime dependencies installed. Horovod's CUDA kernels are built for the
+# visible GPU's architecture unless HOROVOD_BUILD_CUDA_CC_LIST is set (e.g. 80,90): Horovod's
+# default list, parsed from `nvcc --help`, is only the newest architecture with CUDA 13.
 set -euo pipefail
 OUT=${1:-gpu-check-out}
 PY=${PYTHON:-python3}
+export PATH="$(dirname "$($PY -c 'import sys; print(sys.executable)')"):$PATH"  # horovodrun
 NGPU=$($PY -c 'import torch; print(torch.cuda.device_count())')
 [[ $NGPU -ge 1 ]] || { echo "gpu_check: no CUDA device visible to torch" >&2; exit 1; }
+export HOROVOD_BUILD_CUDA_CC_LIST=${HOROVOD_BUILD_CUDA_CC_LIST:-$($PY -c \
+  'import torch; print("%d%d" % torch.cuda.get_device_capability())')}
+export CMAKE_POLICY_VERSION_MINIMUM=${CMAKE_POLICY_VERSION_MINIMUM:-3.5}  # Gloo's CMake, with CMake 4
 PYTHON=$PY scripts/install_horovod.sh
-$PY -m pip install --quiet --no-deps -e .
-horovodrun --check-build | grep -q '\[X\] NCCL' || echo "gpu_check: warning: Horovod built without NCCL"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # hvdlm from this checkout; no install, no index
+mkdir -p "$OUT"
+horovodrun --check-build | tee "$OUT/summary.txt"
+grep -q '\[X\] NCCL' "$OUT/summary.txt" || echo "gpu_check: warning: Horovod built without NCCL"
 
 STDLIB=$($PY -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
 $PY -m hvdlm.preprocess "$STDLIB/json" "$STDLIB/email" "$STDLIB/asyncio" "$STDLIB/unittest" \
   --out "$OUT/data" --vocab-size 8192 --val-fraction 0.05 --overwrite
-horovodrun -np "$NGPU" -H "localhost:$NGPU" \
+horovodrun --gloo -np "$NGPU" -H "localhost:$NGPU" \
   $PY -m hvdlm.train --data "$OUT/data" --out "$OUT/run" --resume never \
   model.n_layer=12 model.n_head=12 model.n_embd=768 model.seq_len=1024 \
   train.micro_batch=16 train.max_steps=60 train.warmup_steps=10 train.log_interval=10 \
   train.eval_interval=1000 train.ckpt_interval=1000 train.precision=bf16 train.device=cuda \
   train.peak_flops="${HVDLM_PEAK_FLOPS:-989e12}"
-$PY - "$OUT/run/metrics.jsonl" <<'PY'
+$PY - "$OUT/run/metrics.jsonl" <<'PY' | tee -a "$OUT/summary.txt"
 import json, statistics, sys
 rows = [r for r in map(json.loads, open(sys.argv[1])) if "tokens_per_s" in r][1:]  # skip warm-up
 print(f"gpu_check: {statistics.median(r['tokens_per_s'] for r in rows):,.0f} tokens/s, "

@@ -12,7 +12,8 @@
 # device thread spins until the next scheduler tick when a pair's lock is busy. We patch all
 # five (the last three from scripts/horovod-patches/), build a wheel without build isolation
 # against the torch already installed, and cache it outside the checkout, keyed by Horovod,
-# torch, Python and build flags, so later runs only install it. Needs: cmake, a C++ compiler, torch installed in $PYTHON's environment.
+# torch, Python and build flags, so later runs only install it.
+# Needs: cmake, a C++ compiler, torch installed in $PYTHON's environment.
 #
 # Offline (air-gapped clusters): HOROVOD_SDIST=/path/to/horovod-0.28.1.tar.gz builds from that
 # file instead of downloading it (get it elsewhere with `pip download --no-deps --no-binary
