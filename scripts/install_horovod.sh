@@ -10,9 +10,10 @@
 # collective by spinning, taking the core from the background thread doing the work; the
 # background thread wakes every cycle whether or not there is work; and the bundled Gloo's
 # device thread spins until the next scheduler tick when a pair's lock is busy. We patch all
-# five (the last three from scripts/horovod-patches/), build a wheel without build isolation
-# against the torch already installed, and cache it outside the checkout, keyed by Horovod,
-# torch, Python and build flags, so later runs only install it.
+# five (scripts/horovod-patches/, one file each, saying what it changes and why), build a
+# wheel without build isolation against the torch already installed, and cache it outside the
+# checkout, keyed by Horovod, torch, Python, build flags and the patches' contents, so later
+# runs only install it.
 # Needs: cmake, a C++ compiler, torch installed in $PYTHON's environment.
 #
 # Offline (air-gapped clusters): HOROVOD_SDIST=/path/to/horovod-0.28.1.tar.gz builds from that
@@ -21,7 +22,7 @@
 set -euo pipefail
 
 HOROVOD_VERSION=0.28.1
-PATCH_LEVEL=p4   # bump when the patches below change, so old cached wheels are not reused
+PATCHES=$(cd "$(dirname "$0")/horovod-patches" && pwd)
 PYTHON=${PYTHON:-python3}
 CACHE=${HVDLM_WHEEL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hvdlm/wheels}
 
@@ -53,19 +54,31 @@ PY
 )
 fi
 if [[ $cuda_ok == 1 && -n $nccl_home && -e $nccl_home/include/nccl.h ]] && command -v nvcc >/dev/null; then
-  flags+=" HOROVOD_GPU_OPERATIONS=NCCL HOROVOD_NCCL_HOME=$nccl_home"
+  # Link the shared NCCL that torch loads too (not a static one found elsewhere on the system).
+  flags+=" HOROVOD_GPU_OPERATIONS=NCCL HOROVOD_NCCL_HOME=$nccl_home HOROVOD_NCCL_LINK=SHARED"
+  # With CUDA 13 Horovod's default architecture list (parsed from nvcc --help) holds only the
+  # newest one; build for the GPUs this machine sees unless told otherwise.
+  cc_list=${HOROVOD_BUILD_CUDA_CC_LIST:-$("$PYTHON" -c 'import torch; print(",".join(sorted({
+      "%d%d" % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})))')}
+  [[ -n $cc_list ]] && flags+=" HOROVOD_BUILD_CUDA_CC_LIST=$cc_list"
   # The pip nccl package ships libnccl.so.2 only; Horovod's CMake looks for libnccl.so.
   [[ -e $nccl_home/lib/libnccl.so ]] || ln -sf libnccl.so.2 "$nccl_home/lib/libnccl.so"
 fi
 
+# CMake 4 refuses the bundled Gloo's minimum version (2.8.12) without this; 3.x ignores it.
+flags+=" CMAKE_POLICY_VERSION_MINIMUM=3.5"
+# GCC >= 13 no longer includes these headers transitively, and Horovod 0.28.1's sources rely
+# on it (group_table.h uses std::string, common.h std::logic_error, ...).
+export CXXFLAGS="${CXXFLAGS:-} -include cstdint -include string -include stdexcept -include limits"
+
 torch_version=$("$PYTHON" -c 'import torch; print(torch.__version__)')
 py_tag=$("$PYTHON" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
-flags_key=$(echo "$flags" | sha256sum | cut -c1-12)
-key="horovod-${HOROVOD_VERSION}${PATCH_LEVEL}-torch${torch_version}-${py_tag}-${flags_key}"
+build_key=$(cat <(echo "$flags $CXXFLAGS") "$PATCHES"/*.patch | sha256sum | cut -c1-12)
+key="horovod-${HOROVOD_VERSION}-torch${torch_version}-${py_tag}-${build_key}"
 wheel_dir="$CACHE/$key"
 
 if ! ls "$wheel_dir"/horovod-*.whl >/dev/null 2>&1; then
-  echo "install_horovod: building $key (about 7 minutes on 2 cores); flags: $flags"
+  echo "install_horovod: building $key (about 3 minutes on 2 cores); flags: $flags"
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
   sdist=${HOROVOD_SDIST:-}
@@ -78,24 +91,9 @@ if ! ls "$wheel_dir"/horovod-*.whl >/dev/null 2>&1; then
   [[ -d $work/horovod-$HOROVOD_VERSION ]] || die "$sdist does not hold horovod-$HOROVOD_VERSION/"
   src="$work/horovod-$HOROVOD_VERSION"
 
-  # Patch 1: C++17, which torch >= 2.1 requires.
-  sed -i 's/set(CMAKE_CXX_STANDARD 14)/set(CMAKE_CXX_STANDARD 17)/' \
-    "$src/CMakeLists.txt" "$src/horovod/torch/CMakeLists.txt"
-  # Patch 2: process-set Gloo contexts use the interface of the global context
-  # (upstream reads gloo_iface_ before ever setting it in InitializeForProcessSet).
-  sed -i '/void GlooContext::InitializeForProcessSet/,/CreateDevice/ s/^  device_attr.iface = gloo_iface_;/  gloo_iface_ = global_context.gloo_iface_;\n  device_attr.iface = gloo_iface_;/' \
-    "$src/horovod/common/gloo/gloo_context.cc"
-  grep -q 'gloo_iface_ = global_context.gloo_iface_;' "$src/horovod/common/gloo/gloo_context.cc" \
-    || die "the Gloo interface patch did not apply"
-  # Patches 3 and on, from scripts/horovod-patches/ (each file says what it changes):
-  # synchronize() blocks instead of spinning; HOROVOD_WAKE_ON_ENQUEUE starts a cycle on enqueue;
-  # Gloo's device thread yields the core when a pair is busy.
-  for p in "$(dirname "$0")"/horovod-patches/*.patch; do
+  for p in "$PATCHES"/*.patch; do
     patch -d "$src" -p1 --forward --quiet < "$p" || die "$(basename "$p") did not apply"
   done
-  if grep -q 'CMAKE_CXX_STANDARD 14' "$src/CMakeLists.txt" "$src/horovod/torch/CMakeLists.txt"; then
-    die "the C++17 patch did not apply"
-  fi
 
   mkdir -p "$work/out"
   # shellcheck disable=SC2086
