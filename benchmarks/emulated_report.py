@@ -95,7 +95,7 @@ def md_sections(got: Measured, model: Model, checks: list[Check], steps: list[St
              f"Horovod settings, in-place float32 allreduce, median of up to {args.iters} calls "
              f"after warm-up. {len(got.allreduce)} settings in {got.seconds:.0f} s; 1-min load "
              f"average per setting {min(got.load.values()):.1f}-{max(got.load.values()):.1f} on "
-             f"{model.cores} cores (other engineers' jobs shared the machine).")
+             f"{model.cores} cores, the benchmark's own ranks included.")
     busbw = link_busbw_gbps(model)
     bandwidth = ("no bandwidth term found" if busbw is None else
                  f"bus bandwidth {busbw:.3f} GB/s, {busbw * 8e9 / rate_bits(model.link_rate):.0%}"
