@@ -58,19 +58,19 @@ class Run:
 # ---------------------------------------------------------------- data
 
 def make_dataset(out: Path) -> Path:
-    """A byte-tokenized dataset of the stdlib's email, json and logging packages (~1 MB)."""
+    """A byte-tokenized dataset of the stdlib's email, json and logging packages (~1 MB), kept
+    in OUT/data for later runs; the copied corpus is scratch."""
     data = out / "data"
     if (data / "manifest.json").exists():
         return data
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    corpus = out / "corpus"
-    corpus.mkdir(parents=True, exist_ok=True)
-    for pkg in ("email", "json", "logging"):
-        for path in sorted((stdlib / pkg).glob("*.py")):
-            shutil.copy(path, corpus / f"{pkg}_{path.name}")
-    subprocess.run([sys.executable, "-m", "hvdlm.preprocess", str(corpus), "--out", str(data),
-                    "--tokenizer", "byte", "--seed", "0"], check=True, cwd=report.ROOT,
-                   capture_output=True, timeout=600)
+    with tempfile.TemporaryDirectory(prefix="hvdlm-scaling-corpus-") as corpus:
+        for pkg in ("email", "json", "logging"):
+            for path in sorted((stdlib / pkg).glob("*.py")):
+                shutil.copy(path, Path(corpus, f"{pkg}_{path.name}"))
+        subprocess.run([sys.executable, "-m", "hvdlm.preprocess", corpus, "--out", str(data),
+                        "--tokenizer", "byte", "--seed", "0"], check=True, cwd=report.ROOT,
+                       capture_output=True, timeout=600)
     return data
 
 
