@@ -9,18 +9,13 @@
 #    a short run with one rank per GPU, and prints tokens/s and MFU (peak: train.peak_flops,
 #    989e12 = H100/H200 dense bf16; override with HVDLM_PEAK_FLOPS).
 # It writes OUT/summary.txt. Offline it needs HOROVOD_SDIST (see scripts/install_horovod.sh)
-# and Horovod's runtime dependencies installed. Horovod's CUDA kernels are built for the
-# visible GPU's architecture unless HOROVOD_BUILD_CUDA_CC_LIST is set (e.g. 80,90): Horovod's
-# default list, parsed from `nvcc --help`, is only the newest architecture with CUDA 13.
+# and Horovod's runtime dependencies installed.
 set -euo pipefail
 OUT=${1:-gpu-check-out}
 PY=${PYTHON:-python3}
 export PATH="$(dirname "$($PY -c 'import sys; print(sys.executable)')"):$PATH"  # horovodrun
 NGPU=$($PY -c 'import torch; print(torch.cuda.device_count())')
 [[ $NGPU -ge 1 ]] || { echo "gpu_check: no CUDA device visible to torch" >&2; exit 1; }
-export HOROVOD_BUILD_CUDA_CC_LIST=${HOROVOD_BUILD_CUDA_CC_LIST:-$($PY -c \
-  'import torch; print("%d%d" % torch.cuda.get_device_capability())')}
-export CMAKE_POLICY_VERSION_MINIMUM=${CMAKE_POLICY_VERSION_MINIMUM:-3.5}  # Gloo's CMake, with CMake 4
 PYTHON=$PY scripts/install_horovod.sh
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # hvdlm from this checkout; no install, no index
 mkdir -p "$OUT"
