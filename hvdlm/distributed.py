@@ -150,12 +150,17 @@ def clip_and_step(optimizer: torch.optim.Optimizer, params: Iterable[torch.nn.Pa
     return norm, stepped
 
 
+def _as_metric(values: torch.Tensor) -> torch.Tensor:
+    """Metrics travel as fp64 on CPU: counts and loss sums stay exact, whatever the device."""
+    return values.detach().double().cpu()
+
+
 def mean_async(values: torch.Tensor, name: str) -> Callable[[], torch.Tensor]:
     """Start a mean over ranks; the returned function waits for it (blocking, not spinning).
 
     Horovod's background thread carries it out while this thread goes on computing.
     """
-    values = values.detach().double().cpu()
+    values = _as_metric(values)
     if not _active:
         return lambda: values
     handle = hvd.allreduce_async(values, op=hvd.Average, name=name)
@@ -163,8 +168,8 @@ def mean_async(values: torch.Tensor, name: str) -> Callable[[], torch.Tensor]:
 
 
 def sum_(values: torch.Tensor, name: str) -> torch.Tensor:
-    """Element-wise sum over ranks (fp64 on CPU, so counts and loss sums stay exact)."""
-    values = values.detach().double().cpu()
+    """Element-wise sum over ranks."""
+    values = _as_metric(values)
     return hvd.allreduce(values, op=hvd.Sum, name=name) if _active else values
 
 

@@ -49,6 +49,12 @@ def horovodrun(np_: int, *cmd: str, timeout: float = 300, env: dict | None = Non
     return proc
 
 
+def logged_steps(run: Path) -> list[dict]:
+    """RUN/metrics.jsonl's training-step records (those with a loss), read while it grows."""
+    from hvdlm.runlog import read_metrics
+    return [r for r in read_metrics(run) if "loss" in r]
+
+
 def small_corpus(dest: Path, n_files: int = 24) -> Path:
     """A real corpus no one here wrote: the first `n_files` modules of the stdlib's json,
     email and logging packages, copied so tests never depend on a changing folder."""

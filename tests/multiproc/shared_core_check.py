@@ -2,9 +2,10 @@
 
 Pins both ranks, with all their threads, to one core and prints the median time of 200
 64 KiB allreduces through Horovod and through torch.distributed's Gloo (the control: Gloo
-as torch ships it, measured on the same core in the same run). Horovod's bundled Gloo spun its device
-thread until the next scheduler tick whenever a busy pair lock's holder waited for the core
-(scripts/horovod-patches/gloo-yield-on-busy-pair.patch), so each allreduce took a tick.
+as torch ships it, measured on the same core in the same run). Horovod's bundled Gloo spun
+its device thread until the next scheduler tick whenever a busy pair lock's holder waited
+for the core (scripts/horovod-patches/gloo-yield-on-busy-pair.patch), so each allreduce
+took a tick.
 """
 import os
 import statistics

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from hvdlm.errors import HvdlmError
-from hvdlm.runlog import read_metrics
 from hvdlm.submit import submit_training, wait_for_ranks, with_resume_auto
-from tests.conftest import ROOT, run_module
+from tests.conftest import ROOT, logged_steps, run_module
 
 TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.seq_len=32",
         "train.warmup_steps=0", "train.log_interval=1", "train.micro_batch=8",
@@ -43,10 +42,6 @@ def submit_cli(cluster: str, data: Path, run: Path, tmp_path: Path, env: dict,
     match = re.search(r"job (\S+) submitted", proc.stdout)
     assert match, proc.stdout + proc.stderr
     return match.group(1), proc
-
-
-def steps_logged(run: Path) -> list[dict]:
-    return [r for r in read_metrics(run) if "loss" in r]
 
 
 @pytest.mark.slurm
@@ -102,16 +97,16 @@ def test_preempted_job_checkpoints_requeues_and_resumes(slurm_cluster, byte_data
             "train.ckpt_interval=100000", "train.eval_interval=100000"]
     job = submit_training(args, cluster="slurm", tasks_per_node=2, time_min=20,
                           folder=tmp_path / "jobs" / "%j")
-    slurm_cluster.wait_for(lambda: len(steps_logged(run)) >= 3, 180,
+    slurm_cluster.wait_for(lambda: len(logged_steps(run)) >= 3, 180,
                            f"job {job.job_id} to log 3 steps", interval=0.1)
     slurm_cluster.scancel("--signal=USR2", job.job_id)
     results = wait_for_ranks(job, timeout_s=300)
     assert sorted(r["rank"] for r in results) == [0, 1]
     assert slurm_cluster.wait(job.job_id, timeout=60) == "COMPLETED"
     assert slurm_cluster.restart_count(job.job_id) == 1
-    resumed = [r["resumed_from"] for r in steps_logged(run) if "resumed_from" in r]
+    resumed = [r["resumed_from"] for r in logged_steps(run) if "resumed_from" in r]
     assert len(resumed) == 1 and 3 <= resumed[0] < steps
-    assert steps_logged(run)[-1]["step"] == steps
+    assert logged_steps(run)[-1]["step"] == steps
     ckpts = sorted(p.name for p in (run / "checkpoints").glob("step-*.pt"))
     assert ckpts == [f"step-{resumed[0]:08d}.pt", f"step-{steps:08d}.pt"]
     print(f"stopped at step {resumed[0]}; wall time {time.monotonic() - started:.1f} s")

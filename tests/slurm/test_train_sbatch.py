@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hvdlm.runlog import read_metrics
-from tests.conftest import ROOT, horovodrun
+from tests.conftest import ROOT, horovodrun, logged_steps
 
 pytestmark = [pytest.mark.slurm, pytest.mark.horovod, pytest.mark.hdf5]
 
@@ -31,10 +30,6 @@ def export(data: Path, run: Path, args: list[str], tmp_path: Path) -> str:
                 "HVDLM_OUT": run, "HVDLM_ARGS": " ".join(args),
                 "HVDLM_RENDEZVOUS_DIR": tmp_path / "rendezvous"}
     return "--export=ALL," + ",".join(f"{k}={v}" for k, v in settings.items())
-
-
-def logged_steps(run: Path) -> list[dict]:
-    return [r for r in read_metrics(run) if "loss" in r]
 
 
 def checkpoint_steps(run: Path) -> list[int]:
