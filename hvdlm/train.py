@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from hvdlm import checkpoint, cli, data, distributed, faults
+from hvdlm import checkpoint, cli, data, distributed, faults, malloc
 from hvdlm.config import Config, TrainConfig, load_config, to_toml
 from hvdlm.errors import HvdlmError, UsageError
 from hvdlm.evaluate import score_windows
@@ -297,6 +297,8 @@ def _main(argv: Sequence[str] | None) -> int:
     args = _parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     world = distributed.init(cfg.train.device)
+    if world.device.type == "cpu":
+        malloc.keep_freed_memory()  # no page faults on every step's activations
     setup_logging(world.rank)
     trainer = Trainer(args, cfg, world)  # checks data, config and checkpoint before RUN is touched
     if world.is_main:
