@@ -8,17 +8,23 @@ Ring allreduce of S bytes over N ranks (Patarasuk & Yuan; what Gloo and NCCL run
     T(N, S) = 2(N-1)·α + 2(N-1)/N · S·β
 α (latency per ring step) and β (seconds per byte) are fitted by least squares to measured
 allreduce times. A data-parallel step under weak scaling then takes
-    t(N) = c + (1 - h)·T(N, G) + k·T(N, 16 B)
+    t(N) = c·m(N)/s + (1 - h)·T(N, G) + k·T(N, 16 B)
 with c the 1-rank step time (compute), G the gradient bytes, h the fraction of communication
 hidden behind the backward pass, and k small collectives per step (hvdlm: 1, its metrics
-allreduce); efficiency E(N) = c / t(N). Assumptions (stated in every report): compute per rank
-does not change with N; one ring over all ranks (no hierarchy); α, β of a network are the
-per-link figures below, with the software latency of the stack fitted here added to α.
+allreduce); efficiency E(N) = c / t(N). Two measured compute terms (benchmarks.scaling fills
+them in; 1 when unknown): s, the throughput each rank keeps when the ranks of a node share it
+(its `nocomm` runs: N ranks training alone side by side), and m(N), the straggler factor: a
+synchronous step waits for the slowest of N ranks, so with per-step compute times drawn from
+the measured distribution (relative to their mean) it takes E[max of N draws] = m(N).
+Assumptions (stated in every report): one ring over all ranks (no hierarchy); α, β of a
+network are the per-link figures below, with the software latency of the stack fitted here
+added to α.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -77,26 +83,51 @@ def fit_report(allreduce_dir: Path, config: str = "hvdlm") -> Fit:
     return fit((r["np"], r["bytes"], r["time_s"]) for r in rows if r["config"] == config)
 
 
-def step_time(n: int, compute_s: float, grad_bytes: float, alpha: float, beta: float,
+def expected_max(relative: Sequence[float], n: int) -> float:
+    """E[max of n independent draws] from the empirical distribution `relative` (per-step
+    times over their mean): the straggler factor m(n). 1 for one rank or no samples; it grows
+    with n and saturates at the largest time observed."""
+    xs = sorted(relative)
+    k = len(xs)
+    if n <= 1 or not k:
+        return 1.0
+    return sum(x * ((i / k) ** n - ((i - 1) / k) ** n) for i, x in enumerate(xs, 1))
+
+
+@dataclass
+class Compute:
+    """Per-rank compute of a step: c seconds alone, slowed by sharing s and stragglers m(N)."""
+    seconds: float
+    shared_throughput: float = 1.0  # s
+    relative_steps: Sequence[float] = ()  # step times / their mean, for m(N)
+
+    def at(self, n: int) -> float:
+        if n <= 1:
+            return self.seconds
+        return self.seconds * expected_max(self.relative_steps, n) / self.shared_throughput
+
+
+def step_time(n: int, compute: Compute, grad_bytes: float, alpha: float, beta: float,
               overlap: float = 0.0, small_per_step: int = 1) -> float:
-    return (compute_s + (1 - overlap) * ring_time(n, grad_bytes, alpha, beta)
+    return (compute.at(n) + (1 - overlap) * ring_time(n, grad_bytes, alpha, beta)
             + small_per_step * ring_time(n, 16, alpha, beta))
 
 
-def efficiency(n: int, compute_s: float, grad_bytes: float, alpha: float, beta: float,
+def efficiency(n: int, compute: Compute, grad_bytes: float, alpha: float, beta: float,
                overlap: float = 0.0, small_per_step: int = 1) -> float:
-    return compute_s / step_time(n, compute_s, grad_bytes, alpha, beta, overlap, small_per_step)
+    return compute.seconds / step_time(n, compute, grad_bytes, alpha, beta, overlap,
+                                       small_per_step)
 
 
-def measured_overlap(step_1: float, step_n: float, n: int, grad_bytes: float, alpha: float,
+def measured_overlap(compute: Compute, step_n: float, n: int, grad_bytes: float, alpha: float,
                      beta: float, small_per_step: int = 1) -> float:
     """h that makes the model reproduce a measured step time (informative; can be < 0)."""
     comm = ring_time(n, grad_bytes, alpha, beta)
     small = small_per_step * ring_time(n, 16, alpha, beta)
-    return (step_1 + comm + small - step_n) / comm if comm else 0.0
+    return (compute.at(n) + comm + small - step_n) / comm if comm else 0.0
 
 
-def predictions(compute_s: float, grad_bytes: float, local: Fit, overlap: float,
+def predictions(compute: Compute, grad_bytes: float, local: Fit, overlap: float,
                 small_per_step: int = 1, ns: Sequence[int] = PREDICT_N) -> dict:
     """Efficiency for each N on this machine's fitted link and on each stated network.
 
@@ -104,7 +135,7 @@ def predictions(compute_s: float, grad_bytes: float, local: Fit, overlap: float,
     β = 1 / link bandwidth.
     """
     def table(alpha: float, beta: float) -> dict[str, float]:
-        return {str(n): efficiency(n, compute_s, grad_bytes, alpha, beta, overlap, small_per_step)
+        return {str(n): efficiency(n, compute, grad_bytes, alpha, beta, overlap, small_per_step)
                 for n in ns}
 
     nets = {"this machine (fitted)": {"alpha_s": local.alpha_s, "beta_s_per_byte":
@@ -116,13 +147,29 @@ def predictions(compute_s: float, grad_bytes: float, local: Fit, overlap: float,
     return nets
 
 
-ASSUMPTIONS = (
-    "Weak scaling; compute per rank (c) is the measured 1-rank step time and does not change "
-    "with N; one flat ring over all ranks; gradients in fp32 and fused into one allreduce; "
-    "one 16-byte metrics allreduce per step; on a named network α = link latency + the "
-    "software latency fitted here, β = 1/(90% of line rate) (80% for NVLink-class); h = the "
-    "hidden fraction of the gradient allreduce (0 here: with one core per rank the allreduce "
-    "is CPU work that cannot hide behind the backward pass).")
+def assumptions(compute: Compute, overlap: float) -> str:
+    """What every prediction of this model takes for granted, with the measured terms."""
+    rel = list(compute.relative_steps)
+    if rel:
+        cv = statistics.pstdev(rel) / statistics.fmean(rel)
+        jitter = (f"per-step compute varies from step to step as measured here (coefficient of "
+                  f"variation {cv:.1%}), independently on each rank, and a step waits for the "
+                  f"slowest rank: m(N) = E[max of N draws] from that distribution (m(2) = "
+                  f"{expected_max(rel, 2):.3f}; it saturates at the slowest step observed, "
+                  f"{max(rel):.2f}× the mean)")
+    else:
+        jitter = "every step takes the same time on every rank (m = 1)"
+    share = compute.shared_throughput
+    sharing = (f"ranks share each node as they share this machine: each keeps s = {share:.3f} "
+               f"of its 1-rank throughput (measured: N ranks training alone side by side)"
+               if share != 1 else "a rank's throughput does not depend on its neighbours (s = 1)")
+    hidden = (" (0 here: with one core per rank the allreduce is CPU work that cannot hide "
+              "behind the backward pass)" if overlap == 0 else f" ({overlap:g}, as given)")
+    return (f"Weak scaling; per-rank compute c = {compute.seconds * 1e3:.1f} ms per step alone; "
+            f"{sharing}; {jitter}; one flat ring over all ranks; gradients in fp32 and fused "
+            "into one allreduce; one 16-byte metrics allreduce per step; on a named network "
+            "α = link latency + the software latency fitted here, β = 1/(90% of line rate) "
+            f"(80% for NVLink-class); h = the hidden fraction of the gradient allreduce{hidden}.")
 
 
 def _union(spans: list[tuple[float, float]]) -> tuple[float, int]:
@@ -169,12 +216,20 @@ def markdown_sections(model: dict) -> list[tuple[str, str]]:
                       f"{e:.3f} ({model['prediction_error'][n]:+.1%})"
                       for n, e in model["measured_efficiency"].items()
                       if n in model["predicted_efficiency"])
+    comm_only = model["predicted_efficiency_comm_only"]
     fit = (f"Ring allreduce fitted to hvdlm's allreduce times: α = {model['alpha_s'] * 1e6:.0f} µs "
            f"per ring step, β = {model['beta_s_per_byte'] * 1e9:.2f} s/GB (worst fit error "
            f"{model['fit_max_rel_error']:.0%}); compute c = 1-rank step "
-           f"{model['compute_s'] * 1e3:.1f} ms; gradients G = {model['grad_bytes'] / 2**20:.2f} MiB; "
-           f"h = {model['overlap']:g}.\n\nPrediction against measurement: {check or '-'}. "
-           "Overlap implied by the measurement (informative, not used): "
+           f"{model['compute_s'] * 1e3:.1f} ms, of which each rank keeps s = "
+           f"{model['shared_throughput']:.3f} when ranks share this machine, and waits for the "
+           f"slowest rank: straggler factor m(2) = {model['straggler_factor']['2']:.3f}, "
+           f"m(512) = {model['straggler_factor']['512']:.3f}; gradients G = "
+           f"{model['grad_bytes'] / 2**20:.2f} MiB; h = {model['overlap']:g}.\n\n"
+           f"Prediction against measurement: {check or '-'}. With communication alone "
+           "(s = m = 1) the model would predict "
+           + ", ".join(f"N={n}: {comm_only[n]:.3f}" for n in model["measured_efficiency"]
+                       if n in comm_only)
+           + ". Overlap implied by the measurement (informative, not used): "
            + ", ".join(f"N={n}: {h:.2f}" for n, h in model["implied_overlap"].items()) + ".")
     nets = model["networks"]
     rows = [(name, *(f"{e:.2f}" for e in net["efficiency"].values()))
@@ -193,25 +248,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--compute-s", type=float, required=True, help="1-rank step time (s)")
     p.add_argument("--params", type=float, required=True, help="model parameters (fp32 grads)")
     p.add_argument("--overlap", type=float, default=0.0, help="hidden fraction h of the allreduce")
+    p.add_argument("--scaling", help="a benchmarks.scaling report folder: take its measured "
+                   "sharing s and step-time distribution (default: s = 1, no straggler term)")
     p.add_argument("--out", help="write DIR/report.json and DIR/report.md")
     args = p.parse_args(argv)
     local = fit_report(Path(args.allreduce), args.config)
-    nets = predictions(args.compute_s, 4 * args.params, local, args.overlap)
+    compute = Compute(args.compute_s)
+    if args.scaling:
+        measured = json.loads(Path(args.scaling, "report.json").read_text())["model"]
+        compute = Compute(args.compute_s, measured["shared_throughput"],
+                          measured["relative_step_times"])
+    nets = predictions(compute, 4 * args.params, local, args.overlap)
     print(f"alpha {local.alpha_s * 1e6:.1f} us, beta {local.beta_s_per_byte * 1e9:.3f} s/GB "
           f"(fit error <= {local.max_rel_error:.0%} over {local.points} points)")
     for name, net in nets.items():
         print(f"{name:26s} " + "  ".join(f"N={n}: {e:.2f}" for n, e in net["efficiency"].items()))
     if args.out:
+        text = assumptions(compute, args.overlap)
         payload = {"fit": asdict(local), "compute_s": args.compute_s,
+                   "shared_throughput": compute.shared_throughput,
                    "grad_bytes": 4 * args.params, "overlap": args.overlap, "networks": nets,
-                   "assumptions": ASSUMPTIONS, "machine": report.machine_info()}
+                   "assumptions": text, "machine": report.machine_info()}
         report.write_json(Path(args.out), payload)
         rows = [(name, *(f"{e:.2f}" for e in net["efficiency"].values()))
                 for name, net in nets.items()]
         report.write_md(Path(args.out), "Cost model predictions", [
             ("Predicted weak-scaling efficiency", report.md_table(
                 ["network", *(f"N={n}" for n in PREDICT_N)], rows)),
-            ("Assumptions", ASSUMPTIONS)], payload["machine"])
+            ("Assumptions", text)], payload["machine"])
     return 0
 
 

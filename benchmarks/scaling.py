@@ -20,13 +20,14 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import sysconfig
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from benchmarks import report
 from benchmarks.allreduce import (add_common, apply_common, cores_per_rank, emulate, run_ranks,
@@ -53,6 +54,8 @@ class Run:
     micro_batch: int
     cpu_s_per_step: float  # rank 0's process CPU time (all threads) per step
     efficiency_rounds: list[float]  # one per repeat, against that round's 1-rank run
+    step_cv: float  # step-to-step variation: standard deviation / mean, all ranks and rounds
+    relative_step_times: list[float]  # every rank's step times over its round's mean
 
 
 # ---------------------------------------------------------------- data
@@ -115,8 +118,7 @@ def hvdlm_worker(config: str, data: str, micro_batch: int, steps: int, run_dir: 
     code = train.main(["--data", data, "--out", run_dir, "--resume", "never", *overrides])
     if code != 0:
         raise SystemExit(code)
-    if rank == 0:
-        write_result(result, *clock.deltas(BLOCK), size * micro_batch * MODEL["seq_len"])
+    write_result(result, rank, *clock.deltas(BLOCK), size * micro_batch * MODEL["seq_len"])
 
 
 def ddp_worker(data: str, micro_batch: int, steps: int, result: str, comm: bool = True) -> None:
@@ -143,12 +145,16 @@ def ddp_worker(data: str, micro_batch: int, steps: int, result: str, comm: bool 
     res = ddp_loop.train_steps(model, batches, steps, BLOCK, distributed=distributed)
     if distributed:
         torch.distributed.destroy_process_group()
-    if rank == 0:
-        write_result(result, res.step_times, res.cpu_times, size * res.tokens_per_step)
+    write_result(result, rank, res.step_times, res.cpu_times, size * res.tokens_per_step)
 
 
-def write_result(path: str, walls: list[float], cpus: list[float], tokens_per_step: int) -> None:
-    """Rank 0's figures: tokens/s = tokens per step / median over blocks of mean step time."""
+def write_result(path: str, rank: int, walls: list[float], cpus: list[float],
+                 tokens_per_step: int) -> None:
+    """Every rank's step times (the cost model's straggler term), in PATH.rankR; rank 0's
+    figures in PATH: tokens/s = tokens per step / median over blocks of mean step time."""
+    Path(f"{path}.rank{rank}").write_text(json.dumps({"step_times": walls}))
+    if rank != 0:
+        return
     blocks = [sum(walls[i:i + BLOCK]) / BLOCK for i in range(0, len(walls) - BLOCK + 1, BLOCK)]
     step = report.median(blocks or walls)
     Path(path).write_text(json.dumps({"tokens_per_s": tokens_per_step / step,
@@ -158,16 +164,20 @@ def write_result(path: str, walls: list[float], cpus: list[float], tokens_per_st
 # ---------------------------------------------------------------- the driver
 
 def one_run(config: str, np_: int, micro_batch: int, data: Path, steps: int, hosts: int,
-            tmp: Path, share: int) -> dict[str, float]:
-    """One job of np_ ranks; rank 0's {"tokens_per_s", "cpu_s_per_step"}."""
+            tmp: Path, share: int) -> dict:
+    """One job of np_ ranks: rank 0's {"tokens_per_s", "cpu_s_per_step"} and "step_times",
+    one list per rank."""
     result = tmp / "result.json"
-    result.unlink(missing_ok=True)
+    ranks = [Path(f"{result}.rank{r}") for r in range(np_)]
+    for path in (result, *ranks):
+        path.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "benchmarks.scaling", "--worker", config, "--data", str(data),
            "--micro-batch", str(micro_batch), "--steps", str(steps), "--result", str(result),
            "--run-dir", str(tmp / "run")]
     shutil.rmtree(tmp / "run", ignore_errors=True)
     run_ranks(np_, cmd, split_config(config, CONFIGS)[1], hosts, share=share)
-    return json.loads(result.read_text())
+    return {**json.loads(result.read_text()),
+            "step_times": [json.loads(p.read_text())["step_times"] for p in ranks]}
 
 
 def plan(args: argparse.Namespace) -> list[tuple[str, str, int, int]]:
@@ -210,9 +220,22 @@ def measure(args: argparse.Namespace, data: Path) -> list[Run]:
         backend = {"ddp": "ddp", "nocomm": "none"}.get(split_config(config, CONFIGS)[0],
                                                       "horovod")
         cpu = report.median(v["cpu_s_per_step"] for v in values)
+        rel = relative_step_times(v["step_times"] for v in values)
         runs.append(Run(backend, n, mode, tps, n * mb * MODEL["seq_len"] / tps,
-                        report.median(ratios), config, mb, cpu, ratios))
+                        report.median(ratios), config, mb, cpu, ratios,
+                        statistics.pstdev(rel) / statistics.fmean(rel), rel))
     return runs
+
+
+def relative_step_times(rounds: Iterable[list[list[float]]]) -> list[float]:
+    """Each round's per-rank step times over that round's mean (drift between rounds is not
+    step-to-step variation), pooled."""
+    out = []
+    for per_rank in rounds:
+        times = [t for steps in per_rank for t in steps]
+        mean = statistics.fmean(times)
+        out += [round(t / mean, 4) for t in times]
+    return out
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -303,31 +326,55 @@ def cost_model(runs: list[Run], args: argparse.Namespace, data: Path) -> dict:
     if args.allreduce:
         fit = costmodel.fit_report(Path(args.allreduce))
     else:
-        sizes = [parse for parse in (64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20)]
+        sizes = [64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20]
         rows, _ = allreduce.measure(["hvdlm"], max(2, nmax), sizes, 10, 1, args.hosts)
         fit = costmodel.fit((r.np, r.bytes, r.time_s) for r in rows)
     weak = {r.np: r for r in runs if r.mode == "weak" and r.config == "hvdlm"}
     if 1 not in weak:
         return {}
-    compute_s, gbytes = weak[1].step_time_s, grad_bytes(data)
-    predicted = {str(n): costmodel.efficiency(n, compute_s, gbytes, fit.alpha_s,
-                                              fit.beta_s_per_byte, args.overlap)
-                 for n in costmodel.PREDICT_N}
+    compute, gbytes = measured_compute(runs, weak[1].step_time_s), grad_bytes(data)
+    comm_only = costmodel.Compute(compute.seconds)
+
+    def efficiencies(c: costmodel.Compute) -> dict[str, float]:
+        return {str(n): costmodel.efficiency(n, c, gbytes, fit.alpha_s, fit.beta_s_per_byte,
+                                             args.overlap) for n in costmodel.PREDICT_N}
+
+    predicted = efficiencies(compute)
     user_bytes = 4 * args.predict_params if args.predict_params else gbytes
-    user_compute = args.predict_compute_s or compute_s * user_bytes / gbytes
+    user_compute = args.predict_compute_s or compute.seconds * user_bytes / gbytes
+    user = costmodel.Compute(user_compute, compute.shared_throughput, compute.relative_steps)
     measured = {str(n): r.efficiency for n, r in weak.items() if n > 1}
     return {"alpha_s": fit.alpha_s, "beta_s_per_byte": fit.beta_s_per_byte,
-            "fit_max_rel_error": fit.max_rel_error, "compute_s": compute_s,
+            "fit_max_rel_error": fit.max_rel_error, "compute_s": compute.seconds,
+            "shared_throughput": compute.shared_throughput,
+            "straggler_factor": {n: costmodel.expected_max(compute.relative_steps, int(n))
+                                 for n in predicted},
+            "relative_step_times": list(compute.relative_steps),
             "grad_bytes": gbytes, "overlap": args.overlap, "predicted_efficiency": predicted,
+            "predicted_efficiency_comm_only": efficiencies(comm_only),
             "measured_efficiency": measured,
             "prediction_error": {n: predicted[n] / e - 1 for n, e in measured.items()
                                  if n in predicted},
             "implied_overlap": {str(n): costmodel.measured_overlap(
-                compute_s, r.step_time_s, n, gbytes, fit.alpha_s, fit.beta_s_per_byte)
+                compute, r.step_time_s, n, gbytes, fit.alpha_s, fit.beta_s_per_byte)
                 for n, r in weak.items() if n > 1},
             "networks": {"model_params": user_bytes / 4, "compute_s": user_compute,
-                         **costmodel.predictions(user_compute, user_bytes, fit, args.overlap)},
-            "assumptions": costmodel.ASSUMPTIONS}
+                         **costmodel.predictions(user, user_bytes, fit, args.overlap)},
+            "assumptions": costmodel.assumptions(compute, args.overlap)}
+
+
+def measured_compute(runs: list[Run], seconds: float) -> costmodel.Compute:
+    """The model's compute terms from the weak `nocomm` runs (N ranks training alone side by
+    side) at their largest N: sharing s = their efficiency, capped at 1 (more is noise), and
+    their step-time distribution; without them, s = 1 and hvdlm's own 1-rank steps."""
+    from benchmarks import costmodel
+    alone = {r.np: r for r in runs if r.mode == "weak" and r.config == "nocomm"}
+    if max(alone, default=1) > 1:
+        side_by_side = alone[max(alone)]
+        return costmodel.Compute(seconds, min(1.0, side_by_side.efficiency),
+                                 side_by_side.relative_step_times)
+    solo = next(r for r in runs if r.mode == "weak" and r.config == "hvdlm" and r.np == 1)
+    return costmodel.Compute(seconds, 1.0, solo.relative_step_times)
 
 
 def write_report(out: Path, runs: list[Run], model: dict, args: argparse.Namespace,
@@ -360,10 +407,11 @@ def runs_section(runs: list[Run], args: argparse.Namespace) -> str:
             f"(this machine's speed drifts from minute to minute).\n\n")
     table = report.md_table(
         ["backend", "config", "mode", "N", "micro-batch", "tokens/s", "step (ms)", "efficiency",
-         "rounds' range", "CPU ms/step (rank 0)"],
+         "rounds' range", "CPU ms/step (rank 0)", "step-to-step CV"],
         [(r.backend, r.config, r.mode, r.np, r.micro_batch, r.tokens_per_s, r.step_time_s * 1e3,
           r.efficiency, f"{min(r.efficiency_rounds):.2f}-{max(r.efficiency_rounds):.2f}",
-          r.cpu_s_per_step * 1e3) for r in sorted(runs, key=lambda r: (r.mode, r.config, r.np))])
+          r.cpu_s_per_step * 1e3, f"{r.step_cv:.1%}")
+         for r in sorted(runs, key=lambda r: (r.mode, r.config, r.np))])
     eff = {(r.config, r.mode, r.np): r.efficiency for r in runs}
     lines = [f"- {mode} N={n}: hvdlm {eff[('hvdlm', mode, n)]:.3f}, DDP {eff[('ddp', mode, n)]:.3f}"
              for (c, mode, n) in sorted(eff) if c == "hvdlm" and n > 1 and ("ddp", mode, n) in eff]

@@ -22,9 +22,23 @@ def test_fit_recovers_alpha_beta():
     fit = costmodel.fit(pts)
     assert fit.alpha_s == pytest.approx(alpha, rel=1e-6)
     assert fit.beta_s_per_byte == pytest.approx(beta, rel=1e-6)
-    assert costmodel.efficiency(1, 0.1, 1e6, alpha, beta, small_per_step=0) == 1.0
-    nets = costmodel.predictions(0.1, 4e6, fit, overlap=0.0)
+    compute = costmodel.Compute(0.1)
+    assert costmodel.efficiency(1, compute, 1e6, alpha, beta, small_per_step=0) == 1.0
+    nets = costmodel.predictions(compute, 4e6, fit, overlap=0.0)
     assert all(0 < e <= 1 for net in nets.values() for e in net["efficiency"].values())
+
+
+def test_straggler_factor_is_the_expected_slowest_of_n():
+    assert costmodel.expected_max([1.0, 1.0, 1.0], 64) == pytest.approx(1.0)
+    # two equally likely step times: the slower of two draws is 1.5 three times in four
+    assert costmodel.expected_max([0.5, 1.5], 2) == pytest.approx(0.25 * 0.5 + 0.75 * 1.5)
+    assert costmodel.expected_max([0.5, 1.5], 512) == pytest.approx(1.5)
+    assert costmodel.expected_max([0.5, 1.5], 1) == 1.0
+    # sharing and stragglers slow compute; the 1-rank step stays the reference
+    compute = costmodel.Compute(0.1, shared_throughput=0.8, relative_steps=[0.5, 1.5])
+    assert compute.at(1) == 0.1
+    assert compute.at(2) == pytest.approx(0.1 * 1.25 / 0.8)
+    assert costmodel.efficiency(2, compute, 0, 0, 0, small_per_step=0) == pytest.approx(0.64)
 
 
 def test_timeline_summary_merges_fused_tensors(tmp_path):
@@ -83,6 +97,8 @@ def test_scaling_report(tmp_path, byte_dataset, allreduce_report):
     for key in ("alpha_s", "beta_s_per_byte", "compute_s", "grad_bytes", "networks"):
         assert key in model
     assert {"2", "4", "512"} <= set(model["predicted_efficiency"])
+    assert model["straggler_factor"]["512"] >= model["straggler_factor"]["2"] >= 1
+    assert all(r["step_cv"] >= 0 and r["relative_step_times"] for r in runs)
     assert "ALLREDUCE" in report["timeline"]["ms_per_step"]
     for png in ("efficiency_weak.png", "tokens_per_s_weak.png", "predicted_networks.png"):
         assert (out / png).stat().st_size > 1000

@@ -27,8 +27,9 @@ CHURN = textwrap.dedent("""
 
 
 def churn_faults(mode: str, **env: str) -> tuple[str, float]:
+    env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", **env}  # one thread: no pool stacks
     out = subprocess.run([sys.executable, "-c", CHURN, mode], cwd=ROOT, check=True, text=True,
-                         capture_output=True, env={"PATH": "/usr/bin:/bin", **env}).stdout
+                         capture_output=True, env=env).stdout
     kept, faults = out.split()
     return kept, float(faults)
 
@@ -38,13 +39,14 @@ def test_kept_memory_is_reused_without_page_faults():
     _, default = churn_faults("default")
     kept, faults = churn_faults("keep")
     assert kept == "True"
-    # glibc trims the freed 64 MiB and faults it back in (~1,700 pages a round here)
-    assert default > 400
-    assert faults < default / 10
+    # glibc trims the freed 64 MiB and faults it back in (~3,300 pages a round here); kept,
+    # a round faults 80-260 pages (heap growth as Python's own objects interleave)
+    assert default > 1000
+    assert faults < default / 4
 
 
 def test_the_users_malloc_settings_and_the_off_switch_win():
     assert malloc.keep_freed_memory({"MALLOC_TRIM_THRESHOLD_": "131072"}) is False
     assert malloc.keep_freed_memory({"HVDLM_KEEP_FREED_MEMORY": "0"}) is False
     kept, faults = churn_faults("keep", HVDLM_KEEP_FREED_MEMORY="0")
-    assert kept == "False" and faults > 400
+    assert kept == "False" and faults > 1000
