@@ -8,10 +8,11 @@ Ring allreduce of S bytes over N ranks (Patarasuk & Yuan; what Gloo and NCCL run
     T(N, S) = 2(N-1)·α + 2(N-1)/N · S·β
 α (latency per ring step) and β (seconds per byte) are fitted by least squares to measured
 allreduce times. A data-parallel step under weak scaling then takes
-    t(N) = c·m(N)/s + (1 - h)·T(N, G) + k·T(N, 16 B)
+    t(N) = c·m(N)/s + (1 - h)·T(N, G) + k·T(N, 16 B) + G·γ
 with c the 1-rank step time (compute), G the gradient bytes, h the fraction of communication
-hidden behind the backward pass, and k small collectives per step (hvdlm: 1, its metrics
-allreduce); efficiency E(N) = c / t(N). Two measured compute terms (benchmarks.scaling fills
+hidden behind the backward pass, k small collectives per step (hvdlm: 1, its metrics
+allreduce) and γ the time per byte of Horovod's copies into and out of its fusion buffer
+(from a Horovod timeline; 0 when none was recorded); efficiency E(N) = c / t(N). Two measured compute terms (benchmarks.scaling fills
 them in; 1 when unknown): s, the throughput each rank keeps when the ranks of a node share it
 (its `nocomm` runs: N ranks training alone side by side), and m(N), the straggler factor: a
 synchronous step waits for the slowest of N ranks, so with per-step compute times drawn from
@@ -100,6 +101,7 @@ class Compute:
     seconds: float
     shared_throughput: float = 1.0  # s
     relative_steps: Sequence[float] = ()  # step times / their mean, for m(N)
+    copy_s_per_byte: float = 0.0  # γ: fusion-buffer copies, once N > 1
 
     def at(self, n: int) -> float:
         if n <= 1:
@@ -109,8 +111,9 @@ class Compute:
 
 def step_time(n: int, compute: Compute, grad_bytes: float, alpha: float, beta: float,
               overlap: float = 0.0, small_per_step: int = 1) -> float:
+    copies = compute.copy_s_per_byte * grad_bytes if n > 1 else 0.0
     return (compute.at(n) + (1 - overlap) * ring_time(n, grad_bytes, alpha, beta)
-            + small_per_step * ring_time(n, 16, alpha, beta))
+            + small_per_step * ring_time(n, 16, alpha, beta) + copies)
 
 
 def efficiency(n: int, compute: Compute, grad_bytes: float, alpha: float, beta: float,
@@ -123,8 +126,8 @@ def measured_overlap(compute: Compute, step_n: float, n: int, grad_bytes: float,
                      beta: float, small_per_step: int = 1) -> float:
     """h that makes the model reproduce a measured step time (informative; can be < 0)."""
     comm = ring_time(n, grad_bytes, alpha, beta)
-    small = small_per_step * ring_time(n, 16, alpha, beta)
-    return (compute.at(n) + comm + small - step_n) / comm if comm else 0.0
+    others = step_time(n, compute, grad_bytes, alpha, beta, 1.0, small_per_step)
+    return (others + comm - step_n) / comm if comm else 0.0
 
 
 def predictions(compute: Compute, grad_bytes: float, local: Fit, overlap: float,
@@ -165,9 +168,12 @@ def assumptions(compute: Compute, overlap: float) -> str:
                if share != 1 else "a rank's throughput does not depend on its neighbours (s = 1)")
     hidden = (" (0 here: with one core per rank the allreduce is CPU work that cannot hide "
               "behind the backward pass)" if overlap == 0 else f" ({overlap:g}, as given)")
+    copies = (f"copying gradients into and out of the fusion buffer takes "
+              f"{compute.copy_s_per_byte * 1e9:.2f} s/GB, as Horovod's timeline measured here"
+              if compute.copy_s_per_byte else "no time for fusion-buffer copies (γ = 0)")
     return (f"Weak scaling; per-rank compute c = {compute.seconds * 1e3:.1f} ms per step alone; "
-            f"{sharing}; {jitter}; one flat ring over all ranks; gradients in fp32 and fused "
-            "into one allreduce; one 16-byte metrics allreduce per step; on a named network "
+            f"{sharing}; {jitter}; {copies}; one flat ring over all ranks; gradients in fp32 "
+            "and fused into one allreduce; one 16-byte metrics allreduce per step; on a named network "
             "α = link latency + the software latency fitted here, β = 1/(90% of line rate) "
             f"(80% for NVLink-class); h = the hidden fraction of the gradient allreduce{hidden}.")
 
@@ -224,12 +230,14 @@ def markdown_sections(model: dict) -> list[tuple[str, str]]:
            f"{model['shared_throughput']:.3f} when ranks share this machine, and waits for the "
            f"slowest rank: straggler factor m(2) = {model['straggler_factor']['2']:.3f}, "
            f"m(512) = {model['straggler_factor']['512']:.3f}; gradients G = "
-           f"{model['grad_bytes'] / 2**20:.2f} MiB; h = {model['overlap']:g}.\n\n"
-           f"Prediction against measurement: {check or '-'}. With communication alone "
-           "(s = m = 1) the model would predict "
+           f"{model['grad_bytes'] / 2**20:.2f} MiB; fusion-buffer copies γ·G = "
+           f"{model['copy_s_per_byte'] * model['grad_bytes'] * 1e3:.2f} ms; "
+           f"h = {model['overlap']:g}.\n\n"
+           f"Prediction against measurement: {check or '-'}. From the ring allreduce alone "
+           "the model would predict "
            + ", ".join(f"N={n}: {comm_only[n]:.3f}" for n in model["measured_efficiency"]
                        if n in comm_only)
-           + ". Overlap implied by the measurement (informative, not used): "
+           + " (without s, m and the copies). Overlap implied by the measurement (informative, not used): "
            + ", ".join(f"N={n}: {h:.2f}" for n, h in model["implied_overlap"].items()) + ".")
     nets = model["networks"]
     rows = [(name, *(f"{e:.2f}" for e in net["efficiency"].values()))

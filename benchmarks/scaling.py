@@ -25,7 +25,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -40,6 +40,7 @@ BACKEND_CONFIG = {"horovod": "hvdlm", "ddp": "ddp"}  # the config each backend n
 # machine costs with no communication at all, the ceiling for any data-parallel stack here.
 CONFIGS = ("hvdlm", "hvdlm-nostats", "ddp", "nocomm")
 BLOCK = 5  # steps per timed block (hvdlm logs tokens/s every BLOCK steps)
+COPY_ACTIVITIES = ("MEMCPY_IN_FUSION_BUFFER", "MEMCPY_OUT_FUSION_BUFFER")  # in the timeline
 
 
 @dataclass
@@ -123,10 +124,14 @@ def hvdlm_worker(config: str, data: str, micro_batch: int, steps: int, run_dir: 
 
 def ddp_worker(data: str, micro_batch: int, steps: int, result: str, comm: bool = True) -> None:
     """The same model, init and samples, trained by the minimal DDP loop (without DDP and
-    without a process group when not `comm`: then every rank trains alone)."""
+    without a process group when not `comm`: then every rank trains alone). It keeps freed
+    memory as hvdlm's trainer does: glibc's page faults otherwise slow some runs (and not
+    others) by ~30%, which no data-parallel stack is to blame for."""
     import torch
     from benchmarks import ddp_loop
     from hvdlm import data as hdata
+    from hvdlm.malloc import keep_freed_memory
+    keep_freed_memory()
     from hvdlm.config import ModelConfig
     from hvdlm.models import build_model
     rank, size = _pin(result)
@@ -289,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if args.hosts:
             emulate("down")
-    model = cost_model(runs, args, data)
+    model = cost_model(runs, args, data, timeline)
     write_report(out, runs, model, args, timeline)
     for r in runs:
         print(f"{r.backend:8s} {r.config:14s} {r.mode:6s} np={r.np} {r.tokens_per_s:10,.0f} "
@@ -319,7 +324,8 @@ def grad_bytes(data: Path) -> int:
     return 4 * count_parameters(build_model(cfg))
 
 
-def cost_model(runs: list[Run], args: argparse.Namespace, data: Path) -> dict:
+def cost_model(runs: list[Run], args: argparse.Namespace, data: Path,
+               timeline: dict | None) -> dict:
     """Fit α, β (from --allreduce, else a short measurement now) and predict E(N)."""
     from benchmarks import allreduce, costmodel
     nmax = max(r.np for r in runs)
@@ -332,7 +338,8 @@ def cost_model(runs: list[Run], args: argparse.Namespace, data: Path) -> dict:
     weak = {r.np: r for r in runs if r.mode == "weak" and r.config == "hvdlm"}
     if 1 not in weak:
         return {}
-    compute, gbytes = measured_compute(runs, weak[1].step_time_s), grad_bytes(data)
+    gbytes = grad_bytes(data)
+    compute = measured_compute(runs, weak[1].step_time_s, timeline, gbytes)
     comm_only = costmodel.Compute(compute.seconds)
 
     def efficiencies(c: costmodel.Compute) -> dict[str, float]:
@@ -342,11 +349,12 @@ def cost_model(runs: list[Run], args: argparse.Namespace, data: Path) -> dict:
     predicted = efficiencies(compute)
     user_bytes = 4 * args.predict_params if args.predict_params else gbytes
     user_compute = args.predict_compute_s or compute.seconds * user_bytes / gbytes
-    user = costmodel.Compute(user_compute, compute.shared_throughput, compute.relative_steps)
+    user = replace(compute, seconds=user_compute)
     measured = {str(n): r.efficiency for n, r in weak.items() if n > 1}
     return {"alpha_s": fit.alpha_s, "beta_s_per_byte": fit.beta_s_per_byte,
             "fit_max_rel_error": fit.max_rel_error, "compute_s": compute.seconds,
             "shared_throughput": compute.shared_throughput,
+            "copy_s_per_byte": compute.copy_s_per_byte,
             "straggler_factor": {n: costmodel.expected_max(compute.relative_steps, int(n))
                                  for n in predicted},
             "relative_step_times": list(compute.relative_steps),
@@ -363,18 +371,22 @@ def cost_model(runs: list[Run], args: argparse.Namespace, data: Path) -> dict:
             "assumptions": costmodel.assumptions(compute, args.overlap)}
 
 
-def measured_compute(runs: list[Run], seconds: float) -> costmodel.Compute:
-    """The model's compute terms from the weak `nocomm` runs (N ranks training alone side by
-    side) at their largest N: sharing s = their efficiency, capped at 1 (more is noise), and
-    their step-time distribution; without them, s = 1 and hvdlm's own 1-rank steps."""
+def measured_compute(runs: list[Run], seconds: float, timeline: dict | None,
+                     gbytes: int) -> costmodel.Compute:
+    """The model's measured terms besides the ring. From the weak `nocomm` runs (N ranks
+    training alone side by side) at their largest N: sharing s = their efficiency, capped at 1
+    (more is noise), and their step-time distribution; without them, s = 1 and hvdlm's own
+    1-rank steps. From the timeline: the fusion-buffer copies per gradient byte."""
     from benchmarks import costmodel
+    ms = (timeline or {}).get("ms_per_step", {})
+    copy = sum(ms.get(k, 0.0) for k in COPY_ACTIVITIES) / 1e3 / gbytes
     alone = {r.np: r for r in runs if r.mode == "weak" and r.config == "nocomm"}
     if max(alone, default=1) > 1:
         side_by_side = alone[max(alone)]
         return costmodel.Compute(seconds, min(1.0, side_by_side.efficiency),
-                                 side_by_side.relative_step_times)
+                                 side_by_side.relative_step_times, copy)
     solo = next(r for r in runs if r.mode == "weak" and r.config == "hvdlm" and r.np == 1)
-    return costmodel.Compute(seconds, 1.0, solo.relative_step_times)
+    return costmodel.Compute(seconds, 1.0, solo.relative_step_times, copy)
 
 
 def write_report(out: Path, runs: list[Run], model: dict, args: argparse.Namespace,
