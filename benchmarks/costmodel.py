@@ -257,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--params", type=float, required=True, help="model parameters (fp32 grads)")
     p.add_argument("--overlap", type=float, default=0.0, help="hidden fraction h of the allreduce")
     p.add_argument("--scaling", help="a benchmarks.scaling report folder: take its measured "
-                   "sharing s and step-time distribution (default: s = 1, no straggler term)")
+                   "sharing s, step-time distribution and copy time per byte (default: none)")
     p.add_argument("--out", help="write DIR/report.json and DIR/report.md")
     args = p.parse_args(argv)
     local = fit_report(Path(args.allreduce), args.config)
@@ -265,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.scaling:
         measured = json.loads(Path(args.scaling, "report.json").read_text())["model"]
         compute = Compute(args.compute_s, measured["shared_throughput"],
-                          measured["relative_step_times"])
+                          measured["relative_step_times"], measured["copy_s_per_byte"])
     nets = predictions(compute, 4 * args.params, local, args.overlap)
     print(f"alpha {local.alpha_s * 1e6:.1f} us, beta {local.beta_s_per_byte * 1e9:.3f} s/GB "
           f"(fit error <= {local.max_rel_error:.0%} over {local.points} points)")
