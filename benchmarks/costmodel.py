@@ -12,11 +12,13 @@ allreduce times. A data-parallel step under weak scaling then takes
 with c the 1-rank step time (compute), G the gradient bytes, h the fraction of communication
 hidden behind the backward pass, k small collectives per step (hvdlm: 1, its metrics
 allreduce) and γ the time per byte of Horovod's copies into and out of its fusion buffer
-(from a Horovod timeline; 0 when none was recorded); efficiency E(N) = c / t(N). Two measured compute terms (benchmarks.scaling fills
-them in; 1 when unknown): s, the throughput each rank keeps when the ranks of a node share it
-(its `nocomm` runs: N ranks training alone side by side), and m(N), the straggler factor: a
-synchronous step waits for the slowest of N ranks, so with per-step compute times drawn from
-the measured distribution (relative to their mean) it takes E[max of N draws] = m(N).
+(from a Horovod timeline; 0 when none was recorded); efficiency E(N) = c / t(N).
+Two measured compute terms (benchmarks.scaling fills them in; 1 when unknown): s, the
+throughput each rank keeps when the ranks of a node share it (its `nocomm` runs: N ranks
+training alone side by side), and m(N), the straggler factor: a synchronous step waits for
+the slowest of N ranks, so with per-step compute times drawn from the measured distribution
+(relative to their mean) it takes E[max of N draws] = m(N).
+    python -m benchmarks.costmodel ... --scaling runs/scaling   (s, m and γ of a scaling run)
 Assumptions (stated in every report): one ring over all ranks (no hierarchy); α, β of a
 network are the per-link figures below, with the software latency of the stack fitted here
 added to α.
@@ -173,8 +175,8 @@ def assumptions(compute: Compute, overlap: float) -> str:
               if compute.copy_s_per_byte else "no time for fusion-buffer copies (γ = 0)")
     return (f"Weak scaling; per-rank compute c = {compute.seconds * 1e3:.1f} ms per step alone; "
             f"{sharing}; {jitter}; {copies}; one flat ring over all ranks; gradients in fp32 "
-            "and fused into one allreduce; one 16-byte metrics allreduce per step; on a named network "
-            "α = link latency + the software latency fitted here, β = 1/(90% of line rate) "
+            "and fused into one allreduce; one 16-byte metrics allreduce per step; on a named "
+            "network α = link latency + the software latency fitted here, β = 1/(90% of line rate) "
             f"(80% for NVLink-class); h = the hidden fraction of the gradient allreduce{hidden}.")
 
 
@@ -237,7 +239,8 @@ def markdown_sections(model: dict) -> list[tuple[str, str]]:
            "the model would predict "
            + ", ".join(f"N={n}: {comm_only[n]:.3f}" for n in model["measured_efficiency"]
                        if n in comm_only)
-           + " (without s, m and the copies). Overlap implied by the measurement (informative, not used): "
+           + " (without s, m and the copies). Overlap implied by the measurement "
+           "(informative, not used): "
            + ", ".join(f"N={n}: {h:.2f}" for n, h in model["implied_overlap"].items()) + ".")
     nets = model["networks"]
     rows = [(name, *(f"{e:.2f}" for e in net["efficiency"].values()))
