@@ -126,15 +126,15 @@ def ddp_worker(data: str, micro_batch: int, steps: int, result: str, comm: bool 
     """The same model, init and samples, trained by the minimal DDP loop (without DDP and
     without a process group when not `comm`: then every rank trains alone). It keeps freed
     memory as hvdlm's trainer does: glibc's page faults otherwise slow some runs (and not
-    others) by ~30%, which no data-parallel stack is to blame for."""
+    others) by up to 40%, which no data-parallel stack is to blame for."""
     import torch
     from benchmarks import ddp_loop
     from hvdlm import data as hdata
-    from hvdlm.malloc import keep_freed_memory
-    keep_freed_memory()
     from hvdlm.config import ModelConfig
+    from hvdlm.malloc import keep_freed_memory
     from hvdlm.models import build_model
     rank, size = _pin(result)
+    keep_freed_memory()
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     distributed = comm and size > 1
     if distributed:
