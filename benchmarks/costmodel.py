@@ -14,10 +14,11 @@ hidden behind the backward pass, k small collectives per step (hvdlm: 1, its met
 allreduce) and γ the time per byte of Horovod's copies into and out of its fusion buffer
 (from a Horovod timeline; 0 when none was recorded); efficiency E(N) = c / t(N).
 Two measured compute terms (benchmarks.scaling fills them in; 1 when unknown): s, the
-throughput each rank keeps when the ranks of a node share it (its `nocomm` runs: N ranks
-training alone side by side), and m(N), the straggler factor: a synchronous step waits for
-the slowest of N ranks, so with per-step compute times drawn from the measured distribution
-(relative to their mean) it takes E[max of N draws] = m(N).
+throughput each rank keeps at N ranks before any gradient moves (its `hvdlm-nograds` runs:
+hvdlm without the gradient allreduce; else `nocomm`: ranks training alone side by side), and
+m(N), the straggler factor: a synchronous step waits for the slowest of N ranks, so with
+per-step compute times drawn from the measured distribution (relative to their mean) it
+takes E[max of N draws] = m(N).
     python -m benchmarks.costmodel ... --scaling runs/scaling   (s, m and γ of a scaling run)
 Assumptions (stated in every report): one ring over all ranks (no hierarchy); α, β of a
 network are the per-link figures below, with the software latency of the stack fitted here
@@ -104,6 +105,7 @@ class Compute:
     shared_throughput: float = 1.0  # s
     relative_steps: Sequence[float] = ()  # step times / their mean, for m(N)
     copy_s_per_byte: float = 0.0  # γ: fusion-buffer copies, once N > 1
+    source: str = ""  # the benchmark configuration s and the step times were measured on
 
     def at(self, n: int) -> float:
         if n <= 1:
@@ -165,9 +167,11 @@ def assumptions(compute: Compute, overlap: float) -> str:
     else:
         jitter = "every step takes the same time on every rank (m = 1)"
     share = compute.shared_throughput
-    sharing = (f"ranks share each node as they share this machine: each keeps s = {share:.3f} "
-               f"of its 1-rank throughput (measured: N ranks training alone side by side)"
-               if share != 1 else "a rank's throughput does not depend on its neighbours (s = 1)")
+    how = {"hvdlm-nograds": "hvdlm's N-rank runs without the gradient allreduce",
+           "nocomm": "N ranks training alone side by side"}.get(compute.source)
+    sharing = (f"before any gradient moves each rank keeps s = {share:.3f} of its 1-rank "
+               f"throughput, as measured here ({how}), on every node"
+               if how else "a rank's throughput does not depend on its neighbours (s = 1)")
     hidden = (" (0 here: with one core per rank the allreduce is CPU work that cannot hide "
               "behind the backward pass)" if overlap == 0 else f" ({overlap:g}, as given)")
     copies = (f"copying gradients into and out of the fusion buffer takes "
@@ -229,8 +233,8 @@ def markdown_sections(model: dict) -> list[tuple[str, str]]:
            f"per ring step, β = {model['beta_s_per_byte'] * 1e9:.2f} s/GB (worst fit error "
            f"{model['fit_max_rel_error']:.0%}); compute c = 1-rank step "
            f"{model['compute_s'] * 1e3:.1f} ms, of which each rank keeps s = "
-           f"{model['shared_throughput']:.3f} when ranks share this machine, and waits for the "
-           f"slowest rank: straggler factor m(2) = {model['straggler_factor']['2']:.3f}, "
+           f"{model['shared_throughput']:.3f} at N ranks before any gradient moves (measured on "
+           f"`{model['compute_source']}`), and waits for the slowest rank: straggler factor m(2) = {model['straggler_factor']['2']:.3f}, "
            f"m(512) = {model['straggler_factor']['512']:.3f}; gradients G = "
            f"{model['grad_bytes'] / 2**20:.2f} MiB; fusion-buffer copies γ·G = "
            f"{model['copy_s_per_byte'] * model['grad_bytes'] * 1e3:.2f} ms; "
@@ -268,7 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.scaling:
         measured = json.loads(Path(args.scaling, "report.json").read_text())["model"]
         compute = Compute(args.compute_s, measured["shared_throughput"],
-                          measured["relative_step_times"], measured["copy_s_per_byte"])
+                          measured["relative_step_times"], measured["copy_s_per_byte"],
+                          measured["compute_source"])
     nets = predictions(compute, 4 * args.params, local, args.overlap)
     print(f"alpha {local.alpha_s * 1e6:.1f} us, beta {local.beta_s_per_byte * 1e9:.3f} s/GB "
           f"(fit error <= {local.max_rel_error:.0%} over {local.points} points)")

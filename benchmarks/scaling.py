@@ -36,9 +36,11 @@ from benchmarks.allreduce import (add_common, apply_common, cores_per_rank, emul
 MODEL = {"arch": "gpt", "n_layer": 4, "n_head": 4, "n_embd": 128, "seq_len": 64}
 BACKEND_CONFIG = {"horovod": "hvdlm", "ddp": "ddp"}  # the config each backend name means
 # hvdlm-nostats: no per-step metrics allreduce (hvdlm itself sends all gradients as one group);
+# hvdlm-nograds: hvdlm without averaging gradients (its Horovod, metrics, pinning, all else):
+# what synchronous data parallelism costs here before a byte of gradient moves;
 # nocomm: N ranks each train alone, side by side (the DDP loop without DDP): what sharing the
 # machine costs with no communication at all, the ceiling for any data-parallel stack here.
-CONFIGS = ("hvdlm", "hvdlm-nostats", "ddp", "nocomm")
+CONFIGS = ("hvdlm", "hvdlm-nostats", "hvdlm-nograds", "ddp", "nocomm")
 BLOCK = 5  # steps per timed block (hvdlm logs tokens/s every BLOCK steps)
 COPY_ACTIVITIES = ("MEMCPY_IN_FUSION_BUFFER", "MEMCPY_OUT_FUSION_BUFFER")  # in the timeline
 
@@ -103,6 +105,9 @@ def hvdlm_worker(config: str, data: str, micro_batch: int, steps: int, run_dir: 
         real_mean = distributed.mean_async
         distributed.mean_async = lambda v, name: ((lambda: v.double()) if name.startswith(
             "step_stats") else real_mean(v, name))
+    if base == "hvdlm-nograds":  # the ranks' models drift apart; their throughput is the point
+        from hvdlm import distributed
+        distributed.wrap_optimizer = lambda optimizer, *_: optimizer
     from hvdlm import train
     clock, real_step = StepClock(), train.Trainer._train_step
 
@@ -249,7 +254,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--mode", default="weak", choices=["weak", "strong", "both"])
     p.add_argument("--out", default="runs/scaling")
     p.add_argument("--backends", default="horovod,ddp")
-    p.add_argument("--configs", help="explicit list: hvdlm, hvdlm-nostats, ddp, hvdlm+ENV=V...")
+    p.add_argument("--configs", help="explicit list: hvdlm, hvdlm-nostats, hvdlm-nograds, ddp, "
+                   "nocomm, hvdlm+ENV=V...")
     p.add_argument("--steps", type=int, default=30, help="timed steps per run (after warm-up)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--micro-batch", type=int, default=12, help="weak: per-rank micro-batch")
@@ -354,7 +360,7 @@ def cost_model(runs: list[Run], args: argparse.Namespace, data: Path,
     return {"alpha_s": fit.alpha_s, "beta_s_per_byte": fit.beta_s_per_byte,
             "fit_max_rel_error": fit.max_rel_error, "compute_s": compute.seconds,
             "shared_throughput": compute.shared_throughput,
-            "copy_s_per_byte": compute.copy_s_per_byte,
+            "copy_s_per_byte": compute.copy_s_per_byte, "compute_source": compute.source,
             "straggler_factor": {n: costmodel.expected_max(compute.relative_steps, int(n))
                                  for n in predicted},
             "relative_step_times": list(compute.relative_steps),
@@ -373,20 +379,22 @@ def cost_model(runs: list[Run], args: argparse.Namespace, data: Path,
 
 def measured_compute(runs: list[Run], seconds: float, timeline: dict | None,
                      gbytes: int) -> costmodel.Compute:
-    """The model's measured terms besides the ring. From the weak `nocomm` runs (N ranks
-    training alone side by side) at their largest N: sharing s = their efficiency, capped at 1
-    (more is noise), and their step-time distribution; without them, s = 1 and hvdlm's own
+    """The model's measured terms besides the ring. From the weak runs of the first of
+    `hvdlm-nograds` (all of hvdlm but the gradient allreduce) and `nocomm` (ranks training
+    alone side by side) measured at N > 1, at their largest N: s = their efficiency, capped at
+    1 (more is noise), and their step-time distribution; without either, s = 1 and hvdlm's own
     1-rank steps. From the timeline: the fusion-buffer copies per gradient byte."""
     from benchmarks import costmodel
     ms = (timeline or {}).get("ms_per_step", {})
     copy = sum(ms.get(k, 0.0) for k in COPY_ACTIVITIES) / 1e3 / gbytes
-    alone = {r.np: r for r in runs if r.mode == "weak" and r.config == "nocomm"}
-    if max(alone, default=1) > 1:
-        side_by_side = alone[max(alone)]
-        return costmodel.Compute(seconds, min(1.0, side_by_side.efficiency),
-                                 side_by_side.relative_step_times, copy)
+    for config in ("hvdlm-nograds", "nocomm"):
+        without = {r.np: r for r in runs if r.mode == "weak" and r.config == config}
+        if max(without, default=1) > 1:
+            largest = without[max(without)]
+            return costmodel.Compute(seconds, min(1.0, largest.efficiency),
+                                     largest.relative_step_times, copy, config)
     solo = next(r for r in runs if r.mode == "weak" and r.config == "hvdlm" and r.np == 1)
-    return costmodel.Compute(seconds, 1.0, solo.relative_step_times, copy)
+    return costmodel.Compute(seconds, 1.0, solo.relative_step_times, copy, "hvdlm")
 
 
 def write_report(out: Path, runs: list[Run], model: dict, args: argparse.Namespace,

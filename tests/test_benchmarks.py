@@ -94,11 +94,12 @@ def test_scaling_report(tmp_path, byte_dataset, allreduce_report):
     out = tmp_path / "scaling"
     run_module("benchmarks.scaling", "--np", "2", "--mode", "weak", "--steps", "2",
                "--repeats", "1", "--data", byte_dataset, "--allreduce", allreduce_report,
-               "--timeline", "--out", out, timeout=300, check=True)
+               "--configs", "hvdlm,hvdlm-nograds,ddp", "--timeline", "--out", out,
+               timeout=300, check=True)
     report = json.loads((out / "report.json").read_text())
     runs = report["runs"]
-    assert {(r["backend"], r["np"]) for r in runs} == {("horovod", 1), ("horovod", 2),
-                                                       ("ddp", 1), ("ddp", 2)}
+    assert {(r["config"], r["np"]) for r in runs} == {
+        (config, n) for config in ("hvdlm", "hvdlm-nograds", "ddp") for n in (1, 2)}
     for r in runs:
         assert RUN_KEYS <= set(r) and r["tokens_per_s"] > 0
         if r["np"] == 1:
@@ -108,6 +109,7 @@ def test_scaling_report(tmp_path, byte_dataset, allreduce_report):
         assert key in model
     assert {"2", "4", "512"} <= set(model["predicted_efficiency"])
     assert model["straggler_factor"]["512"] >= model["straggler_factor"]["2"] >= 1
+    assert model["compute_source"] == "hvdlm-nograds" and 0 < model["shared_throughput"] <= 1
     assert all(r["step_cv"] >= 0 and r["relative_step_times"] for r in runs)
     assert "ALLREDUCE" in report["timeline"]["ms_per_step"]
     for png in ("efficiency_weak.png", "tokens_per_s_weak.png", "predicted_networks.png"):
