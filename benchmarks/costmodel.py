@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -158,7 +157,7 @@ def assumptions(compute: Compute, overlap: float) -> str:
     """What every prediction of this model takes for granted, with the measured terms."""
     rel = list(compute.relative_steps)
     if rel:
-        cv = statistics.pstdev(rel) / statistics.fmean(rel)
+        cv = report.variation(rel)
         jitter = (f"per-step compute varies from step to step as measured here (coefficient of "
                   f"variation {cv:.1%}), independently on each rank, and a step waits for the "
                   f"slowest rank: m(N) = E[max of N draws] from that distribution (m(2) = "

@@ -28,6 +28,11 @@ def median(values: Iterable[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def variation(values: Sequence[float]) -> float:
+    """Coefficient of variation: population standard deviation over the mean."""
+    return statistics.pstdev(values) / statistics.fmean(values)
+
+
 def machine_info() -> dict[str, Any]:
     """Where and when a benchmark ran: host, cores, load averages, torch, and the git commit."""
     try:

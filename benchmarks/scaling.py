@@ -233,7 +233,7 @@ def measure(args: argparse.Namespace, data: Path) -> list[Run]:
         rel = relative_step_times(v["step_times"] for v in values)
         runs.append(Run(backend, n, mode, tps, n * mb * MODEL["seq_len"] / tps,
                         report.median(ratios), config, mb, cpu, ratios,
-                        statistics.pstdev(rel) / statistics.fmean(rel), rel))
+                        report.variation(rel), rel))
     return runs
 
 
@@ -345,7 +345,7 @@ def cost_model(runs: list[Run], args: argparse.Namespace, data: Path,
     if 1 not in weak:
         return {}
     gbytes = grad_bytes(data)
-    compute = measured_compute(runs, weak[1].step_time_s, timeline, gbytes)
+    compute = measured_compute(runs, weak[1], timeline, gbytes)
     comm_only = costmodel.Compute(compute.seconds)
 
     def efficiencies(c: costmodel.Compute) -> dict[str, float]:
@@ -377,13 +377,14 @@ def cost_model(runs: list[Run], args: argparse.Namespace, data: Path,
             "assumptions": costmodel.assumptions(compute, args.overlap)}
 
 
-def measured_compute(runs: list[Run], seconds: float, timeline: dict | None,
+def measured_compute(runs: list[Run], solo: Run, timeline: dict | None,
                      gbytes: int) -> costmodel.Compute:
     """The model's measured terms besides the ring. From the weak runs of the first of
     `hvdlm-nograds` (all of hvdlm but the gradient allreduce) and `nocomm` (ranks training
     alone side by side) measured at N > 1, at their largest N: s = their efficiency, capped at
-    1 (more is noise), and their step-time distribution; without either, s = 1 and hvdlm's own
-    1-rank steps. From the timeline: the fusion-buffer copies per gradient byte."""
+    1 (more is noise), and their step-time distribution; without either, s = 1 and the steps
+    of hvdlm's 1-rank run `solo`, whose step time is c. From the timeline: the fusion-buffer
+    copies per gradient byte."""
     from benchmarks import costmodel
     ms = (timeline or {}).get("ms_per_step", {})
     copy = sum(ms.get(k, 0.0) for k in COPY_ACTIVITIES) / 1e3 / gbytes
@@ -391,10 +392,9 @@ def measured_compute(runs: list[Run], seconds: float, timeline: dict | None,
         without = {r.np: r for r in runs if r.mode == "weak" and r.config == config}
         if max(without, default=1) > 1:
             largest = without[max(without)]
-            return costmodel.Compute(seconds, min(1.0, largest.efficiency),
+            return costmodel.Compute(solo.step_time_s, min(1.0, largest.efficiency),
                                      largest.relative_step_times, copy, config)
-    solo = next(r for r in runs if r.mode == "weak" and r.config == "hvdlm" and r.np == 1)
-    return costmodel.Compute(seconds, 1.0, solo.relative_step_times, copy, "hvdlm")
+    return costmodel.Compute(solo.step_time_s, 1.0, solo.relative_step_times, copy, "hvdlm")
 
 
 def write_report(out: Path, runs: list[Run], model: dict, args: argparse.Namespace,

@@ -8,6 +8,9 @@ import pytest
 from hvdlm import malloc
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="counts page faults in /proc")
+
 # Allocate, touch and free 64 blocks of 1 MiB, ten times; print minor page faults per round.
 CHURN = textwrap.dedent("""
     import sys, torch
@@ -34,7 +37,6 @@ def churn_faults(mode: str, **env: str) -> tuple[str, float]:
     return kept, float(faults)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts faults in /proc")
 def test_kept_memory_is_reused_without_page_faults():
     _, default = churn_faults("default")
     kept, faults = churn_faults("keep")
