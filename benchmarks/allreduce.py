@@ -84,7 +84,7 @@ def run_ranks(np_: int, cmd: Sequence[str], env: dict[str, str], hosts: int = 0,
     share: cores per rank (0: cores // ranks on this host); emulated hosts share this
     machine's cores, so their ranks are numbered as if all were on one host.
     """
-    from hvdlm.launch import run_on_hosts
+    from hvdlm.cluster.launch import run_on_hosts
     if os.environ.get("HVDLM_BENCH_LAUNCHER") == "srun":
         return run_srun(np_, cmd, env, timeout)
     env = {**env, "HVDLM_BENCH_CORES_PER_RANK": str(share or cores_per_rank(np_))}
@@ -128,7 +128,7 @@ def run_srun(np_: int, cmd: Sequence[str], env: dict[str, str], timeout: float) 
 def _horovod_start(config: str):
     import horovod.torch as hvd
     if config == "hvdlm":
-        from hvdlm import distributed
+        from hvdlm.training import distributed
         distributed.init("cpu")
     else:
         hvd.init()

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from benchmarks import report
-from hvdlm import data
+from hvdlm.training import data
 
 
 def raw_maps(windows: data.TokenWindows) -> list[np.memmap]:

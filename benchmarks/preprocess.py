@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from hvdlm import corpus
-from hvdlm.tokenizer import load_tokenizer
+from hvdlm.text import corpus
+from hvdlm.text.tokenizer import load_tokenizer
 
 
 def stdlib_inputs() -> list[str]:

@@ -101,12 +101,12 @@ def hvdlm_worker(config: str, data: str, micro_batch: int, steps: int, run_dir: 
     rank, size = _pin(result)
     base, _ = split_config(config, CONFIGS)
     if base == "hvdlm-nostats":  # what the per-step metrics allreduce costs: skip it
-        from hvdlm import distributed
+        from hvdlm.training import distributed
         real_mean = distributed.mean_async
         distributed.mean_async = lambda v, name: ((lambda: v.double()) if name.startswith(
             "step_stats") else real_mean(v, name))
     if base == "hvdlm-nograds":  # the ranks' models drift apart; their throughput is the point
-        from hvdlm import distributed
+        from hvdlm.training import distributed
         distributed.wrap_optimizer = lambda optimizer, *_: optimizer
     from hvdlm import train
     clock, real_step = StepClock(), train.Trainer._train_step
@@ -134,9 +134,9 @@ def ddp_worker(data: str, micro_batch: int, steps: int, result: str, comm: bool 
     others) by up to 40%, which no data-parallel stack is to blame for."""
     import torch
     from benchmarks import ddp_loop
-    from hvdlm import data as hdata
+    from hvdlm.training import data as hdata
     from hvdlm.config import ModelConfig
-    from hvdlm.malloc import keep_freed_memory
+    from hvdlm.training.malloc import keep_freed_memory
     from hvdlm.models import build_model
     rank, size = _pin(result)
     keep_freed_memory()
@@ -324,7 +324,7 @@ def record_timeline(data: Path, args: argparse.Namespace) -> dict:
 
 def grad_bytes(data: Path) -> int:
     from hvdlm.config import ModelConfig
-    from hvdlm.data import open_dataset
+    from hvdlm.training.data import open_dataset
     from hvdlm.models import build_model, count_parameters
     cfg = ModelConfig(**MODEL, vocab_size=open_dataset(data).vocab_size)
     return 4 * count_parameters(build_model(cfg))

@@ -1,7 +1,13 @@
 """hvdlm: raw text in; a trained language model, its evaluation and a scaling report out.
 
-The data flow follows the module names: corpus → tokenizer → shards (preprocess) →
-data → models → distributed/train → checkpoint → evaluate/generate.
+    text/       corpus → tokenizer → shards (+ manifest, verify): `python -m hvdlm.preprocess`
+    models/     GPT decoder and LSTM/GRU/RNN language models, pure PyTorch
+    training/   data → trainer (distributed, optim, scoring) → checkpoint
+    cluster/    launch, hostlist, rendezvous, submit: srun, submitit and local ranks
+    config, errors, cli   shared: one config tree, error types and exit codes, CLI plumbing
+
+The commands are thin modules at the top: preprocess, verify, train, evaluate, generate,
+launch, submit (`python -m hvdlm.<command>`).
 """
 
 __version__ = "0.1.0"

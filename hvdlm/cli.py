@@ -1,11 +1,13 @@
-"""Shared command-line plumbing: one-line errors, exit codes, no traceback for user mistakes."""
+"""Shared command-line plumbing: one-line errors, exit statuses, the `--` split."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 from typing import Callable, Sequence
 
-from hvdlm.errors import HvdlmError
+from hvdlm.errors import EXIT_INTERRUPTED, EXIT_USAGE, HvdlmError
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -13,7 +15,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
-        sys.exit(2)
+        sys.exit(EXIT_USAGE)
 
 
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None,
@@ -26,4 +28,27 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
         return err.exit_code
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted\n")
-        return 130
+        return EXIT_INTERRUPTED
+
+
+def split_command(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(our options, the command after `--`); without `--` everything is ours, so --help and
+    option errors still come first."""
+    argv = list(argv)
+    if "--" not in argv:
+        return argv, []
+    at = argv.index("--")
+    return argv[:at], argv[at + 1:]
+
+
+def exit_status(returncode: int) -> int:
+    """A child killed by signal N (Popen's -N) becomes 128+N, as a shell reports it."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def describe_status(status: int) -> str:
+    """'exited with code 3' or 'was killed by SIGKILL', from a shell-style status."""
+    if status > 128:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(status - 128).name}"
+    return f"exited with code {status}"

@@ -70,10 +70,6 @@ class Config:
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
 
-    @property
-    def global_batch_per_rank(self) -> int:
-        return self.train.micro_batch * self.train.grad_accum
-
 
 def _coerce(key: str, value: Any, kind: type) -> Any:
     """Convert a TOML or command-line value to the field's type, or raise naming the key."""

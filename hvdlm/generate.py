@@ -15,10 +15,11 @@ from typing import Sequence
 
 import torch
 
-from hvdlm import checkpoint, cli, shards
+from hvdlm import cli
 from hvdlm.errors import DataError
-from hvdlm.evaluate import load_run_model
-from hvdlm.tokenizer import Tokenizer, load_tokenizer
+from hvdlm.text import shards
+from hvdlm.text.tokenizer import Tokenizer, load_tokenizer
+from hvdlm.training.checkpoint import TrainingState, load_run_model
 
 
 @torch.no_grad()
@@ -44,7 +45,7 @@ def sample(model: torch.nn.Module, ids: list[int], max_new_tokens: int, seq_len:
     return out[len(ids):]
 
 
-def _run_tokenizer(run: Path, state: dict, override: str | None) -> Tokenizer:
+def _run_tokenizer(run: Path, state: TrainingState, override: str | None) -> Tokenizer:
     """The run's tokenizer: --tokenizer, else that of the dataset in RUN/data_dir.txt."""
     data_dir_file = run / "data_dir.txt"
     if override:
@@ -54,7 +55,7 @@ def _run_tokenizer(run: Path, state: dict, override: str | None) -> Tokenizer:
     else:
         raise DataError(f"{run}: cannot find the run's tokenizer; pass --tokenizer FILE")
     tokenizer = load_tokenizer(path)
-    checkpoint.require_tokenizer(state, tokenizer.sha256, path)
+    state.require_tokenizer(tokenizer.sha256, path)
     return tokenizer
 
 
@@ -76,7 +77,7 @@ def _main(argv: Sequence[str] | None) -> int:
     tokenizer = _run_tokenizer(run, state, args.tokenizer)
     ids = tokenizer.encode(args.prompt) or [tokenizer.eos_id]
     generator = torch.Generator().manual_seed(args.seed)
-    new = sample(model, ids, args.max_new_tokens, state["config"]["model"]["seq_len"],
+    new = sample(model, ids, args.max_new_tokens, state.config["model"]["seq_len"],
                  args.temperature, args.top_k, tokenizer.eos_id, generator)
     print(args.prompt + tokenizer.decode(new))
     return 0

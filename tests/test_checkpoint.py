@@ -8,14 +8,15 @@ import signal
 import pytest
 import torch
 
-from hvdlm import checkpoint
+from hvdlm.training import checkpoint
 from hvdlm.errors import CheckpointError
 
 
-def state(step: int) -> dict:
-    return {"model": {"w": torch.full((64, 64), float(step))}, "optimizer": {"state": {}},
-            "step": step, "consumed_samples": step * 8, "config": {"model": {}, "train": {}},
-            "rng": [torch.get_rng_state()]}
+def state(step: int) -> checkpoint.TrainingState:
+    return checkpoint.TrainingState(
+        model={"w": torch.full((64, 64), float(step))}, optimizer={"state": {}}, step=step,
+        consumed_samples=step * 8, config={"model": {}, "train": {}},
+        rng=[torch.get_rng_state()])
 
 
 def test_save_keeps_the_newest_and_loads_back(tmp_path):
@@ -25,7 +26,7 @@ def test_save_keeps_the_newest_and_loads_back(tmp_path):
         ["step-00000003.pt", "step-00000004.pt"]
     assert (tmp_path / "checkpoints" / "latest").read_text() == "step-00000004.pt"
     path, loaded = checkpoint.load_latest(tmp_path)
-    assert loaded["step"] == 4 and torch.equal(loaded["model"]["w"], state(4)["model"]["w"])
+    assert loaded.step == 4 and torch.equal(loaded.model["w"], state(4).model["w"])
     assert not [p for p in (tmp_path / "checkpoints").iterdir() if "tmp" in p.name]
 
 
@@ -42,7 +43,7 @@ def test_damaged_latest_falls_back_to_previous(damage, tmp_path, caplog):
     with pytest.raises(CheckpointError, match="checksum mismatch"):
         checkpoint.load(newest)
     path, loaded = checkpoint.load_latest(tmp_path)
-    assert loaded["step"] == 1
+    assert loaded.step == 1
     assert "step-00000002.pt" in caplog.text
 
 
@@ -66,7 +67,7 @@ def test_pickled_objects_are_refused(tmp_path):
     folder = tmp_path / "checkpoints"
     folder.mkdir()
     buffer = io.BytesIO()
-    torch.save({**state(1), "extra": Payload()}, buffer)
+    torch.save({**state(1).to_dict(), "extra": Payload()}, buffer)
     path = folder / "step-00000001.pt"
     path.write_bytes(buffer.getvalue())
     import hashlib
@@ -92,4 +93,4 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path):
     assert (tmp_path / "checkpoints" / "latest").read_text() == "step-00000001.pt"
     leftovers = {p.name for p in (tmp_path / "checkpoints").iterdir()}
     assert leftovers == {"latest", "step-00000001.pt", "step-00000001.pt.sha256"}
-    assert checkpoint.load_latest(tmp_path)[1]["step"] == 1
+    assert checkpoint.load_latest(tmp_path)[1].step == 1

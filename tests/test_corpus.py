@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from hvdlm import corpus
-from hvdlm.corpus import ReadStats, collect_files, read_documents, redact_pii
+from hvdlm.text import corpus
+from hvdlm.text.corpus import ReadStats, collect_files, read_documents, redact_pii
 from hvdlm.errors import DataError
 
 MUST_REDACT = {

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from hvdlm.errors import HvdlmError, UsageError
-from hvdlm.hostlist import (Slot, assign_slots, expand_nodelist, expand_tasks_per_node, find_slot,
+from hvdlm.cluster.hostlist import (Slot, assign_slots, expand_nodelist, expand_tasks_per_node, find_slot,
                             horovod_env, parse_hosts, task_from_environ)
-from hvdlm.rendezvous import iface_towards, publish, wait_for
+from hvdlm.cluster.rendezvous import iface_towards, publish, wait_for
 from tests.conftest import ROOT, run_module
 
 CHECK = ROOT / "tests" / "multihost" / "allreduce_check.py"
@@ -185,7 +185,7 @@ def test_rank_waiting_for_rendezvous_times_out_in_one_line(tmp_path):
 def test_rendezvous_listens_on_one_address_for_the_job_only():
     pytest.importorskip("horovod.runner.http.http_server")
     import socket
-    from hvdlm.rendezvous import JobRendezvous
+    from hvdlm.cluster.rendezvous import JobRendezvous
     server = JobRendezvous("127.0.0.1", [("a", 1), ("b", 2)])
     assert server._httpd.server_address[0] == "127.0.0.1"  # not Horovod's '' (every interface)
     socket.create_connection(("127.0.0.1", server.port), timeout=2).close()

@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from hvdlm import malloc
+from hvdlm.training import malloc
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
 # Allocate, touch and free 64 blocks of 1 MiB, ten times; print minor page faults per round.
 CHURN = textwrap.dedent("""
     import sys, torch
-    from hvdlm import malloc
+    from hvdlm.training import malloc
     def faults():
         return int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[7])
     kept = malloc.keep_freed_memory() if sys.argv[1] == "keep" else None

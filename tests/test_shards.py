@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hvdlm.errors import DataError
-from hvdlm.shards import (Manifest, ShardWriter, check_shard_files, load_manifest, open_tokens,
+from hvdlm.text.shards import (Manifest, ShardWriter, check_shard_files, load_manifest, open_tokens,
                           read_doc_offsets, save_manifest, write_shard)
 
 pytestmark = pytest.mark.hdf5

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer as HFTokenizer
 
 from hvdlm.errors import DataError
-from hvdlm.tokenizer import (EOS, Tokenizer, build_byte_tokenizer, hf_to_json_bytes,
+from hvdlm.text.tokenizer import (EOS, Tokenizer, build_byte_tokenizer, hf_to_json_bytes,
                              load_tokenizer, train_bpe)
 
 SAMPLES = ["Hello, world!\n", "café 日本語 🎉 \ufffd", "  leading\tand trailing  \n\n",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from hvdlm.launch import run_on_hosts
+from hvdlm.cluster.launch import run_on_hosts
 from tests.conftest import ROOT, run_module
 
 SCRIPT = ROOT / "scripts" / "emulate-cluster.sh"

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hvdlm.errors import HvdlmError
-from hvdlm.submit import submit_training, wait_for_ranks, with_resume_auto
+from hvdlm.cluster.submit import submit_training, wait_for_ranks, with_resume_auto
 from tests.conftest import ROOT, logged_steps, run_module
 
 TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.seq_len=32",
@@ -78,8 +78,8 @@ def test_dead_rank_is_named_and_exits_nonzero(slurm_cluster, byte_dataset, tmp_p
                            "train.max_steps=8")
     assert proc.returncode == 1
     error = proc.stderr.strip().splitlines()[-1]
-    assert error.startswith(f"hvdlm.submit: error: job {job} failed: rank 1: hvdlm.train exited "
-                            "with status 137 (killed by SIGKILL)"), proc.stderr
+    assert error.startswith(f"hvdlm.submit: error: job {job} failed: rank 1: hvdlm.train was "
+                            "killed by SIGKILL (status 137)"), proc.stderr
     assert slurm_cluster.wait(job, timeout=60) == "FAILED"
 
 

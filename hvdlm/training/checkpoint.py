@@ -1,8 +1,9 @@
-"""Checkpoints: atomic, checksummed, loaded without unpickling arbitrary objects.
+"""Checkpoints: one training-state record, atomic, checksummed, loaded without unpickling.
 
-RUN/checkpoints/step-NNNNNNNN.pt holds a plain dict (model and optimizer state dicts, step,
-consumed_samples, per-rank RNG states, the config as a dict, tokenizer_sha256, world_size);
-step-NNNNNNNN.pt.sha256 holds its checksum, and `latest` names the newest file. Each file is
+`TrainingState` is everything a run needs to continue exactly (model and optimizer state
+dicts, step, consumed samples, per-rank RNG states, the config, the tokenizer's digest, the
+world size); RUN/checkpoints/step-NNNNNNNN.pt holds it as a plain dict,
+step-NNNNNNNN.pt.sha256 its checksum, and `latest` names the newest file. Each file is
 written to a temporary name, fsynced and renamed, so a crash or a full disk leaves the previous
 checkpoint intact. Loading uses `torch.load(weights_only=True)`: a file that needs any other
 unpickling is refused. A corrupt newest checkpoint is reported and the one before it is used.
@@ -14,15 +15,50 @@ import io
 import logging
 import os
 import re
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from hvdlm.config import config_from_dict
 from hvdlm.errors import CheckpointError, DataError
+from hvdlm.models import build_model
 
 log = logging.getLogger("hvdlm")
 NAME = re.compile(r"^step-(\d{8})\.pt$")
+
+
+@dataclass
+class TrainingState:
+    """The one record a checkpoint holds; `Trainer` captures and restores it as a whole."""
+
+    model: dict[str, Any]
+    optimizer: dict[str, Any]
+    step: int                   # optimizer steps taken
+    consumed_samples: int       # global samples consumed (the data position)
+    config: dict[str, Any]      # the resolved Config as a dict
+    tokenizer_sha256: str | None = None
+    world_size: int = 1
+    rng: list[torch.Tensor] | None = None  # torch's RNG state of each rank, in rank order
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # no deep copy of tensors
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any], source: Path) -> "TrainingState":
+        known = {f.name for f in fields(cls)}
+        missing = {"model", "optimizer", "step", "consumed_samples", "config"} - set(state)
+        if missing:
+            raise CheckpointError(f"{source}: not an hvdlm checkpoint (missing "
+                                  f"{', '.join(sorted(missing))})")
+        return cls(**{k: v for k, v in state.items() if k in known})
+
+    def require_tokenizer(self, tokenizer_sha256: str, tokenizer_file: str | Path) -> None:
+        """DataError unless `tokenizer_file` (with that digest) is the one trained with."""
+        if self.tokenizer_sha256 != tokenizer_sha256:
+            raise DataError(f"{tokenizer_file}: not the tokenizer this checkpoint was trained "
+                            "with (tokenizer sha256 mismatch)")
 
 
 def checkpoint_dir(run: str | Path) -> Path:
@@ -50,13 +86,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save(run: str | Path, state: dict[str, Any], keep: int) -> Path:
+def save(run: str | Path, state: TrainingState, keep: int) -> Path:
     """Write step-NNNNNNNN.pt (+ .sha256, then `latest`), then drop all but the newest `keep`."""
     folder = checkpoint_dir(run)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"step-{state['step']:08d}.pt"
+    path = folder / f"step-{state.step:08d}.pt"
     buffer = io.BytesIO()
-    torch.save(state, buffer)
+    torch.save(state.to_dict(), buffer)
     data = buffer.getvalue()
     sidecar = path.with_name(path.name + ".sha256")
     try:
@@ -83,7 +119,7 @@ def list_checkpoints(run: str | Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if NAME.match(p.name))
 
 
-def load(path: str | Path) -> dict[str, Any]:
+def load(path: str | Path) -> TrainingState:
     """Load one checkpoint after checking its checksum; CheckpointError if it is not sound."""
     path = Path(path)
     try:
@@ -100,20 +136,24 @@ def load(path: str | Path) -> dict[str, Any]:
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: refused, not a plain weights-only checkpoint ({first})") from None
-    missing = {"model", "optimizer", "step", "consumed_samples", "config"} - set(state)
-    if missing:
-        raise CheckpointError(f"{path}: not an hvdlm checkpoint (missing {', '.join(sorted(missing))})")
-    return state
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not an hvdlm checkpoint (not a dict)")
+    return TrainingState.from_dict(state, path)
 
 
-def load_latest(run: str | Path) -> tuple[Path, dict[str, Any]] | None:
+def load_latest(run: str | Path) -> tuple[Path, TrainingState] | None:
     """The newest sound checkpoint of a run, skipping (and reporting) corrupt ones.
 
-    None if the run has no checkpoint at all; CheckpointError if none of them is sound.
+    The file `latest` names comes first (a run that went back to an older checkpoint wrote
+    it last), then the others, newest first. None if the run has no checkpoint at all;
+    CheckpointError if none of them is sound.
     """
-    candidates = list_checkpoints(run)
+    candidates = list(reversed(list_checkpoints(run)))
+    pointer = checkpoint_dir(run) / "latest"
+    named = pointer.read_text().strip() if pointer.is_file() else ""
+    first = [p for p in candidates if p.name == named]
     problems = []
-    for path in reversed(candidates):
+    for path in first + [p for p in candidates if p not in first]:
         try:
             return path, load(path)
         except CheckpointError as err:
@@ -124,8 +164,18 @@ def load_latest(run: str | Path) -> tuple[Path, dict[str, Any]] | None:
     return None
 
 
-def require_tokenizer(state: dict[str, Any], tokenizer_sha256: str, tokenizer_file: str | Path) -> None:
-    """DataError unless `tokenizer_file` (with that sha256) is the checkpoint's tokenizer."""
-    if state.get("tokenizer_sha256") != tokenizer_sha256:
-        raise DataError(f"{tokenizer_file}: not the tokenizer this checkpoint was trained with "
-                        "(tokenizer sha256 mismatch)")
+
+def load_run_model(run: str | Path, path: str | Path | None = None
+                   ) -> tuple[torch.nn.Module, TrainingState]:
+    """The model of checkpoint `path` (default: the run's newest sound one), on CPU in eval
+    mode, with its training state."""
+    if path is not None:
+        state = load(path)
+    else:
+        found = load_latest(run)
+        if found is None:
+            raise CheckpointError(f"{checkpoint_dir(run)}: no checkpoint to load")
+        state = found[1]
+    model = build_model(config_from_dict(state.config).model)
+    model.load_state_dict(state.model)
+    return model.eval(), state

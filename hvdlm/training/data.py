@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from hvdlm import shards
+from hvdlm.text import shards
 from hvdlm.errors import DataError, UsageError
 
 

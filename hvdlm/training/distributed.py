@@ -8,7 +8,8 @@ The distributed steps, in the order Horovod's own examples use them:
   3. `broadcast_model()`   parameters from rank 0 (a fresh optimizer has no state to send).
   4. `clip_and_step()`     synchronize(), clip, then step() without a second allreduce.
   5. `mean_async()`, `sum_()` metrics across ranks (the first without waiting for them);
-                           `gather_object()` for per-rank RNG states.
+                           `gather_tensor()` for per-rank RNG states (tensors only:
+                           nothing that crosses between ranks is unpickled).
 
 Works without horovodrun too: a lone `python -m hvdlm.train` (or `-np 1`) is a world of one,
 which does not start Horovod: nothing is wrapped, broadcast or all-reduced.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import horovod.torch as hvd
 import torch
@@ -51,8 +52,8 @@ def horovod_tuning(use_cuda: bool, env: Mapping[str, str] = os.environ) -> dict[
     HOROVOD_CYCLE_TIME, idle or not: at the default 1 ms that took 9-12% of a core here, and a
     tensor enqueued just after a cycle waits for the next. scripts/horovod-patches/
     wake-on-enqueue.patch adds HOROVOD_WAKE_ON_ENQUEUE: an enqueue starts a cycle at once, so
-    idle cycles can be rare (50 ms) without delaying any collective. Weak scaling 1 -> 2 ranks
-    went from E = 0.70 (2 ms cycles) to 0.81 with it (docs/scaling/). One rank has nothing to
+    idle cycles can be rare (50 ms) without delaying any collective (the measurements are in
+    docs/scaling/NOTES.md). One rank has nothing to
     coordinate, and GPUs leave the cores free: Horovod's defaults stay there.
     """
     tuned: dict[str, str] = {}
@@ -173,8 +174,12 @@ def sum_(values: torch.Tensor, name: str) -> torch.Tensor:
     return hvd.allreduce(values, op=hvd.Sum, name=name) if _active else values
 
 
-def gather_object(obj: Any, name: str) -> list[Any]:
-    return hvd.allgather_object(obj, name=name) if _active else [obj]
+def gather_tensor(values: torch.Tensor, name: str) -> list[torch.Tensor]:
+    """Every rank's `values` (same shape and dtype on all ranks), in rank order."""
+    if not _active:
+        return [values]
+    # Clones, not views of one buffer: a checkpoint stores each on its own, as before.
+    return [row.clone() for row in hvd.allgather(values.unsqueeze(0), name=name)]
 
 
 def barrier() -> None:

@@ -24,7 +24,7 @@ from typing import Sequence
 
 from hvdlm import cli
 from hvdlm.errors import HvdlmError
-from hvdlm.hostlist import hosts_string, parse_hosts
+from hvdlm.cluster.hostlist import hosts_string, parse_hosts
 
 
 class JobRendezvous:
@@ -136,7 +136,7 @@ def resolve_ipv4(name: str) -> str | None:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    p = cli.ArgumentParser(prog="hvdlm.rendezvous",
+    p = cli.ArgumentParser(prog="hvdlm.cluster.rendezvous",
                            description="Serve one job's Gloo rendezvous until stdin closes.")
     p.add_argument("--hosts", required=True, help="the job's plan, HOST:SLOTS,...")
     where = p.add_mutually_exclusive_group(required=True)
@@ -156,7 +156,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return cli.run(_main, argv, prog="hvdlm.rendezvous")
+    return cli.run(_main, argv, prog="hvdlm.cluster.rendezvous")
 
 
 if __name__ == "__main__":

@@ -18,10 +18,10 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from hvdlm import corpus
-from hvdlm.corpus import PII_KINDS, ReadStats
+from hvdlm.text import corpus
+from hvdlm.text.corpus import PII_KINDS, ReadStats
 from hvdlm.errors import DataError
-from hvdlm.tokenizer import Tokenizer, load_tokenizer
+from hvdlm.text.tokenizer import Tokenizer, load_tokenizer
 
 _TOKENIZER: Tokenizer | None = None  # per process: loaded once by the pool initialiser
 

@@ -1,0 +1,296 @@
+"""Submit a training run with submitit: one Horovod rank per task, on Slurm or on this machine.
+
+    python -m hvdlm.submit --nodes 2 --tasks-per-node 4 --gpus-per-node 4 --time 240 -- \\
+        --data data --out runs/gpt model.n_layer=12
+    python -m hvdlm.submit --nodes 1 --tasks-per-node 2 --wait -- --data data --out runs/x
+    python -m hvdlm.submit --cluster local --tasks-per-node 2 --wait -- --data data --out runs/x
+
+From Python:
+
+    from hvdlm.cluster.submit import submit_training, wait_for_ranks
+    job = submit_training(["--data", "data", "--out", "runs/x"], tasks_per_node=2)
+    wait_for_ranks(job, timeout_s=3600)     # HvdlmError naming the failed rank, if any
+
+Everything after `--` goes to `python -m hvdlm.train`. Each submitit task runs
+`python -m hvdlm.launch -- python -m hvdlm.train TRAIN-ARGS` (hvdlm.launch reads the task's
+place from Slurm's or submitit-local's environment). On preemption or near the time limit
+Slurm sends submitit's signal (USR2, `--signal=USR2@90`); rank 0's `TrainRank.checkpoint()`
+asks the ranks to stop at the next step boundary (SIGUSR1: all ranks agree on the step, rank 0
+writes a checkpoint), and submitit requeues the job with the same arguments plus
+`--resume auto`: the arguments are pickled, never the model.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import submitit
+
+from hvdlm import cli
+from hvdlm.cli import describe_status, exit_status, split_command
+from hvdlm.errors import EXIT_STOPPED, HvdlmError, UsageError
+
+PROG = "hvdlm.submit"
+STOP_TIMEOUT_S = 60.0    # rank 0's wait for the ranks to checkpoint; inside submitit's 90 s notice
+REQUEUE_WAIT_S = 120.0   # a stopped rank > 0 waits this long for the requeue to end its task
+
+
+class RankFailed(HvdlmError):
+    """One rank's hvdlm.launch/hvdlm.train exited with a failure status."""
+
+
+@dataclass
+class Resources:
+    """What one job asks Slurm (or this machine) for."""
+
+    nodes: int = 1
+    tasks_per_node: int = 1   # ranks per node; one per GPU when there are GPUs
+    gpus_per_node: int = 0
+    cpus_per_task: int = 1
+    time_min: int = 60
+    partition: str | None = None
+
+    @property
+    def ranks(self) -> int:
+        return self.nodes * self.tasks_per_node
+
+
+def with_resume_auto(train_args: Sequence[str]) -> list[str]:
+    """train_args with any --resume replaced by `--resume auto` (a resubmission continues)."""
+    out: list[str] = []
+    skip = False
+    for arg in train_args:
+        if skip:
+            skip = False
+        elif arg == "--resume":
+            skip = True
+        elif not arg.startswith("--resume="):
+            out.append(arg)
+    return [*out, "--resume", "auto"]
+
+
+def _preempt_signal() -> signal.Signals:
+    # submitit's own rule (SUBMITIT_PREEMPT_SIGNAL, default USR2), so we block the same signal.
+    return signal.Signals[f"SIG{os.environ.get('SUBMITIT_PREEMPT_SIGNAL', 'USR2')}"]
+
+
+@contextlib.contextmanager
+def _blocked(sig: signal.Signals) -> Iterator[None]:
+    """Block `sig` in this thread while inside; a child started here inherits the mask."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {sig})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _rank_from_environ() -> int:
+    for name in ("SUBMITIT_LOCAL_GLOBALID", "SLURM_PROCID"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
+def _exited(pid: int) -> int | None:
+    """The exit status of child `pid` once it has ended, without reaping it (Popen still does)."""
+    info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    if info is None or info.si_pid == 0:
+        return None
+    return info.si_status if info.si_code == os.CLD_EXITED else 128 + info.si_status
+
+
+class TrainRank(submitit.helpers.Checkpointable):
+    """The submitit callable: this task becomes one rank of the run (picklable: arguments only)."""
+
+    def __init__(self, train_args: Sequence[str], python: str = sys.executable):
+        self.train_args = list(train_args)
+        self.python = python
+        self._child: subprocess.Popen | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"train_args": self.train_args, "python": self.python}  # never the live process
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["train_args"], state["python"])
+
+    def command(self) -> list[str]:
+        return [self.python, "-m", "hvdlm.launch", "--", self.python, "-m", "hvdlm.train",
+                *self.train_args]
+
+    def __call__(self) -> dict[str, Any]:
+        rank = _rank_from_environ()
+        # Slurm sends the preemption signal to every process of the step: the ranks must not
+        # die of it; only this process (submitit's handler) acts on it.
+        with _blocked(_preempt_signal()):
+            self._child = subprocess.Popen(self.command())
+        status = exit_status(self._child.wait())
+        if status == EXIT_STOPPED and rank != 0:
+            self._await_requeue(rank)
+        if status == EXIT_STOPPED:
+            raise RankFailed(f"rank {rank} stopped after a checkpoint (status {EXIT_STOPPED}) "
+                             "without a requeue; submit again to resume")
+        if status != 0:
+            raise RankFailed(f"rank {rank}: hvdlm.train {describe_status(status)} "
+                             f"(status {status})")
+        return {"rank": rank, "host": os.uname().nodename}
+
+    @staticmethod
+    def _await_requeue(rank: int) -> None:
+        # Rank 0's checkpoint() stopped us and is requeueing the job, which ends this task.
+        # Returning a result now would leave a stale result file behind for the requeued job.
+        print(f"{PROG}: rank {rank} stopped after a checkpoint; waiting for the requeue",
+              flush=True)
+        time.sleep(REQUEUE_WAIT_S)
+
+    def checkpoint(self, *args: Any, **kwargs: Any):
+        """Called by submitit on rank 0 at preemption or timeout: stop the ranks after a
+        checkpoint, then resubmit the same run resuming from it."""
+        child = self._child
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGUSR1)  # hvdlm.launch passes it on to hvdlm.train
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+            status = _exited(child.pid)
+            while status is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+                status = _exited(child.pid)
+            print(f"{PROG}: ranks stopped (status {status}); requeueing with --resume auto"
+                  if status is not None else f"{PROG}: ranks did not stop within "
+                  f"{STOP_TIMEOUT_S:g} s; requeueing from the latest periodic checkpoint",
+                  flush=True)
+        return submitit.helpers.DelayedSubmission(
+            TrainRank(with_resume_auto(self.train_args), self.python))
+
+
+def make_executor(cluster: str, folder: str | Path, res: Resources):
+    """A submitit executor for `res` on `cluster` (slurm | local)."""
+    if cluster == "slurm" and shutil.which("sbatch") is None:
+        raise UsageError("no Slurm found (sbatch is not on PATH): run this on a Slurm login "
+                         "node, or use --cluster local")
+    if cluster == "local" and res.nodes != 1:
+        raise UsageError("--cluster local runs on this machine: --nodes must be 1")
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+    params: dict[str, Any] = dict(name="hvdlm-train", nodes=res.nodes,
+                                  tasks_per_node=res.tasks_per_node, timeout_min=res.time_min)
+    if res.gpus_per_node:
+        params["gpus_per_node"] = res.gpus_per_node
+    if cluster == "slurm":
+        params["cpus_per_task"] = res.cpus_per_task
+        # A rank that dies must end the others at once; they would wait in an allreduce.
+        # srun does not take --cpus-per-task from the allocation (Slurm 22.05+): repeat it.
+        params["slurm_srun_args"] = ["--kill-on-bad-exit=1",
+                                     f"--cpus-per-task={res.cpus_per_task}"]
+        params["slurm_additional_parameters"] = {"requeue": True}
+        if res.partition:
+            params["slurm_partition"] = res.partition
+    executor.update_parameters(**params)
+    return executor
+
+
+def submit_training(train_args: Sequence[str], cluster: str = "slurm", nodes: int = 1,
+                    tasks_per_node: int = 1, gpus_per_node: int = 0, cpus_per_task: int = 1,
+                    time_min: int = 60, partition: str | None = None,
+                    folder: str | Path = "logs/submitit/%j", python: str = sys.executable):
+    """Submit `python -m hvdlm.train TRAIN_ARGS` as nodes x tasks_per_node ranks; return the
+    submitit Job (multi-task: use `job.results()` or `wait_for_ranks`)."""
+    if cluster not in ("slurm", "local"):
+        raise UsageError(f"--cluster must be slurm or local, not {cluster!r}")
+    res = Resources(nodes, tasks_per_node, gpus_per_node, cpus_per_task, time_min, partition)
+    for name in ("nodes", "tasks_per_node", "cpus_per_task", "time_min"):
+        if getattr(res, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-').replace('-min', '')} must be >= 1")
+    if res.gpus_per_node < 0:
+        raise UsageError("--gpus-per-node must be >= 0")
+    return make_executor(cluster, folder, res).submit(TrainRank(train_args, python))
+
+
+def log_paths(job) -> list[Path]:
+    return [p for i in range(job.num_tasks) for p in (job.task(i).paths.stdout,
+                                                      job.task(i).paths.stderr)]
+
+
+def _reason(error: BaseException) -> str:
+    """One line from a task's error: our RankFailed message, else submitit's first line."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    for line in reversed(lines):
+        if f"{RankFailed.__name__}: " in line:
+            return line.split(f"{RankFailed.__name__}: ", 1)[1]
+    return lines[0] if lines else type(error).__name__
+
+
+def _likely_cause_first(reason: str) -> int:
+    # A rank killed by a signal (other than SIGTERM) is most likely what failed; the others
+    # then lost their peer (an error status) or were ended by Slurm (SIGTERM).
+    if "killed by" in reason:
+        return 2 if "SIGTERM" in reason else 0
+    return 1
+
+
+def wait_for_ranks(job, timeout_s: float, poll_s: float = 1.0) -> list[Any]:
+    """Wait (at most timeout_s) until every rank has ended; return their results, or raise
+    HvdlmError naming the failed ranks (or the deadline)."""
+    deadline = time.monotonic() + timeout_s
+    while not job.done():
+        if time.monotonic() > deadline:
+            raise HvdlmError(f"job {job.job_id} has not finished after {timeout_s:g} s; it "
+                             f"keeps running (cancel it with scancel {job.job_id})")
+        time.sleep(poll_s)
+    failures = []
+    for i in range(job.num_tasks):
+        error = job.task(i).exception()
+        if error is not None:
+            failures.append(_reason(error))
+    failures.sort(key=_likely_cause_first)
+    if failures:
+        raise HvdlmError(f"job {job.job_id} failed: " + "; ".join(failures)
+                         + f" (logs: {job.task(0).paths.folder})")
+    return job.results()
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    opts, train_args = split_command(sys.argv[1:] if argv is None else argv)
+    p = cli.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                           usage="%(prog)s [options] -- TRAIN-ARGS...",
+                           epilog="TRAIN-ARGS go to python -m hvdlm.train, e.g. -- --data DIR "
+                                  "--out RUN model.n_layer=4")
+    p.add_argument("--cluster", choices=("slurm", "local"), default="slurm")
+    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--tasks-per-node", type=int, default=1, help="ranks per node (one per GPU)")
+    p.add_argument("--gpus-per-node", type=int, default=0)
+    p.add_argument("--cpus-per-task", type=int, default=1)
+    p.add_argument("--time", type=int, default=60, metavar="MIN", help="time limit (minutes)")
+    p.add_argument("--partition")
+    p.add_argument("--folder", default="logs/submitit/%j",
+                   help="submitit's folder for pickles and logs (%%j = job id)")
+    p.add_argument("--wait", action="store_true", help="block until every rank has ended")
+    p.add_argument("--wait-timeout", type=float, metavar="S",
+                   help="with --wait: give up after S seconds (default: twice --time + 10 min)")
+    args = p.parse_args(opts)
+    if not train_args:
+        raise UsageError("give hvdlm.train's arguments after --, e.g. -- --data DIR --out RUN")
+    job = submit_training(train_args, args.cluster, args.nodes, args.tasks_per_node,
+                          args.gpus_per_node, args.cpus_per_task, args.time, args.partition,
+                          args.folder)
+    print(f"{PROG}: job {job.job_id} submitted ({args.nodes * args.tasks_per_node} ranks, "
+          f"{args.cluster})", flush=True)
+    for path in log_paths(job):
+        print(f"  {path}", flush=True)
+    if not args.wait:
+        return 0
+    timeout = args.wait_timeout or 2 * args.time * 60 + 600
+    results = wait_for_ranks(job, timeout)
+    print(f"{PROG}: job {job.job_id} finished: {len(results)} ranks succeeded", flush=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.run(_main, argv, prog=PROG)
+

@@ -1,0 +1,6 @@
+"""The text part: raw text to tokens on disk.
+
+corpus (find, read, clean, redact, fingerprint) → tokenizer (byte-level BPE) → workers (a pool
+that cleans and encodes in order) → pipeline (the tokenizer, task and merge steps) → shards
+(HDF5 + manifest.json) → verify. Nothing here knows about models, Horovod or Slurm.
+"""

@@ -1,0 +1,283 @@
+"""The three preprocessing steps: tokenizer, one task's part, merge (`hvdlm.preprocess`).
+
+Everything is staged in `DIR.partial/` and renamed to DIR at the very end, so DIR either does
+not exist or is complete. The tokenizer step writes `tokenizer.json` and `plan.json` (the
+options and a fingerprint of the input file list). Task I takes a contiguous run of the sorted
+input files (balanced by size), cleans and encodes them and writes `parts/0000I-of-0000K/`
+(tokens.bin, docs.npz: per-document token count, UTF-8 bytes and a 16-byte text fingerprint).
+The merge concatenates the parts in task order - the global document order - drops exact
+duplicates (dedup, first kept), holds out val documents chosen by (seed, text), packs shards
+and writes manifest.json last. A single run is exactly these three steps with K = 1, which is
+why the dataset is identical for any number of workers and any K.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from hvdlm.errors import DataError, UsageError
+from hvdlm.text import corpus, workers
+from hvdlm.text.corpus import CorpusFile, ReadStats
+from hvdlm.text.shards import Manifest, ShardWriter, dtype_for_vocab, save_manifest
+from hvdlm.text.tokenizer import (build_byte_tokenizer, hf_to_json_bytes, load_tokenizer,
+                                  save_tokenizer_bytes, train_bpe)
+
+REPORT = "preprocess_report.json"
+
+
+@dataclass(frozen=True)
+class PreprocessOptions:
+    """What a preprocessing run makes; every step of an array job must agree on `plan()`."""
+
+    inputs: tuple[str, ...]
+    out: str
+    tokenizer: str = "bpe"              # bpe | byte | file (then tokenizer_file)
+    vocab_size: int = 8192
+    tokenizer_file: str | None = None   # an absolute path
+    tokenizer_sample_bytes: int = 250_000_000
+    shard_tokens: int = 100_000_000
+    val_fraction: float = 0.01
+    seed: int = 0
+    redact_pii: bool = False
+    dedup: bool = False
+    text_field: str = "text"
+    skip_bad_records: bool = False
+    num_tasks: int = 1
+    workers: int = 1                    # does not change the dataset
+    overwrite: bool = False             # nor does this
+
+    def __post_init__(self) -> None:
+        if self.tokenizer not in ("bpe", "byte", "file"):
+            raise UsageError(f"--tokenizer must be bpe or byte, not {self.tokenizer!r}")
+        if (self.tokenizer == "file") != (self.tokenizer_file is not None):
+            raise UsageError("--tokenizer-file and --tokenizer exclude each other")
+        if self.tokenizer == "bpe" and not 258 <= self.vocab_size <= 2**32:
+            raise UsageError("--vocab-size must be at least 258 (256 bytes, end-of-text, a "
+                             "merge)")
+        for name in ("shard_tokens", "workers", "num_tasks", "tokenizer_sample_bytes"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+        if not 0.0 <= self.val_fraction <= 1.0:
+            raise UsageError("--val-fraction must be between 0 and 1")
+
+    def plan(self) -> dict[str, Any]:
+        """The options that change the dataset, as plan.json records them."""
+        return {k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in dataclasses.asdict(self).items()
+                if k not in ("out", "workers", "overwrite")}
+
+
+def staging_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".partial")
+
+
+@contextmanager
+def removed_on_error(path: Path) -> Iterator[None]:
+    """Delete `path` if the block fails, so no half-written output is left behind."""
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+def refuse_existing(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"{out}: already exists (use --overwrite to replace it)")
+
+
+def plan_of(opts: PreprocessOptions, files: Sequence[CorpusFile], skipped: int) -> dict:
+    fingerprint = corpus.files_fingerprint(files)
+    return {"options": opts.plan(), "files": fingerprint, "n_files": len(files),
+            "skipped_files": skipped, "started": time.time()}
+
+
+def read_plan(stage: Path, opts: PreprocessOptions, files: Sequence[CorpusFile]) -> dict:
+    try:
+        plan = json.loads((stage / "plan.json").read_text())
+    except OSError:
+        raise DataError(f"{stage / 'plan.json'}: missing; run the tokenizer step first "
+                        "(--tokenizer-only)") from None
+    mine = opts.plan()
+    differ = [k for k in mine if json.dumps(plan["options"].get(k)) != json.dumps(mine[k])]
+    if differ:
+        raise UsageError("options differ from the tokenizer step's: "
+                         + ", ".join("--" + k.replace("_", "-") for k in differ))
+    if plan["files"] != corpus.files_fingerprint(files):
+        raise DataError(f"{stage}: the input files changed since the tokenizer step")
+    return plan
+
+
+# ---- step 1: tokenizer ---------------------------------------------------------------------
+
+def tokenizer_step(opts: PreprocessOptions, files: Sequence[CorpusFile], skipped: int,
+                   stage: Path) -> None:
+    """Write DIR.partial/tokenizer.json and plan.json (a fresh staging folder)."""
+    refuse_existing(Path(opts.out), opts.overwrite)
+    shutil.rmtree(stage, ignore_errors=True)  # leftovers of an unfinished earlier run
+    stage.mkdir(parents=True)
+    with removed_on_error(stage):
+        if opts.tokenizer == "byte":
+            data = hf_to_json_bytes(build_byte_tokenizer())
+        elif opts.tokenizer == "file":
+            load_tokenizer(opts.tokenizer_file)  # a clear error now, not in every task
+            data = Path(opts.tokenizer_file).read_bytes()
+        else:
+            # A list, not a generator: HF trains ~2x faster when it need not call back into
+            # Python; the sample is bounded by --tokenizer-sample-bytes.
+            texts = list(training_texts(opts, files))
+            data = hf_to_json_bytes(train_bpe(texts, opts.vocab_size, length=len(texts)))
+        save_tokenizer_bytes(data, stage / "tokenizer.json")
+        (stage / "plan.json").write_text(json.dumps(plan_of(opts, files, skipped), indent=1))
+
+
+def training_texts(opts: PreprocessOptions, files: Sequence[CorpusFile]) -> Iterator[str]:
+    """The train documents (after cleaning, dedup, val hold-out), or a seeded sample."""
+    with workers.Pool(opts.workers, None) as pool:
+        scans = list(pool.map(workers.scan_job, batches(opts, files, "scan"), opts.redact_pii))
+        digests = np.concatenate([s.digests for s in scans])
+        n_bytes = np.concatenate([s.n_bytes for s in scans])
+        if not len(digests):
+            raise DataError(f"empty corpus: no non-empty documents in {' '.join(opts.inputs)}")
+        keep = corpus.first_occurrences(digests) if opts.dedup else np.ones(len(digests), bool)
+        train = keep.copy()
+        train[keep] = ~corpus.choose_val(digests[keep], opts.val_fraction, opts.seed)
+        if not train.any():  # --val-fraction 1: the vocabulary comes from the held-out text
+            train = keep
+        if n_bytes[train].sum() > opts.tokenizer_sample_bytes:
+            idx = np.flatnonzero(train)
+            order = np.argsort(corpus.seeded_score(digests[idx], opts.seed, salt=1), kind="stable")
+            fits = np.cumsum(n_bytes[idx[order]]) <= opts.tokenizer_sample_bytes
+            train[:] = False
+            train[idx[order[fits]]] = True
+        i = 0
+        for texts in pool.map(workers.clean_job, batches(opts, files, None), opts.redact_pii):
+            for text in texts:
+                if train[i]:
+                    yield text
+                i += 1
+
+
+def batches(opts: PreprocessOptions, files: Sequence[CorpusFile], desc: str | None,
+            stats: ReadStats | None = None) -> Iterator[list[str]]:
+    """The documents of `files` in batches of about 512 kB, with a bytes/s bar on stderr."""
+    bar = tqdm(total=sum(f.size for f in files), unit="B", unit_scale=True, desc=desc,
+               file=sys.stderr, disable=desc is None, mininterval=0.5 if sys.stderr.isatty()
+               else 30, dynamic_ncols=True)
+    docs = corpus.read_documents(files, opts.text_field, opts.skip_bad_records, stats, bar.update)
+    try:
+        batch, size = [], 0
+        for text in docs:
+            batch.append(text)
+            size += len(text)
+            if size >= 512 * 1024 or len(batch) >= 512:
+                yield batch
+                batch, size = [], 0
+        if batch:
+            yield batch
+    finally:
+        bar.close()
+
+
+# ---- step 2: one task's part ---------------------------------------------------------------
+
+def task_files(files: Sequence[CorpusFile], task: int, num_tasks: int) -> list[CorpusFile]:
+    """Task `task`'s contiguous run of files: the file whose middle byte falls in its K-th."""
+    total = sum(f.size for f in files) or 1
+    out, before = [], 0
+    for f in files:
+        owner = min(num_tasks - 1, int(num_tasks * (before + f.size / 2) / total))
+        before += f.size
+        if owner == task:
+            out.append(f)
+    return out
+
+
+def task_step(opts: PreprocessOptions, files: Sequence[CorpusFile], stage: Path,
+              task: int) -> None:
+    """Clean and encode this task's files into DIR.partial/parts/<task>-of-<K>/."""
+    plan = read_plan(stage, opts, files)
+    tok = load_tokenizer(stage / "tokenizer.json")
+    part = stage / "parts" / f"{task:05d}-of-{opts.num_tasks:05d}"
+    tmp = part.with_name(part.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(part, ignore_errors=True)  # a re-run array task replaces its part
+    tmp.mkdir(parents=True)
+    start, stats = time.time(), ReadStats()
+    mine = task_files(files, task, opts.num_tasks)
+    with removed_on_error(tmp):
+        writer = workers.PartWriter(tmp, dtype_for_vocab(tok.vocab_size))
+        desc = f"task {task}/{opts.num_tasks}" if opts.num_tasks > 1 else "encode"
+        with workers.Pool(opts.workers, str(stage / "tokenizer.json")) as pool:
+            for enc in pool.map(workers.encode_job, batches(opts, mine, desc, stats),
+                                opts.redact_pii):
+                writer.add(enc)
+        writer.close({"task": task, "num_tasks": opts.num_tasks, "files": plan["files"],
+                      "tokenizer_sha256": tok.sha256, "read": stats.__dict__,
+                      "input_bytes": sum(f.size for f in mine), "workers": opts.workers,
+                      "seconds": time.time() - start})
+        os.replace(tmp, part)
+
+
+# ---- step 3: merge -------------------------------------------------------------------------
+
+def merge_step(opts: PreprocessOptions, files: Sequence[CorpusFile], stage: Path,
+               started: float | None) -> dict:
+    """Build DIR from the K parts: dedup, split, shards, manifest (last), report, rename."""
+    plan = read_plan(stage, opts, files)
+    out = Path(opts.out)
+    refuse_existing(out, opts.overwrite)
+    tok = load_tokenizer(stage / "tokenizer.json")
+    parts = [workers.load_part(stage / "parts" / f"{i:05d}-of-{opts.num_tasks:05d}", tok.sha256,
+                                plan["files"]) for i in range(opts.num_tasks)]
+    digests = np.concatenate([p.digests for p in parts])
+    if not len(digests):
+        raise DataError(f"empty corpus: no non-empty documents in {' '.join(opts.inputs)}")
+    keep = corpus.first_occurrences(digests) if opts.dedup else np.ones(len(digests), bool)
+    val = np.zeros(len(digests), bool)
+    val[keep] = corpus.choose_val(digests[keep], opts.val_fraction, opts.seed)
+    for p in (stage / "train", stage / "val"):
+        shutil.rmtree(p, ignore_errors=True)  # a re-run merge starts its shards afresh
+    writers = {s: ShardWriter(stage, s, opts.shard_tokens, tok.vocab_size, tok.eos_id, tok.sha256)
+               for s in ("train", "val")}
+    first = 0
+    for p in parts:
+        tokens, ends = p.tokens(), np.cumsum(p.n_tokens)
+        for j in np.flatnonzero(keep[first:first + len(p.n_tokens)]):
+            split = "val" if val[first + j] else "train"
+            writers[split].add(tokens[ends[j] - p.n_tokens[j]:ends[j]], int(p.n_bytes[j]))
+        first += len(p.n_tokens)
+    for w in writers.values():
+        w.flush()
+    save_manifest(Manifest(stage, "tokenizer.json", tok.vocab_size, tok.eos_id,
+                           dtype_for_vocab(tok.vocab_size),
+                           {s: w.shards for s, w in writers.items()}))
+    report = workers.make_report(plan, parts, keep, val, tok, time.time() - (started or
+                                                                             plan["started"]))
+    (stage / REPORT).write_text(json.dumps(report, indent=1) + "\n")
+    shutil.rmtree(stage / "parts")
+    (stage / "plan.json").unlink()
+    publish(stage, out)
+    return report
+
+
+def publish(stage: Path, out: Path) -> None:
+    """Rename the finished staging folder to DIR (an old DIR is replaced only here)."""
+    old = None
+    if out.exists():
+        old = out.with_name(f"{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(stage, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()

@@ -1,0 +1,319 @@
+"""The training loop of one rank, built from a config and explicit paths.
+
+    Trainer(cfg, data_dir, run_dir, world).run()      (`train()` adds the process set-up)
+
+Each optimizer step consumes the next G = micro_batch x grad_accum x world_size samples of a
+seeded global order (data.py), so results do not depend on how G is split over ranks. Resume
+restores one `TrainingState`: model, optimizer, step, data position and RNG. SIGTERM or SIGUSR1
+makes all ranks stop at the same step boundary, checkpoint, and return EXIT_STOPPED.
+Callbacks see every step (fault injection, benchmark clocks) without touching the loop.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import signal
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from tqdm import tqdm
+
+from hvdlm.config import Config, to_toml
+from hvdlm.errors import EXIT_STOPPED, HvdlmError, UsageError
+from hvdlm.models import build_model, count_parameters
+from hvdlm.text.tokenizer import load_tokenizer
+from hvdlm.training import checkpoint, data, distributed, malloc
+from hvdlm.training.checkpoint import TrainingState
+from hvdlm.training.optim import lr_at, make_optimizer
+from hvdlm.training.runlog import MetricsWriter, log, log_to_file, setup_logging
+from hvdlm.training.scoring import byte_lengths, score_windows, window_loss
+
+
+class Callback:
+    """Hooks into the loop, called on every rank; override what you need."""
+
+    def on_step_start(self, trainer: "Trainer") -> None:
+        """Before the step's first micro-batch (trainer.step = steps done so far)."""
+
+    def on_loss(self, trainer: "Trainer", loss: torch.Tensor) -> torch.Tensor:
+        """Each micro-batch's loss, before backward; return the loss to use."""
+        return loss
+
+    def on_step_end(self, trainer: "Trainer", loss: float) -> None:
+        """After the optimizer step (trainer.step already counts it)."""
+
+
+class StopRequest:
+    """Remembers SIGTERM/SIGUSR1; the loop all-reduces the flag so every rank stops together."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame) -> None:
+        self.signal = signum
+
+
+class StepStats:
+    """The per-step all-reduce of (loss, stop flag), read one step late.
+
+    A synchronous collective after every optimizer step makes each step wait for the slowest
+    rank twice and pay Horovod's coordination cycle once more; started asynchronously it runs
+    in Horovod's background thread behind the next step's forward pass. Every rank reads the
+    same results at the same steps, so all of them still stop at the same step (one step after
+    the signal) and log the same losses.
+    """
+
+    def __init__(self, mean_async: Callable = distributed.mean_async) -> None:
+        self._mean_async = mean_async
+        self._inflight: deque[Callable[[], torch.Tensor]] = deque()
+        self._started = 0
+
+    def start(self, loss: float, stop_requested: bool) -> None:
+        # At most two in flight; Horovod needs distinct names for concurrent collectives.
+        self._inflight.append(self._mean_async(
+            torch.tensor([loss, float(stop_requested)]), name=f"step_stats.{self._started % 2}"))
+        self._started += 1
+
+    def read(self, latest: bool) -> tuple[float, bool]:
+        """(mean loss, whether any rank asked to stop) over the results read now: all of them
+        if `latest` (this step's loss), else all but the one just started."""
+        loss, stop = math.nan, False
+        while len(self._inflight) > (0 if latest else 1):
+            loss, flag = self._inflight.popleft()().tolist()
+            stop = stop or flag > 0
+        return loss, stop
+
+
+def _local_mean(values: torch.Tensor, name: str) -> Callable[[], torch.Tensor]:
+    values = values.double()
+    return lambda: values
+
+
+class Trainer:
+    """One rank's training run; `run()` returns the process exit status.
+
+    sync_gradients / sync_step_stats: False leaves out the gradient allreduce or the per-step
+    metrics allreduce, for benchmarks that measure what each costs (the ranks then drift).
+    """
+
+    def __init__(self, cfg: Config, data_dir: str | Path, run_dir: str | Path,
+                 world: distributed.World, resume: str = "auto",
+                 callbacks: Sequence[Callback] = (), sync_gradients: bool = True,
+                 sync_step_stats: bool = True):
+        self.world, self.run_dir = world, Path(run_dir)
+        self.data_dir, self.callbacks = Path(data_dir), list(callbacks)
+        manifest = data.open_dataset(data_dir)
+        model_cfg = dataclasses.replace(cfg.model, vocab_size=manifest.vocab_size)
+        self.cfg = dataclasses.replace(cfg, model=model_cfg)
+        self.t = t = self.cfg.train
+        tokenizer = load_tokenizer(manifest.tokenizer_path)
+        self.tokenizer_sha, self.tokenizer_file = tokenizer.sha256, manifest.tokenizer_path
+        self.token_bytes = byte_lengths(tokenizer)
+        self.train_set = data.TokenWindows(manifest, "train", model_cfg.seq_len)
+        has_val = any(s.n_tokens > model_cfg.seq_len for s in manifest.splits.get("val", []))
+        self.val_set = data.TokenWindows(manifest, "val", model_cfg.seq_len) if has_val else None
+
+        torch.manual_seed(t.seed)  # identical init everywhere; rank 0's is broadcast anyway
+        self.model = build_model(model_cfg).to(world.device)
+        optimizer = make_optimizer(self.model, t)
+        self.optimizer = distributed.wrap_optimizer(optimizer, self.model, t.grad_accum,
+                                                    t.fp16_allreduce, world) \
+            if sync_gradients else optimizer
+        self.stats_mean = distributed.mean_async if sync_step_stats else _local_mean
+        self.step, self.consumed, self.resumed_from = 0, 0, None
+        found = self._checkpoint_to_resume(resume)
+        if found is not None:
+            self.restore(*found)
+        else:
+            distributed.broadcast_model(self.model)
+            torch.manual_seed(t.seed + 1_000_003 * world.rank)  # per-rank dropout streams
+        self.sampler = data.TrainBatches(
+            data.GlobalOrder(len(self.train_set), t.seed), start_sample=self.consumed,
+            start_step=self.step, max_steps=t.max_steps, micro_batch=t.micro_batch,
+            grad_accum=t.grad_accum, rank=world.rank, world_size=world.size)
+        self.global_batch = self.sampler.global_batch
+        self.autocast = t.precision == "bf16"
+        self.flops_per_token = self.model.flops_per_token()
+        self.stop = StopRequest()
+        self.bad_steps = 0
+
+    # ---- the training state: captured and restored as one record --------------------------
+
+    def _checkpoint_to_resume(self, resume: str) -> tuple[Path, TrainingState] | None:
+        if resume == "never":
+            if checkpoint.list_checkpoints(self.run_dir):
+                raise UsageError(f"{self.run_dir} already has checkpoints: use --resume auto "
+                                 "or another --out")
+            return None
+        if resume == "auto":
+            return checkpoint.load_latest(self.run_dir)
+        return Path(resume), checkpoint.load(resume)
+
+    def capture(self) -> TrainingState | None:
+        """This run's state on rank 0 (None elsewhere); every rank must call it."""
+        rng = distributed.gather_tensor(torch.get_rng_state(), name="rng_states")
+        if not self.world.is_main:
+            return None
+        return TrainingState(model=self.model.state_dict(),
+                             optimizer=self.optimizer.state_dict(), step=self.step,
+                             consumed_samples=self.consumed, config=self.cfg.to_dict(),
+                             tokenizer_sha256=self.tokenizer_sha, world_size=self.world.size,
+                             rng=rng)
+
+    def restore(self, path: Path, state: TrainingState) -> None:
+        expected = self.cfg.to_dict()["model"]
+        differ = [k for k, v in expected.items() if state.config["model"].get(k) != v]
+        if differ:
+            raise UsageError(f"{path}: checkpoint model differs from the config in "
+                             f"{', '.join('model.' + k for k in differ)}")
+        state.require_tokenizer(self.tokenizer_sha, self.tokenizer_file)
+        self.model.load_state_dict(state.model)
+        self.optimizer.load_state_dict(state.optimizer)  # after wrapping: the wrap drops state
+        self.step, self.consumed = int(state.step), int(state.consumed_samples)
+        self.resumed_from = self.step
+        rng = state.rng or []
+        if len(rng) == self.world.size:
+            torch.set_rng_state(rng[self.world.rank].clone())  # a view would crash torch
+        else:  # another world size: a fresh, still deterministic, per-rank stream
+            torch.manual_seed(self.t.seed + 1_000_003 * self.world.rank + self.step)
+        log.info("resumed from %s (step %d, %d samples consumed)", path, self.step, self.consumed)
+
+    def save(self) -> Path | None:
+        state = self.capture()
+        if state is None:
+            return None
+        path = checkpoint.save(self.run_dir, state, self.t.keep_checkpoints)
+        log.info("saved %s", path)
+        return path
+
+    # ---- the loop --------------------------------------------------------------------------
+
+    def evaluate(self, max_batches: int) -> dict[str, float] | None:
+        if self.val_set is None:
+            return None
+        batches = data.EvalBatches(len(self.val_set), self.t.micro_batch, self.world.rank,
+                                   self.world.size, max_batches)
+        return score_windows(self.model, data.loader(self.val_set, batches, 0), self.token_bytes,
+                             self.world.device, self.autocast,
+                             reduce=lambda t: distributed.sum_(t, name="eval_totals"))
+
+    def train_step(self, micro_batches) -> tuple[float, float, bool]:
+        """One optimizer step over grad_accum micro-batches: (mean loss, grad norm, stepped)."""
+        loss_sum = 0.0
+        for _ in range(self.t.grad_accum):
+            window = next(micro_batches).to(self.world.device, non_blocking=True)
+            loss, _, _ = window_loss(self.model, window, self.autocast)
+            for callback in self.callbacks:
+                loss = callback.on_loss(self, loss)
+            (loss / self.t.grad_accum).backward()
+            loss_sum += loss.item()
+        norm, stepped = distributed.clip_and_step(self.optimizer, self.model.parameters(),
+                                                  self.t.grad_clip)
+        return loss_sum / self.t.grad_accum, norm, stepped
+
+    def run(self) -> int:
+        t, world = self.t, self.world
+        writer = MetricsWriter(self.run_dir) if world.is_main else None
+        log.info("world size %d (rank %d, %s, %d threads); %s, %.2fM parameters; global batch %d",
+                 world.size, world.rank, world.device, torch.get_num_threads(),
+                 self.cfg.model.arch, count_parameters(self.model) / 1e6, self.global_batch)
+        micro_batches = iter(data.loader(self.train_set, self.sampler, t.num_workers))
+        bar = tqdm(total=t.max_steps, initial=self.step, disable=not world.is_main,
+                   dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
+        tick, steps_since, exit_code = time.perf_counter(), 0, 0
+        first_record = {"resumed_from": self.resumed_from} if self.resumed_from is not None else {}
+        self.model.train()
+        stats = StepStats(self.stats_mean)
+        while self.step < t.max_steps:
+            for callback in self.callbacks:
+                callback.on_step_start(self)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr_at(self.step, t)
+            loss, norm, stepped = self.train_step(micro_batches)
+            self._count_bad_step(stepped, norm)
+            self.step += 1
+            self.consumed += self.global_batch
+            steps_since += 1
+            bar.update(1)
+            for callback in self.callbacks:
+                callback.on_step_end(self, loss)
+            logging_now = self.step % t.log_interval == 0 or self.step == t.max_steps
+            stats.start(loss, self.stop.signal is not None)
+            mean_loss, stop = stats.read(latest=logging_now)
+            if logging_now:
+                elapsed = time.perf_counter() - tick
+                tps = steps_since * self.global_batch * self.cfg.model.seq_len / elapsed
+                record = {"step": self.step, "loss": mean_loss, "lr": lr_at(self.step - 1, t),
+                          "tokens_per_s": tps, "grad_norm": norm, **first_record}
+                if world.device.type == "cuda":
+                    record["mfu"] = self.flops_per_token * tps / (t.peak_flops * world.size)
+                first_record = {}
+                if writer:
+                    writer.write(record)
+                bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tps:,.0f}")
+                tick, steps_since = time.perf_counter(), 0
+            if self.step % t.eval_interval == 0 or self.step == t.max_steps:
+                self._log_eval(writer, t.eval_batches)
+            if stop:
+                stats.read(latest=True)  # nothing left in flight
+                log.warning("stop requested (signal); checkpointing at step %d", self.step)
+                self.save()
+                # Nobody exits (non-zero) before rank 0's checkpoint is on disk: launchers end
+                # the whole job as soon as one rank exits with an error status.
+                distributed.barrier()
+                exit_code = EXIT_STOPPED
+                break
+            if self.step % t.ckpt_interval == 0 or self.step == t.max_steps:
+                self.save()
+        bar.close()
+        if writer:
+            writer.close()
+        if exit_code == 0:
+            log.info("finished: step %d of %d", self.step, t.max_steps)
+        return exit_code
+
+    def _log_eval(self, writer: MetricsWriter | None, max_batches: int) -> None:
+        scores = self.evaluate(max_batches)
+        if scores is None:
+            return
+        log.info("step %d: val loss %.4f, perplexity %.2f, bits/byte %.4f, accuracy %.4f",
+                 self.step, scores["loss"], scores["perplexity"], scores["bits_per_byte"],
+                 scores["accuracy"])
+        if writer:
+            writer.write({"step": self.step, **{f"val_{k}": v for k, v in scores.items()}})
+
+    def _count_bad_step(self, stepped: bool, norm: float) -> None:
+        if stepped:
+            return
+        self.bad_steps += 1
+        log.warning("step %d: non-finite gradient norm (%s); step skipped on all ranks (%d of %d "
+                    "allowed)", self.step, norm, self.bad_steps, self.t.max_bad_steps)
+        if self.bad_steps > self.t.max_bad_steps:
+            last = checkpoint.list_checkpoints(self.run_dir)
+            where = f"last good checkpoint: {last[-1]}" if last else "no checkpoint was written"
+            raise HvdlmError(f"more than train.max_bad_steps={self.t.max_bad_steps} non-finite "
+                             f"steps; stopping at step {self.step} ({where})")
+
+
+def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, resume: str = "auto",
+          callbacks: Sequence[Callback] = (), **trainer_options: bool) -> int:
+    """A rank's whole run: Horovod, threads and memory, logging, the run folder, the loop."""
+    world = distributed.init(cfg.train.device)
+    if world.device.type == "cpu":
+        malloc.keep_freed_memory()  # no page faults on every step's activations
+    setup_logging(world.rank)
+    # The trainer checks data, config and checkpoint before RUN is touched.
+    trainer = Trainer(cfg, data_dir, run_dir, world, resume, callbacks, **trainer_options)
+    if world.is_main:
+        run = Path(run_dir)
+        run.mkdir(parents=True, exist_ok=True)
+        log_to_file(run / "log.txt")
+        (run / "config.toml").write_text(to_toml(trainer.cfg))
+        (run / "data_dir.txt").write_text(str(Path(data_dir).resolve()) + "\n")
+    return trainer.run()
