@@ -4,7 +4,7 @@ The command lives with the rest of the cluster side, in hvdlm/cluster/launch.py.
 """
 import sys
 
-from hvdlm.cluster.launch import main
+from hvdlm.cluster.launch import main, run_on_hosts  # noqa: F401 (the Python API too)
 
 if __name__ == "__main__":
     sys.exit(main())
