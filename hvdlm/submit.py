@@ -4,7 +4,8 @@ The command lives with the rest of the cluster side, in hvdlm/cluster/submit.py.
 """
 import sys
 
-from hvdlm.cluster.submit import main, submit_training, wait_for_ranks  # noqa: F401 (the Python API too)
+# main, and the Python API (submit_training, wait_for_ranks) for code that imported it from here
+from hvdlm.cluster.submit import main, submit_training, wait_for_ranks  # noqa: F401
 
 if __name__ == "__main__":
     sys.exit(main())
