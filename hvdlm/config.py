@@ -94,22 +94,15 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
 
 def _set(cfg: Config, dotted: str, value: Any) -> None:
     section_name, _, key = dotted.partition(".")
-    sections = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
-    if section_name not in sections or not key:
-        close = difflib.get_close_matches(dotted, _all_keys(cfg), n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise UsageError(f"unknown config key {dotted!r}{hint}")
-    section = sections[section_name]
-    hints = get_type_hints(type(section))
+    known = section_name in {f.name for f in dataclasses.fields(cfg)}
+    section = getattr(cfg, section_name) if known else None
+    hints = get_type_hints(type(section)) if section is not None else {}
     if key not in hints:
-        close = difflib.get_close_matches(dotted, _all_keys(cfg), n=3)
+        keys = [f"{s}.{k}" for s, d in cfg.to_dict().items() for k in d]
+        close = difflib.get_close_matches(dotted, keys, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise UsageError(f"unknown config key {dotted!r}{hint}")
     setattr(section, key, _coerce(dotted, value, hints[key]))
-
-
-def _all_keys(cfg: Config) -> list[str]:
-    return [f"{s}.{k}" for s, d in cfg.to_dict().items() for k in d]
 
 
 def load_config(toml_path: str | Path | None = None, overrides: list[str] = ()) -> Config:

@@ -39,8 +39,7 @@ class World:
 
 
 _active = False  # Horovod started (a world of more than one rank)
-# On CPU: a cycle starts when a tensor is enqueued (our build's patch), so the cycle time only
-# paces idle cycles; Horovod's default is 1 ms.
+# On CPU an enqueue starts a cycle (our build's patch): the cycle time only paces idle ones.
 CPU_TUNING = {"HOROVOD_WAKE_ON_ENQUEUE": "1", "HOROVOD_CYCLE_TIME": "50"}
 
 
@@ -48,13 +47,12 @@ def horovod_tuning(use_cuda: bool, env: Mapping[str, str] = os.environ) -> dict[
     """hvdlm's Horovod settings for this rank, without the variables the user has set (they win).
 
     On CPU (Gloo) Horovod's background thread shares the rank's cores with the training loop,
-    and upstream it runs a coordination cycle (a small collective with every other rank) every
-    HOROVOD_CYCLE_TIME, idle or not: at the default 1 ms that took 9-12% of a core here, and a
-    tensor enqueued just after a cycle waits for the next. scripts/horovod-patches/
-    wake-on-enqueue.patch adds HOROVOD_WAKE_ON_ENQUEUE: an enqueue starts a cycle at once, so
-    idle cycles can be rare (50 ms) without delaying any collective (the measurements are in
-    docs/scaling/NOTES.md). One rank has nothing to
-    coordinate, and GPUs leave the cores free: Horovod's defaults stay there.
+    and upstream it runs a coordination cycle with every other rank each HOROVOD_CYCLE_TIME,
+    idle or not, and a tensor enqueued just after a cycle waits for the next.
+    scripts/horovod-patches/wake-on-enqueue.patch adds HOROVOD_WAKE_ON_ENQUEUE: an enqueue
+    starts a cycle at once, so idle cycles can be rare without delaying any collective
+    (measurements: docs/scaling/NOTES.md). One rank has nothing to coordinate, and GPUs leave
+    the cores free: Horovod's defaults stay there.
     """
     tuned: dict[str, str] = {}
     if not use_cuda and launched_size(env) > 1:

@@ -1,16 +1,11 @@
 """Keep freed memory in the training process instead of handing it back to the kernel.
 
-PyTorch on CPU has no caching allocator: every step's activations and gradients come from
-malloc and go back to it. glibc's malloc returns a large free region at the top of its heap to
-the kernel (trimming) and serves big requests with fresh mmaps, so the next step takes a page
-fault for every 4 KiB it touches again. Under a hypervisor each fault is dear: a 2-rank
-training run here faulted 1,000-1,500 pages per step (against ~90 for one rank) until
-`keep_freed_memory()` stopped it. Called by hvdlm.train on CPU; a no-op outside glibc.
-
-    HVDLM_KEEP_FREED_MEMORY=0 python -m hvdlm.train ...   (glibc's own behaviour)
-
-Variables the user sets for glibc (MALLOC_TRIM_THRESHOLD_, MALLOC_MMAP_THRESHOLD_,
-GLIBC_TUNABLES) win: then nothing is changed.
+PyTorch on CPU has no caching allocator: every step's activations come from malloc and go
+back to it. glibc returns a free region at the top of its heap to the kernel (trimming) and
+serves big requests with fresh mmaps, so the next step page-faults on every 4 KiB it touches
+again, which is dear under a hypervisor (docs/scaling/NOTES.md has the counts). Called by
+hvdlm.train on CPU; a no-op outside glibc. `HVDLM_KEEP_FREED_MEMORY=0` keeps glibc's own
+behaviour, and so does any of MALLOC_TRIM_THRESHOLD_, MALLOC_MMAP_THRESHOLD_, GLIBC_TUNABLES.
 """
 from __future__ import annotations
 

@@ -40,8 +40,7 @@ class Callback:
         """Before the step's first micro-batch (trainer.step = steps done so far)."""
 
     def on_loss(self, trainer: "Trainer", loss: torch.Tensor) -> torch.Tensor:
-        """Each micro-batch's loss, before backward; return the loss to use."""
-        return loss
+        return loss  # each micro-batch's loss, before backward: the loss to use
 
     def on_step_end(self, trainer: "Trainer", loss: float) -> None:
         """After the optimizer step (trainer.step already counts it)."""
@@ -69,15 +68,16 @@ class StepStats:
     the signal) and log the same losses.
     """
 
-    def __init__(self, mean_async: Callable = distributed.mean_async) -> None:
-        self._mean_async = mean_async
+    def __init__(self, sync: bool = True) -> None:
+        self.sync = sync  # False: each rank keeps its own (benchmarks only)
         self._inflight: deque[Callable[[], torch.Tensor]] = deque()
         self._started = 0
 
     def start(self, loss: float, stop_requested: bool) -> None:
+        values = torch.tensor([loss, float(stop_requested)], dtype=torch.float64)
         # At most two in flight; Horovod needs distinct names for concurrent collectives.
-        self._inflight.append(self._mean_async(
-            torch.tensor([loss, float(stop_requested)]), name=f"step_stats.{self._started % 2}"))
+        self._inflight.append(distributed.mean_async(values, f"step_stats.{self._started % 2}")
+                              if self.sync else lambda: values)
         self._started += 1
 
     def read(self, latest: bool) -> tuple[float, bool]:
@@ -88,11 +88,6 @@ class StepStats:
             loss, flag = self._inflight.popleft()().tolist()
             stop = stop or flag > 0
         return loss, stop
-
-
-def _local_mean(values: torch.Tensor, name: str) -> Callable[[], torch.Tensor]:
-    values = values.double()
-    return lambda: values
 
 
 class Trainer:
@@ -107,7 +102,7 @@ class Trainer:
                  callbacks: Sequence[Callback] = (), sync_gradients: bool = True,
                  sync_step_stats: bool = True):
         self.world, self.run_dir = world, Path(run_dir)
-        self.data_dir, self.callbacks = Path(data_dir), list(callbacks)
+        self.callbacks = list(callbacks)
         manifest = data.open_dataset(data_dir)
         model_cfg = dataclasses.replace(cfg.model, vocab_size=manifest.vocab_size)
         self.cfg = dataclasses.replace(cfg, model=model_cfg)
@@ -125,7 +120,7 @@ class Trainer:
         self.optimizer = distributed.wrap_optimizer(optimizer, self.model, t.grad_accum,
                                                     t.fp16_allreduce, world) \
             if sync_gradients else optimizer
-        self.stats_mean = distributed.mean_async if sync_step_stats else _local_mean
+        self.sync_step_stats = sync_step_stats
         self.step, self.consumed, self.resumed_from = 0, 0, None
         found = self._checkpoint_to_resume(resume)
         if found is not None:
@@ -229,7 +224,7 @@ class Trainer:
         tick, steps_since, exit_code = time.perf_counter(), 0, 0
         first_record = {"resumed_from": self.resumed_from} if self.resumed_from is not None else {}
         self.model.train()
-        stats = StepStats(self.stats_mean)
+        stats = StepStats(self.sync_step_stats)
         while self.step < t.max_steps:
             for callback in self.callbacks:
                 callback.on_step_start(self)
