@@ -4,8 +4,10 @@ The command lives with the rest of the cluster side, in hvdlm/cluster/launch.py.
 """
 import sys
 
-# main, and the Python API (run_on_hosts) for code that imported it from here
-from hvdlm.cluster.launch import main, run_on_hosts  # noqa: F401
+from hvdlm.cluster.launch import main, run_on_hosts
+
+# main, and the Python API for code that imports it from here
+__all__ = ["main", "run_on_hosts"]
 
 if __name__ == "__main__":
     sys.exit(main())

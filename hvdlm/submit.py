@@ -4,8 +4,10 @@ The command lives with the rest of the cluster side, in hvdlm/cluster/submit.py.
 """
 import sys
 
-# main, and the Python API (submit_training, wait_for_ranks) for code that imported it from here
-from hvdlm.cluster.submit import main, submit_training, wait_for_ranks  # noqa: F401
+from hvdlm.cluster.submit import main, submit_training, wait_for_ranks
+
+# main, and the Python API for code that imports it from here
+__all__ = ["main", "submit_training", "wait_for_ranks"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -22,21 +22,20 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from horovod.runner.common.util.hosts import get_host_assignments
+from horovod.runner.common.util.hosts import parse_hosts as hvd_parse_hosts
+from horovod.runner.http.http_server import RendezvousHandler, RendezvousHTTPServer
+from horovod.runner.util.threads import in_thread
+
 from hvdlm import cli
-from hvdlm.errors import HvdlmError
 from hvdlm.cluster.hostlist import hosts_string, parse_hosts
+from hvdlm.errors import HvdlmError
 
 
 class JobRendezvous:
     """Horovod's RendezvousServer on (addr, OS-chosen port), initialised with the job's plan."""
 
     def __init__(self, addr: str, hosts: Sequence[tuple[str, int]], verbose: int = 0):
-        # Imported here so that parsing, planning and the unit tests work without Horovod.
-        from horovod.runner.common.util.hosts import get_host_assignments
-        from horovod.runner.common.util.hosts import parse_hosts as hvd_parse_hosts
-        from horovod.runner.http.http_server import RendezvousHandler, RendezvousHTTPServer
-        from horovod.runner.util.threads import in_thread
-
         size = sum(n for _, n in hosts)
         try:
             # Port 0: the kernel picks a free port atomically (Horovod tries random ones).
