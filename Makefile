@@ -13,7 +13,7 @@ $(STAMP): setup.py scripts/install_horovod.sh $(wildcard scripts/horovod-patches
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check wheel setuptools numpy torch==2.13.0
 	PYTHON=$(PY) scripts/install_horovod.sh
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	@touch $@
 
 test: setup

@@ -17,7 +17,6 @@ setup(
         "tokenizers>=0.15,<0.24",
         "tqdm>=4.60,<5",
         "tensorboard>=2.12,<3",
-        "matplotlib>=3.7,<4",
         "tomli>=2.0,<3; python_version<'3.11'",
     ],
     extras_require={
@@ -26,6 +25,9 @@ setup(
             "pytest-timeout>=2.2,<3",
             "hypothesis>=6.80,<7",
         ],
+        # Plots of the benchmark reports (benchmarks/report.py); without it they write only
+        # report.json and report.md.
+        "bench": ["matplotlib>=3.7,<4"],
     },
     entry_points={
         "console_scripts": [

@@ -1,7 +1,7 @@
 """A ring-allreduce cost model that explains the measurements and predicts large clusters.
 
-    python -m benchmarks.costmodel --allreduce runs/allreduce --compute-s 0.13 --params 0.83e6
-    python -m benchmarks.costmodel --allreduce runs/allreduce --compute-s 0.35 --params 124e6 \
+    python -m benchmarks.costmodel --allreduce runs/allreduce --compute-s STEP_S --params N
+    python -m benchmarks.costmodel --allreduce runs/allreduce --compute-s STEP_S --params 124e6 \
         --overlap 0.5 --out runs/costmodel
 
 Ring allreduce of S bytes over N ranks (Patarasuk & Yuan; what Gloo and NCCL run):

@@ -7,8 +7,10 @@ same (B, seq_len+1) int64 batches: hvdlm through `data.loader(TokenWindows, Trai
 the reference by slicing one np.memmap per shard at the `tokens` dataset's byte offset. The
 files are read once first, so both run from the page cache; the passes alternate and the
 figure is the median over `--repeats`. A third pass reads hvdlm's dataset and sampler
-without torch's DataLoader, which shows what the DataLoader itself costs per batch. Goal: hvdlm >= 0.9x the raw rate. Without --data a
-byte dataset of the stdlib's email, json and logging packages is made in OUT/data.
+without torch's DataLoader, which shows what the DataLoader itself costs per batch. Goal:
+hvdlm >= 0.9x the raw rate. Without --data a byte dataset of the stdlib's email, json and
+logging packages is made in OUT/data (benchmarks.workload.make_dataset). Writes
+OUT/report.json.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 
 from benchmarks import report
+from benchmarks.workload import make_dataset
 from hvdlm.training import data
 
 
@@ -73,11 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default="runs/dataloader")
     args = p.parse_args(argv)
     out = Path(args.out)
-    if args.data:
-        data_dir = Path(args.data)
-    else:
-        from benchmarks.scaling import make_dataset
-        data_dir = make_dataset(out)
+    data_dir = Path(args.data) if args.data else make_dataset(out)
     windows = data.TokenWindows(data.open_dataset(data_dir), "train", args.seq_len)
     steps = args.steps
     sampler = data.TrainBatches(data.GlobalOrder(len(windows), 0), start_sample=0, start_step=0,
@@ -91,18 +90,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         hv.append(hvdlm_pass(windows, sampler))
         raw.append(raw_pass(maps, windows.starts, args.seq_len, batches))
         direct.append(dataset_pass(windows, sampler))
-    result = {"hvdlm_windows_per_s": report.median(hv), "raw_memmap_windows_per_s":
-              report.median(raw), "hvdlm_without_dataloader_windows_per_s": report.median(direct),
+    result = {"hvdlm_windows_per_s": report.median(hv),
+              "raw_memmap_windows_per_s": report.median(raw),
+              "hvdlm_without_dataloader_windows_per_s": report.median(direct),
               "seq_len": args.seq_len, "batch": args.batch,
               "windows_per_pass": sum(map(len, batches)), "repeats": args.repeats,
               "machine": report.machine_info()}
     result["ratio"] = result["hvdlm_windows_per_s"] / result["raw_memmap_windows_per_s"]
     report.write_json(out, result)
+    direct_rate = result["hvdlm_without_dataloader_windows_per_s"]
     print(f"hvdlm loader {result['hvdlm_windows_per_s']:,.0f} windows/s, raw memmap "
           f"{result['raw_memmap_windows_per_s']:,.0f} windows/s: {result['ratio']:.2f}x "
           f"(goal >= 0.9x; {args.seq_len + 1}-token windows, batch {args.batch}); hvdlm's "
-          f"dataset without torch's DataLoader {result['hvdlm_without_dataloader_windows_per_s']:,.0f}"
-          f" windows/s ({result['hvdlm_without_dataloader_windows_per_s'] / result['raw_memmap_windows_per_s']:.2f}x)")
+          f"dataset without torch's DataLoader {direct_rate:,.0f} windows/s "
+          f"({direct_rate / result['raw_memmap_windows_per_s']:.2f}x)")
     return 0
 
 

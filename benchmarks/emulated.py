@@ -22,187 +22,28 @@ A weak-scaling step is t(N) = c₁·⌈N/cores⌉ + T(N, G) + T(N, 16 B) + o (co
 pinned one core each, the gradient allreduce not hidden, one metrics allreduce, and a per-step
 overhead o fitted on the calibration setting too); E(N) = c₁ / t(N), c₁ the median 1-rank step
 time. Delay cannot be emulated here (no netem in this kernel); a delay d would add to α₁.
-Writes DIR/report.json, DIR/report.md, DIR/allreduce_error.png, DIR/efficiency.png
-(benchmarks/emulated_report.py).
+The model is benchmarks/emulated_model.py. Writes DIR/report.json, DIR/report.md and, with
+matplotlib, DIR/allreduce_error.png and DIR/efficiency.png (benchmarks/emulated_report.py);
+the committed report is docs/scaling/emulated/report.md.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
-from benchmarks import allreduce, costmodel, report
-
-SCRIPT = report.ROOT / "scripts" / "emulate-cluster.sh"
-TOLERANCE = 0.20  # the issue's bar: predictions within 20% of measurements
-UNSHAPED = "0"
-
-
-@dataclass(frozen=True)
-class Setting:
-    hosts: int
-    rate: str  # tc units (100mbit, 1gbit); "0" = unshaped
-
-    @property
-    def bits_per_s(self) -> float:
-        return rate_bits(self.rate)
-
-    @property
-    def label(self) -> str:
-        return f"{'unshaped' if self.rate == UNSHAPED else self.rate} x {self.hosts}"
-
-
-def rate_bits(rate: str) -> float:
-    """100mbit -> 1e8 bit/s; "0" (unshaped) -> inf."""
-    units = {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "tbit": 1e12, "bit": 1.0}
-    if rate == UNSHAPED:
-        return math.inf
-    for unit, scale in units.items():
-        if rate.endswith(unit):
-            return float(rate[:-len(unit)]) * scale
-    raise SystemExit(f"bad rate {rate!r}: use e.g. 100mbit, 1gbit, 10gbit or 0 (unshaped)")
-
-
-# ---------------------------------------------------------------- the model
-
-@dataclass
-class Model:
-    """α-β ring allreduce with a link term (one calibration) and a host ceiling per N."""
-    link_alpha_s: float
-    link_beta_s_per_byte: float  # at link_rate
-    link_rate: str
-    link_fit_error: float
-    host: dict[int, costmodel.Fit] = field(default_factory=dict)  # N -> unshaped fit
-    cores: int = 1
-    step_overhead_s: float = 0.0  # per training step beyond compute + allreduces (fitted)
-
-    def beta_link(self, rate: str) -> float:
-        return self.link_beta_s_per_byte * rate_bits(self.link_rate) / rate_bits(rate)
-
-    def host_fit(self, n: int) -> costmodel.Fit:
-        """The unshaped fit at N, else the nearest measured N (a stated extrapolation)."""
-        nearest = n if n in self.host else min(self.host, key=lambda k: abs(k - n))
-        return self.host[nearest]
-
-    def link_s(self, n: int, size: float, rate: str) -> float:
-        return costmodel.ring_time(n, size, self.link_alpha_s, self.beta_link(rate))
-
-    def host_s(self, n: int, size: float) -> float:
-        host = self.host_fit(n)
-        return costmodel.ring_time(n, size, host.alpha_s, host.beta_s_per_byte)
-
-    def allreduce_s(self, n: int, size: float, rate: str) -> float:
-        """The slower of the link and the host sets the pace (they overlap, not add)."""
-        return max(self.link_s(n, size, rate), self.host_s(n, size))
-
-    def step_s(self, n: int, rate: str, compute_s: float, grad_bytes: float) -> float:
-        share = math.ceil(n / self.cores)  # ranks per core: the slowest rank sets the pace
-        return (compute_s * share + self.allreduce_s(n, grad_bytes, rate)
-                + self.allreduce_s(n, 16, rate) + self.step_overhead_s)
-
-
-def calibrate(times: dict[Setting, dict[int, float]], cal: Setting, cores: int) -> Model:
-    """Fit the link on `cal` and the host ceiling on every unshaped setting."""
-    if cal not in times:
-        raise SystemExit(f"the calibration setting {cal.label} was not measured")
-    link = costmodel.fit((cal.hosts, s, t) for s, t in times[cal].items())
-    host = {st.hosts: costmodel.fit((st.hosts, s, t) for s, t in sizes.items())
-            for st, sizes in times.items() if st.rate == UNSHAPED}
-    if not host:
-        raise SystemExit("no unshaped (rate 0) setting measured: the host ceiling is unknown")
-    return Model(link.alpha_s, link.beta_s_per_byte, cal.rate, link.max_rel_error, host, cores)
-
-
-@dataclass
-class Check:
-    hosts: int
-    rate: str
-    bytes: int
-    measured_s: float
-    predicted_s: float
-    error: float  # predicted / measured - 1
-    role: str  # "link calibration", "host ceiling" or "prediction"
-    bound: str  # which term of the max sets the prediction: "link" or "host"
-
-
-def role_of(st: Setting, cal: Setting) -> str:
-    if st == cal:
-        return "link calibration"
-    return "host ceiling" if st.rate == UNSHAPED else "prediction"
-
-
-def compare(times: dict[Setting, dict[int, float]], model: Model, cal: Setting) -> list[Check]:
-    out = []
-    for st, sizes in times.items():
-        for size, t in sorted(sizes.items()):
-            pred = model.allreduce_s(st.hosts, size, st.rate)
-            link_bound = model.link_s(st.hosts, size, st.rate) >= model.host_s(st.hosts, size)
-            bound = "link" if link_bound else "host"
-            out.append(Check(st.hosts, st.rate, size, t, pred, pred / t - 1, role_of(st, cal),
-                             bound))
-    return out
-
-
-@dataclass
-class StepCheck:
-    hosts: int
-    rate: str
-    step_time_s: float
-    efficiency: float  # c₁ / t(N)
-    predicted_step_s: float
-    predicted_efficiency: float
-    error: float  # of the efficiency: predicted / measured - 1
-    role: str
-    compute_paired_s: float  # the 1-rank run just before this one (information: load swings)
-
-
-def fit_steps(steps: dict[Setting, float], compute: dict[Setting, float], grad_bytes: int,
-              model: Model, cal: Setting) -> tuple[float, list[StepCheck]]:
-    """c₁ = median of every 1-rank run (others' load comes and goes within seconds); the per-
-    step overhead (Horovod's per-tensor negotiation and background thread on shared cores) is
-    fitted on the calibration setting, as α and β are. Returns c₁ and one check per setting."""
-    c1 = report.median(compute.values())
-    if cal in steps:
-        model.step_overhead_s = max(0.0, steps[cal] - model.step_s(cal.hosts, cal.rate, c1,
-                                                                    grad_bytes))
-    out = []
-    for st, t in steps.items():
-        pred = model.step_s(st.hosts, st.rate, c1, grad_bytes)
-        eff, peff = c1 / t, c1 / pred
-        out.append(StepCheck(st.hosts, st.rate, t, eff, pred, peff, peff / eff - 1,
-                             role_of(st, cal), compute[st]))
-    return c1, out
-
-
-# ---------------------------------------------------------------- measuring
-
-@contextlib.contextmanager
-def emulated_cluster() -> Iterator[Callable[[int, str], None]]:
-    """Yields shape(N, rate): (re)build N hosts with that egress rate; `down` when done.
-
-    Refuses to start while someone else's cluster is up (it is neither reshaped nor removed).
-    """
-    if Path("/run/netns/node01").exists():
-        raise SystemExit("benchmarks.emulated: an emulated cluster is already up (someone's "
-                         "tests?); bring it down first: scripts/emulate-cluster.sh down")
-
-    def shape(n: int, rate: str) -> None:
-        subprocess.run([str(SCRIPT), "up", str(n), "--rate", rate], check=True, timeout=120,
-                       stdout=subprocess.DEVNULL)
-
-    try:
-        yield shape
-    finally:
-        subprocess.run([str(SCRIPT), "down"], check=True, timeout=120)
+from benchmarks import allreduce, report
+from benchmarks.emulated_model import (UNSHAPED, Measured, Setting, calibrate, compare,
+                                       fit_steps, rate_bits)
+from benchmarks.emulated_report import verdicts, write_report
+from benchmarks.harness import NICE_ENV, cores_per_rank, emulated_cluster
+from benchmarks.workload import MODEL, grad_bytes, make_dataset, one_run
 
 
 def wire_s(st: Setting, size: int) -> float:
@@ -225,12 +66,12 @@ def measure_allreduce(st: Setting, sizes: list[int], iters: int) -> dict[int, fl
 
 def measure_step(n: int, hosts: int, data: Path, args: argparse.Namespace, tmp: Path,
                  steps: int) -> float:
-    """Step time (s) of hvdlm.train with n ranks (per-rank micro-batch fixed): the median over
-    blocks of 5 steps, so a short burst of other load moves it little."""
-    from benchmarks import scaling
-    share = allreduce.cores_per_rank(max(args.hosts))  # the 1-rank run gets one rank's share
-    got = scaling.one_run("hvdlm", n, args.micro_batch, data, steps, hosts, tmp, share)
-    return n * args.micro_batch * scaling.MODEL["seq_len"] / got["tokens_per_s"]
+    """Step time (s) of hvdlm's trainer with n ranks (per-rank micro-batch fixed): the median
+    over blocks of steps (benchmarks.workload.BLOCK), so a short burst of other load moves it
+    little."""
+    share = cores_per_rank(max(args.hosts))  # the 1-rank run gets one rank's share
+    got = one_run("hvdlm", n, args.micro_batch, data, steps, hosts, tmp, share)
+    return n * args.micro_batch * MODEL["seq_len"] / got["tokens_per_s"]
 
 
 def plan(args: argparse.Namespace, cal: Setting) -> list[Setting]:
@@ -239,17 +80,6 @@ def plan(args: argparse.Namespace, cal: Setting) -> list[Setting]:
     rates = list(dict.fromkeys([*args.rates, UNSHAPED]))
     todo = {Setting(n, r) for n in args.hosts for r in rates} | {cal, Setting(cal.hosts, UNSHAPED)}
     return sorted(todo, key=lambda s: (s.hosts, s.rate != UNSHAPED, s.bits_per_s))
-
-
-@dataclass
-class Measured:
-    allreduce: dict[Setting, dict[int, float]] = field(default_factory=dict)
-    steps: dict[Setting, float] = field(default_factory=dict)
-    compute: dict[Setting, float] = field(default_factory=dict)  # paired 1-rank step times
-    compute_s: float = math.nan  # c₁: their median
-    command: str = ""
-    load: dict[str, float] = field(default_factory=dict)  # 1-min load average per setting
-    seconds: float = 0.0
 
 
 def wire_bound(st: Setting, args: argparse.Namespace) -> bool:
@@ -277,7 +107,8 @@ def sweep(args: argparse.Namespace, cal: Setting, data: Path | None) -> Measured
     """
     got, start = Measured(), time.monotonic()
     runs: dict[Setting, list[dict[int, float]]] = {}
-    with emulated_cluster() as shape, tempfile.TemporaryDirectory(prefix="hvdlm-emu-") as tmp:
+    with (emulated_cluster("benchmarks.emulated") as shape,
+          tempfile.TemporaryDirectory(prefix="hvdlm-emu-") as tmp):
         for rnd, st in passes(args, cal):
             shape(st.hosts, st.rate)
             got.load.setdefault(st.label, round(os.getloadavg()[0], 2))
@@ -311,12 +142,11 @@ def load_measured(path: Path) -> tuple[Measured, int]:
 
 def measure_all(args: argparse.Namespace, cal: Setting) -> tuple[Measured, int]:
     """Run the sweep (the dataset for the training steps lives in a temporary folder)."""
-    from benchmarks import scaling
     with tempfile.TemporaryDirectory(prefix="hvdlm-emu-data-") as tmp:
-        data = None if args.no_scaling else scaling.make_dataset(Path(tmp))
+        data = None if args.no_scaling else make_dataset(Path(tmp))
         got = sweep(args, cal, data)
         got.command = " ".join(["python -m benchmarks.emulated", *args.argv])
-        return got, scaling.grad_bytes(data) if data else 0
+        return got, grad_bytes(data) if data else 0
 
 
 # ---------------------------------------------------------------- command line
@@ -360,18 +190,17 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     if args.nice:
-        os.environ["HVDLM_BENCH_NICE"] = str(args.nice)
+        os.environ[NICE_ENV] = str(args.nice)
     cal = Setting(2, args.calibrate)
     if args.reanalyse:
-        got, grad_bytes = load_measured(Path(args.out) / "report.json")
+        got, gbytes = load_measured(Path(args.out) / "report.json")
     else:
-        got, grad_bytes = measure_all(args, cal)
-    from benchmarks.emulated_report import verdicts, write_report
+        got, gbytes = measure_all(args, cal)
     model = calibrate(got.allreduce, cal, len(os.sched_getaffinity(0)))
     checks = compare(got.allreduce, model, cal)
-    got.compute_s, steps = (fit_steps(got.steps, got.compute, grad_bytes, model, cal)
+    got.compute_s, steps = (fit_steps(got.steps, got.compute, gbytes, model, cal)
                             if got.steps else (math.nan, []))
-    write_report(Path(args.out), got, model, checks, steps, grad_bytes, args)
+    write_report(Path(args.out), got, model, checks, steps, gbytes, args)
     for v in verdicts(checks, steps):
         eff = v["efficiency_error"]
         print(f"{v['setting']:18s} {v['role']:17s} allreduce worst "

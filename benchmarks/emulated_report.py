@@ -5,7 +5,8 @@
 DIR/report.json: `allreduce` (one row per setting and size: measured_s, predicted_s, error,
 role, bound), `scaling` (one row per setting: step time, efficiency, both predicted), `verdict`
 (per setting: worst error, within 20%?), `model` (the fitted α, β), `machine`, load per setting.
-DIR/report.md: the same as tables; DIR/allreduce_error.png, DIR/efficiency.png.
+DIR/report.md: the same as tables; with matplotlib (`pip install 'hvdlm[bench]'`)
+DIR/allreduce_error.png, DIR/efficiency.png.
 """
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from benchmarks import report
-from benchmarks.emulated import (TOLERANCE, UNSHAPED, Check, Measured, Model, Setting, StepCheck,
-                                 rate_bits)
+from benchmarks.emulated_model import (TOLERANCE, UNSHAPED, Check, Measured, Model, Setting,
+                                       StepCheck, rate_bits)
 
 ASSUMPTIONS = (
     "One rank per emulated host, one flat ring (Gloo); the link's α and β come from the one "

@@ -1,4 +1,4 @@
-"""Preprocessing throughput on a real corpus: the running Python's standard library (~35 MB).
+"""Preprocessing throughput on a real corpus: the running Python's standard library.
 
     .venv/bin/python -m benchmarks.preprocess [--out DIR] [--vocab-size 8192]
 
@@ -92,13 +92,15 @@ def main(argv: list[str] | None = None) -> int:
         "corpus": sysconfig.get_paths()["stdlib"], "documents": report["documents"],
         "text_mb": round(n_bytes / 1e6, 2), "tokens": report["tokens"],
         "seconds": {k: round(s, 2) for k, s in rows.items()} | {"bare": round(bare_s, 2)},
-        "mb_per_s": {k: round(v, 3) for k, v in mbs.items()} | {"bare_encode_batch": round(bare, 3)},
+        "mb_per_s": ({k: round(v, 3) for k, v in mbs.items()}
+                     | {"bare_encode_batch": round(bare, 3)}),
         "ratio_vs_bare": {k: round(v / bare, 3) for k, v in mbs.items()},
         "cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.node(),
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                  text=True).stdout.strip(),
     }
-    same = (out / "w1" / "manifest.json").read_bytes() == (out / "w2" / "manifest.json").read_bytes()
+    same = ((out / "w1" / "manifest.json").read_bytes()
+            == (out / "w2" / "manifest.json").read_bytes())
     result["workers1_equals_workers2"] = same
     (out / "benchmark_preprocess.json").write_text(json.dumps(result, indent=1) + "\n")
     print(f"corpus: {result['corpus']} ({result['text_mb']} MB of text, "

@@ -4,7 +4,8 @@ Each benchmark builds its rows and calls these helpers, so every report folder l
 
     DIR/report.json   machine-readable results (plus `machine`: host, cores, load, commit)
     DIR/report.md     tables and a paragraph of findings
-    DIR/*.png         plots
+    DIR/*.png         plots (need matplotlib: pip install 'hvdlm[bench]'; without it the
+                      JSON and Markdown reports are still written, and one line says so)
 
     python -c "from benchmarks.report import machine_info; print(machine_info())"
 """
@@ -16,10 +17,15 @@ import platform
 import socket
 import statistics
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-ROOT = Path(__file__).resolve().parents[1]
+import torch
+
+from benchmarks.harness import ROOT
+
+PLOTS_NEED = "plots skipped: they need matplotlib (pip install 'hvdlm[bench]')"
 START_LOAD = os.getloadavg()  # when the benchmark started (this module is imported first)
 
 
@@ -40,7 +46,6 @@ def machine_info() -> dict[str, Any]:
                                 capture_output=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
-    import torch
     return {"host": socket.gethostname(), "cores": os.cpu_count(),
             "cpu": platform.processor() or platform.machine(),
             "load_avg_start": [round(x, 2) for x in START_LOAD],
@@ -76,8 +81,8 @@ def machine_line(machine: dict[str, Any]) -> str:
     load = ", ".join(f"{x:g}" for x in machine.get("load_avg", []))
     start = ", ".join(f"{x:g}" for x in machine.get("load_avg_start", []))
     return (f"Machine: `{machine.get('host')}`, {machine.get('cores')} cores, "
-            f"load average (1, 5, 15 min) at the start {start or '-'}, at the end {load}; torch {machine.get('torch')}, "
-            f"commit {machine.get('commit')}.")
+            f"load average (1, 5, 15 min) at the start {start or '-'}, at the end {load}; "
+            f"torch {machine.get('torch')}, commit {machine.get('commit')}.")
 
 
 def write_md(out: Path, title: str, sections: Sequence[tuple[str, str]],
@@ -94,11 +99,24 @@ def write_md(out: Path, title: str, sections: Sequence[tuple[str, str]],
     return path
 
 
+_told: list[bool] = []  # the missing-matplotlib line is printed once per process
+
+
 def line_plot(path: Path, series: dict[str, tuple[Sequence[float], Sequence[float]]], *,
               xlabel: str, ylabel: str, title: str, logx: bool = False,
-              styles: dict[str, str] | None = None) -> Path:
-    """One PNG with a line per series: {label: (xs, ys)}; `styles` maps label to a fmt string."""
-    import matplotlib
+              styles: dict[str, str] | None = None) -> Path | None:
+    """One PNG with a line per series: {label: (xs, ys)}; `styles` maps label to a fmt string.
+
+    None, and no file, without matplotlib (the optional extra hvdlm[bench]); the first such
+    call in a process says so on stderr.
+    """
+    try:  # optional: only plotting needs it
+        import matplotlib
+    except ImportError:
+        if not _told:
+            print(PLOTS_NEED, file=sys.stderr, flush=True)
+            _told.append(True)
+        return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=90)

@@ -2,12 +2,13 @@
 
     python -m benchmarks.train_overhead [--data DIR] [--steps 40] [--repeats 3] [--cores 1]
 
-Same GPT (benchmarks/scaling.py's MODEL), same micro-batch, same samples, same init. `hvdlm` is
-`python -m hvdlm.train` as one Horovod rank (its loader, clipping, schedule, metrics allreduce,
-progress bar), throughput from its metrics.jsonl after a warm-up block; `plain` is
-benchmarks/ddp_loop.py without DDP: forward, loss, backward, AdamW step on batches already in
-memory. Both processes are pinned to the same `--cores` cores; the runs alternate and the
-figures are medians over repeats. Goal: hvdlm >= 0.97x the plain loop's tokens/s.
+Same GPT (benchmarks/workload.py's MODEL), same micro-batch, same samples, same init. `hvdlm` is
+hvdlm's trainer (`hvdlm.training.trainer.train`) as one rank (its loader, clipping, schedule,
+metrics allreduce, progress bar); `plain` is benchmarks/ddp_loop.py without DDP: forward, loss,
+backward, AdamW step on batches already in memory. Both are timed per step after a warm-up
+block (benchmarks.workload.one_run), each process pinned to the same `--cores` cores; the runs
+alternate and the figures are medians over repeats. Goal: hvdlm >= 0.97x the plain loop's
+tokens/s. Writes OUT/report.json.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from benchmarks import report
-from benchmarks.scaling import make_dataset, one_run
+from benchmarks.workload import make_dataset, one_run
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,13 +4,16 @@
 """
 from __future__ import annotations
 
+import ast
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from benchmarks import costmodel
-from tests.conftest import run_module
+from benchmarks import costmodel, harness
+from tests.conftest import ROOT, run_module
 
 AR_KEYS = {"backend", "np", "bytes", "time_s", "algbw_gbps", "busbw_gbps", "config"}
 RUN_KEYS = {"backend", "np", "mode", "tokens_per_s", "step_time_s", "efficiency"}
@@ -64,6 +67,97 @@ def test_timeline_summary_merges_fused_tensors(tmp_path):
     assert got["ms_per_step"]["ALLREDUCE"] == pytest.approx(3.0)
     assert got["ops_per_step"]["ALLREDUCE"] == 2
     assert got["tensor_events_per_step"]["ALLREDUCE"] == 3
+
+
+COMMANDS = ("preprocess", "verify", "train", "evaluate", "generate", "launch", "submit")
+
+
+def benchmark_imports() -> dict[str, list[tuple[str, str | None, bool]]]:
+    """benchmarks.X -> [(module, name or None, inside a function)] from its source."""
+    out = {}
+    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        nested = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)
+                  for n in ast.walk(f)}
+        found = []
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found += [(a.name, None, id(node) in nested) for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                found += [(node.module, a.name, id(node) in nested) for a in node.names]
+        out[f"benchmarks.{path.stem}"] = found
+    return out
+
+
+def test_benchmark_imports_are_acyclic_public_and_at_the_top():
+    imports = benchmark_imports()
+    graph = {m: {f"{mod}.{name}" if f"{mod}.{name}" in imports else mod
+                 for mod, name, _ in found} & set(imports) for m, found in imports.items()}
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, f"import cycle: {' -> '.join(path + (module,))}"
+        if module not in done:
+            for dep in graph[module]:
+                visit(dep, path + (module,))
+            done.add(module)
+
+    for module in graph:
+        visit(module, ())
+    for module, found in imports.items():
+        for mod, name, nested in found:
+            full = f"{mod}.{name}" if name else mod
+            assert not any(full == f"hvdlm.{c}" or mod == f"hvdlm.{c}" for c in COMMANDS), \
+                f"{module} imports the command module {full}: run it as a subprocess"
+            assert not (mod.startswith("hvdlm") and name and name.startswith("_")), \
+                f"{module} imports hvdlm's private {full}"
+            assert not nested or mod.startswith("matplotlib"), \
+                f"{module} imports {full} inside a function (only matplotlib may: optional)"
+
+
+def test_torch_ranks_never_load_horovod():
+    """The peers' ranks leave Horovod's framework library out (hvdlm.cluster's launcher uses
+    only horovod.runner, pure Python)."""
+    code = ("import sys, benchmarks.torch_ranks; "
+            "print(any(m.startswith('horovod.torch') for m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
+
+
+def test_split_config_and_rank_result_files(tmp_path):
+    assert harness.split_config("hvdlm+A=1+B=x=y", ("hvdlm",)) == ("hvdlm", {"A": "1", "B": "x=y"})
+    with pytest.raises(SystemExit):
+        harness.split_config("nope", ("hvdlm",))
+    result = tmp_path / "result.json"
+    harness.write_result(harness.rank_path(result, 1), {"step_times": [0.5]})
+    harness.write_result(result, {"tokens_per_s": 2.0})
+    assert harness.read_result(harness.rank_path(result, 1)) == {"step_times": [0.5]}
+    harness.clear_results(result, 2)
+    assert not list(tmp_path.iterdir())
+
+
+def test_reports_without_matplotlib_say_how_to_get_plots(tmp_path):
+    code = """
+import argparse, sys
+from pathlib import Path
+sys.modules["matplotlib"] = None  # as if the hvdlm[bench] extra were not installed
+from benchmarks import allreduce
+rows = [allreduce.Row("horovod", 2, 1 << 20, 1e-3, 1.0, 1.0, "hvdlm"),
+        allreduce.Row("torch", 2, 1 << 20, 2e-3, 0.5, 0.5, "gloo")]
+info = {c: {"threads": 1, "env": {}} for c in ("hvdlm", "gloo")}
+args = argparse.Namespace(np=2, iters=1, rounds=1, hosts=0, rate="1gbit", delay="0ms")
+for _ in range(2):
+    allreduce.write_report(Path(sys.argv[1]), rows, info, args)
+"""
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("pip install 'hvdlm[bench]'") == 1, proc.stderr
+    assert json.loads((tmp_path / "report.json").read_text())["median_ratio_hvdlm_vs_torch"] == 2
+    assert "busbw" in (tmp_path / "report.md").read_text()
+    assert not (tmp_path / "allreduce.png").exists()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,85 @@
+"""One Horovod rank of a benchmark job (started by the drivers through benchmarks.harness).
+
+    python -m benchmarks.horovod_ranks allreduce --config hvdlm|defaults --sizes B,... --iters N
+        --result PATH
+    python -m benchmarks.horovod_ranks train --config hvdlm|hvdlm-nostats|hvdlm-nograds
+        --data DIR --micro-batch B --steps N --result PATH --run-dir DIR
+
+allreduce: in-place float32 SUM allreduces, after `hvdlm.training.distributed.init` (config
+hvdlm: hvdlm's Horovod settings) or a bare `hvd.init()` (defaults: Horovod's own).
+train: hvdlm's trainer through its public API (`hvdlm.training.trainer.train`), with a
+`StepTimer` callback; hvdlm-nostats and hvdlm-nograds leave out the per-step metrics allreduce
+or the gradient allreduce (`sync_step_stats`, `sync_gradients`).
+"""
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+import horovod.torch as hvd
+
+from benchmarks import ranks
+from benchmarks.harness import StepClock, pin_rank, start_rank
+from benchmarks.workload import BLOCK, MODEL, TORCH_CONFIGS, TRAIN_CONFIGS, hvdlm_overrides
+from hvdlm.config import load_config
+from hvdlm.training import distributed
+from hvdlm.training.trainer import Callback, Trainer, train
+
+ALLREDUCE_CONFIGS = ("hvdlm", "defaults")
+HVDLM_CONFIGS = tuple(c for c in TRAIN_CONFIGS if c not in TORCH_CONFIGS)
+
+
+class StepTimer(Callback):
+    """Ticks a StepClock at the start of every step: the whole loop iteration counts
+    (clipping, the metrics allreduce, logging), as in the DDP loop's timing."""
+
+    def __init__(self) -> None:
+        self.clock = StepClock()
+
+    def on_step_start(self, trainer: Trainer) -> None:
+        self.clock.tick()
+
+
+def allreduce(config: str, sizes: Sequence[int], iters: int, result: str) -> None:
+    """Time `iters` in-place allreduces of each size; rank 0 writes the medians."""
+    pin_rank()
+    if config == "hvdlm":
+        distributed.init("cpu")
+    else:
+        hvd.init()
+    times = ranks.time_allreduce(lambda t: hvd.allreduce_(t, op=hvd.Sum, name="bench"), sizes,
+                                 iters)
+    rank = hvd.rank()
+    hvd.shutdown()
+    if rank == 0:
+        ranks.write_allreduce_result(result, times)
+
+
+def train_rank(config: str, data: str, micro_batch: int, steps: int, run_dir: str,
+               result: str) -> None:
+    """Train with hvdlm in this (pinned) process; report every step's time after BLOCK."""
+    rank, size = start_rank(result)
+    timer = StepTimer()
+    cfg = load_config(None, hvdlm_overrides(micro_batch, steps))
+    # nograds: the ranks' models drift apart; their throughput is the point.
+    code = train(cfg, data, run_dir, resume="never", callbacks=[timer],
+                 sync_gradients=config != "hvdlm-nograds",
+                 sync_step_stats=config != "hvdlm-nostats")
+    if code != 0:
+        raise SystemExit(code)
+    ranks.write_train_result(result, rank, *timer.clock.deltas(BLOCK),
+                             size * micro_batch * MODEL["seq_len"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = ranks.parse_args("benchmarks.horovod_ranks", ALLREDUCE_CONFIGS, HVDLM_CONFIGS, argv)
+    if args.task == "allreduce":
+        allreduce(args.config, args.sizes, args.iters, args.result)
+    else:
+        train_rank(args.config, args.data, args.micro_batch, args.steps, args.run_dir,
+                   args.result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
