@@ -24,11 +24,10 @@ from typing import Sequence
 from benchmarks import report
 from benchmarks.harness import (add_common, apply_common, emulated_hosts, module_cmd,
                                 read_result, run_ranks, shared_tmp, split_config)
-from benchmarks.harness import free_port  # noqa: F401  (its old home; tests import it here)
 
 # name -> (backend, description); benchmarks.horovod_ranks / torch_ranks run each.
 CONFIGS = {
-    "hvdlm": ("horovod", "hvdlm.distributed.init() settings"),
+    "hvdlm": ("horovod", "hvdlm.training.distributed.init() settings"),
     "defaults": ("horovod", "hvd.init() with Horovod's defaults"),
     "gloo": ("torch", "torch.distributed Gloo, all_reduce in place"),
 }
