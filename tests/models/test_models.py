@@ -1,15 +1,13 @@
 """Models: shapes, causality, initialisation, weight tying; pure PyTorch (no Horovod)."""
 import ast
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
 from hvdlm.config import ModelConfig
 from hvdlm.models import build_model, count_parameters
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
 
 
 def tiny(arch: str, **kw) -> ModelConfig:

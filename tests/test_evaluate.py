@@ -1,0 +1,202 @@
+"""python -m hvdlm.evaluate on a tiny trained run: one JSON line whose numbers are recomputed
+here from the val shard's tokens and the tokenizer's byte lengths; the unigram baseline;
+refusals in one line. Also hvdlm.training.scoring.score_windows on a hand-built batch.
+
+    .venv/bin/python -m pytest tests/test_evaluate.py
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hvdlm.errors import DataError
+from hvdlm.text.shards import load_manifest, open_tokens
+from hvdlm.text.tokenizer import load_tokenizer
+from hvdlm.training.checkpoint import load_run_model
+from hvdlm.training.scoring import score_windows
+from tests.conftest import run_module, small_corpus
+
+pytestmark = pytest.mark.hdf5
+
+SEQ_LEN = 32
+TINY = ["model.n_layer=1", "model.n_embd=16", "model.n_head=2", f"model.seq_len={SEQ_LEN}",
+        "train.max_steps=4", "train.micro_batch=4", "train.warmup_steps=0",
+        "train.eval_interval=4", "train.ckpt_interval=4", "train.log_interval=1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(byte_dataset, tmp_path_factory) -> Path:
+    """A 4-step GPT trained on the byte dataset in one process (a world of one)."""
+    run = tmp_path_factory.mktemp("tiny_run") / "run"
+    run_module("hvdlm.train", "--data", byte_dataset, "--out", run, *TINY, check=True,
+               timeout=240)
+    return run
+
+
+@pytest.fixture(scope="module")
+def bpe_dataset(tmp_path_factory) -> Path:
+    """Another dataset, with a BPE tokenizer: not the one the tiny run was trained with."""
+    root = tmp_path_factory.mktemp("bpe_dataset")
+    corpus = small_corpus(root / "corpus", n_files=4)
+    run_module("hvdlm.preprocess", corpus, "--out", root / "data", "--tokenizer", "bpe",
+               "--vocab-size", "300", "--val-fraction", "0.25", "--seed", "0", check=True)
+    return root / "data"
+
+
+def evaluate(*args: object) -> dict:
+    proc = run_module("hvdlm.evaluate", *args, check=True, timeout=240)
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, proc.stdout
+    return json.loads(lines[0])
+
+
+def val_windows(data: Path, seq_len: int) -> torch.Tensor:
+    """Every val window, cut here from the raw shard tokens: (N, seq_len + 1)."""
+    manifest = load_manifest(data)
+    rows = []
+    for shard in manifest.splits["val"]:
+        tokens = np.asarray(open_tokens(manifest.shard_path(shard)), dtype=np.int64)
+        rows += [tokens[j * seq_len:j * seq_len + seq_len + 1]
+                 for j in range((len(tokens) - 1) // seq_len)]
+    return torch.from_numpy(np.stack(rows))
+
+
+def test_run_scores_are_recomputed_independently(tiny_run, byte_dataset):
+    scores = evaluate("--run", tiny_run, "--data", byte_dataset)
+    assert set(scores) == {"loss", "perplexity", "bits_per_byte", "accuracy", "tokens"}
+    assert scores["perplexity"] == pytest.approx(math.exp(scores["loss"]), rel=1e-9)
+
+    windows = val_windows(byte_dataset, SEQ_LEN)
+    targets = windows[:, 1:]
+    assert scores["tokens"] == targets.numel()
+    tokenizer = load_tokenizer(load_manifest(byte_dataset).tokenizer_path)
+    lengths = tokenizer.token_byte_lengths()
+    # The byte tokenizer: every byte token is one byte, end-of-text none.
+    assert lengths[:256].tolist() == [1] * 256 and lengths[tokenizer.eos_id] == 0
+    n_bytes = int(lengths[targets.numpy()].sum())
+    assert n_bytes == int((targets != tokenizer.eos_id).sum())
+    assert scores["bits_per_byte"] == pytest.approx(
+        scores["loss"] * scores["tokens"] / math.log(2) / n_bytes, rel=1e-9)
+
+    # Loss and accuracy from the checkpoint's model, by hand: mean cross-entropy of the targets.
+    model, _ = load_run_model(tiny_run)
+    with torch.no_grad():
+        logits = torch.cat([model(windows[i:i + 256, :-1]) for i in range(0, len(windows), 256)])
+    log_probs = torch.log_softmax(logits.double(), -1)
+    nll = -log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    assert scores["loss"] == pytest.approx(nll.mean().item(), rel=1e-5)
+    correct = (logits.argmax(-1) == targets).double().mean().item()
+    assert scores["accuracy"] == pytest.approx(correct)
+    assert 0 < scores["accuracy"] < 1
+    assert scores["loss"] < math.log(257)  # four steps already beat a uniform guess
+
+
+def test_scores_do_not_depend_on_the_batch_size(tiny_run, byte_dataset):
+    a = evaluate("--run", tiny_run, "--data", byte_dataset, "--batch-size", "7")
+    b = evaluate("--run", tiny_run, "--data", byte_dataset, "--batch-size", "64")
+    assert a["tokens"] == b["tokens"] and a["accuracy"] == b["accuracy"]
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
+
+
+def test_unigram_baseline(byte_dataset):
+    scores = evaluate("--baseline", "unigram", "--data", byte_dataset, "--seq-len", str(SEQ_LEN))
+    manifest = load_manifest(byte_dataset)
+    counts = np.zeros(manifest.vocab_size)
+    for shard in manifest.splits["train"]:
+        counts += np.bincount(np.asarray(open_tokens(manifest.shard_path(shard))),
+                              minlength=manifest.vocab_size)
+    log_p = np.log((counts + 1) / (counts.sum() + manifest.vocab_size))  # add-one smoothing
+    targets = val_windows(byte_dataset, SEQ_LEN)[:, 1:].numpy()
+    assert scores["tokens"] == targets.size
+    assert scores["loss"] == pytest.approx(-log_p[targets].mean(), rel=1e-5)
+    assert scores["accuracy"] == pytest.approx((targets == counts.argmax()).mean())
+    assert scores["perplexity"] == pytest.approx(math.exp(scores["loss"]), rel=1e-9)
+
+
+def test_wrong_tokenizer_is_refused_in_one_line(tiny_run, bpe_dataset):
+    proc = run_module("hvdlm.evaluate", "--run", tiny_run, "--data", bpe_dataset, timeout=120)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "not the tokenizer this checkpoint was trained with" in proc.stderr
+    assert str(bpe_dataset / "tokenizer.json") in proc.stderr
+
+
+def test_run_without_checkpoint_is_one_line(tmp_path, byte_dataset):
+    proc = run_module("hvdlm.evaluate", "--run", tmp_path, "--data", byte_dataset, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert "no checkpoint" in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "D"], "give exactly one of --run and --baseline"),
+    (["--data", "D", "--run", "R", "--baseline", "unigram"], "give exactly one of --run"),
+    (["--data", "D", "--run", "R", "--batch-size", "0"], "--batch-size and --seq-len must be"),
+    (["--data", "D", "--baseline", "unigram", "--seq-len", "0"], "must be >= 1"),
+    (["--data", "D", "--baseline", "bigram"], "invalid choice: 'bigram'"),
+    (["--run", "R"], "the following arguments are required: --data"),
+])
+def test_bad_options_exit_2_in_one_line(args, message):
+    proc = run_module("hvdlm.evaluate", *args, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert message in proc.stderr
+
+
+# -- score_windows on a hand-built batch ---------------------------------------------------------
+
+class Bigram(torch.nn.Module):
+    """Logits of the next token are a fixed row per current token: easy to score by hand."""
+
+    def __init__(self, table: torch.Tensor):
+        super().__init__()
+        self.table = table
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.table[idx]
+
+
+def test_score_windows_matches_a_manual_cross_entropy():
+    torch.manual_seed(0)
+    vocab = 6
+    model = Bigram(torch.randn(vocab, vocab)).train()
+    batches = [torch.tensor([[0, 1, 2, 3, 4], [5, 5, 0, 2, 1]]), torch.tensor([[3, 3, 3, 1, 0]])]
+    token_bytes = torch.tensor([1, 2, 3, 0, 4, 1])  # token 3 is "special": no bytes
+    got = score_windows(model, batches, token_bytes, torch.device("cpu"))
+
+    loss_sum = correct = tokens = n_bytes = 0
+    for window in batches:
+        for row in window.tolist():
+            for cur, nxt in zip(row[:-1], row[1:]):
+                logits = model.table[cur].double()
+                loss_sum += math.log(logits.exp().sum().item()) - logits[nxt].item()
+                correct += int(logits.argmax().item() == nxt)
+                tokens += 1
+                n_bytes += int(token_bytes[nxt])
+    assert got["tokens"] == tokens == 12
+    assert got["loss"] == pytest.approx(loss_sum / tokens, rel=1e-6)
+    assert got["perplexity"] == pytest.approx(math.exp(loss_sum / tokens), rel=1e-6)
+    assert got["bits_per_byte"] == pytest.approx(loss_sum / math.log(2) / n_bytes, rel=1e-6)
+    assert got["accuracy"] == pytest.approx(correct / tokens)
+    assert model.training  # scoring put it in eval mode and back
+
+    ref = F.cross_entropy(torch.cat([model.table[w[:, :-1]].reshape(-1, vocab) for w in batches]),
+                          torch.cat([w[:, 1:].reshape(-1) for w in batches]))
+    assert got["loss"] == pytest.approx(ref.item(), rel=1e-6)
+
+
+def test_score_windows_reduce_sums_totals_before_the_ratios():
+    model = Bigram(torch.randn(4, 4))
+    batch = [torch.tensor([[0, 1, 2, 3]])]
+    one = score_windows(model, batch, torch.ones(4, dtype=torch.long), torch.device("cpu"))
+    two = score_windows(model, batch, torch.ones(4, dtype=torch.long), torch.device("cpu"),
+                        reduce=lambda t: t * 2)  # as if a second rank saw the same windows
+    assert two["tokens"] == 2 * one["tokens"]
+    for key in ("loss", "perplexity", "bits_per_byte", "accuracy"):
+        assert two[key] == pytest.approx(one[key])
+    with pytest.raises(DataError, match="evaluation saw no tokens"):
+        score_windows(model, [], torch.ones(4, dtype=torch.long), torch.device("cpu"))

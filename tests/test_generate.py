@@ -1,0 +1,162 @@
+"""python -m hvdlm.generate on a tiny trained run: seeds, greedy decoding, the prompt alone,
+refusals in one line; and hvdlm.generate.sample with hand-made models (end-of-text, top-k,
+the context window).
+
+    .venv/bin/python -m pytest tests/test_generate.py
+"""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from hvdlm.generate import sample
+from hvdlm.text.shards import load_manifest
+from hvdlm.text.tokenizer import load_tokenizer
+from hvdlm.training.checkpoint import load_run_model
+from tests.conftest import run_module
+from tests.test_evaluate import SEQ_LEN, bpe_dataset, tiny_run  # noqa: F401  (module fixtures)
+
+pytestmark = pytest.mark.hdf5
+PROMPT = "def main("
+
+
+def generate(run, *args: object, check: bool = True):
+    return run_module("hvdlm.generate", "--run", run, *args, check=check, timeout=120)
+
+
+def test_same_seed_same_text_other_seed_other_text(tiny_run):
+    opts = ["--prompt", PROMPT, "--max-new-tokens", "48", "--temperature", "1", "--top-k", "0"]
+    a = generate(tiny_run, *opts, "--seed", "3").stdout
+    assert a == generate(tiny_run, *opts, "--seed", "3").stdout
+    assert a.startswith(PROMPT) and len(a) > len(PROMPT) + 1
+    others = {generate(tiny_run, *opts, "--seed", str(s)).stdout for s in (4, 5)}
+    assert a not in others  # 48 draws from a nearly flat distribution never repeat
+
+
+def test_temperature_zero_is_greedy_and_ignores_the_seed(tiny_run, byte_dataset):
+    opts = ["--prompt", PROMPT, "--max-new-tokens", "24", "--temperature", "0"]
+    text = generate(tiny_run, *opts, "--seed", "1").stdout
+    assert text == generate(tiny_run, *opts, "--seed", "2").stdout
+    # The same greedy decoding, by hand: the argmax of the model's last position each time.
+    model, _ = load_run_model(tiny_run)
+    tokenizer = load_tokenizer(load_manifest(byte_dataset).tokenizer_path)
+    ids = tokenizer.encode(PROMPT)
+    new = []
+    with torch.no_grad():
+        for _ in range(24):
+            token = int(model(torch.tensor([(ids + new)[-SEQ_LEN:]]))[0, -1].argmax())
+            if token == tokenizer.eos_id:
+                break
+            new.append(token)
+    assert text == PROMPT + tokenizer.decode(new) + "\n"
+
+
+def test_top_k_one_is_greedy_at_any_temperature(tiny_run):
+    greedy = generate(tiny_run, "--prompt", PROMPT, "--max-new-tokens", "16",
+                      "--temperature", "0").stdout
+    top1 = generate(tiny_run, "--prompt", PROMPT, "--max-new-tokens", "16", "--temperature", "2",
+                    "--top-k", "1", "--seed", "9").stdout
+    assert top1 == greedy
+
+
+def test_max_new_tokens_zero_prints_the_prompt(tiny_run):
+    proc = generate(tiny_run, "--prompt", PROMPT, "--max-new-tokens", "0")
+    assert proc.stdout == PROMPT + "\n"
+
+
+def test_explicit_tokenizer_when_the_dataset_moved(tiny_run, byte_dataset, tmp_path):
+    moved = tmp_path / "run"
+    shutil.copytree(tiny_run, moved)
+    (moved / "data_dir.txt").unlink()
+    proc = generate(moved, "--prompt", PROMPT, check=False)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1
+    assert "cannot find the run's tokenizer; pass --tokenizer FILE" in proc.stderr
+    opts = ["--prompt", PROMPT, "--max-new-tokens", "12", "--seed", "5"]
+    assert generate(moved, *opts, "--tokenizer", byte_dataset / "tokenizer.json").stdout == \
+        generate(tiny_run, *opts).stdout
+
+
+def test_wrong_tokenizer_is_refused_in_one_line(tiny_run, bpe_dataset):
+    proc = generate(tiny_run, "--prompt", PROMPT, "--tokenizer", bpe_dataset / "tokenizer.json",
+                    check=False)
+    assert proc.returncode == 1 and proc.stdout == "" and proc.stderr.count("\n") == 1
+    assert "not the tokenizer this checkpoint was trained with" in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-new-tokens", "-1"], "must be >= 0"),
+    (["--temperature", "-0.5"], "must be >= 0"),
+    (["--top-k", "-3"], "must be >= 0"),
+    (["--max-new-tokens", "many"], "invalid int value: 'many'"),
+    (["--no-such-option"], "unrecognized arguments: --no-such-option"),
+])
+def test_bad_options_exit_2_in_one_line(tmp_path, args, message):
+    proc = run_module("hvdlm.generate", "--run", tmp_path, "--prompt", "x", *args, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_missing_prompt_exits_2_in_one_line(tmp_path):
+    proc = run_module("hvdlm.generate", "--run", tmp_path, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "--prompt" in proc.stderr
+
+
+# -- sample() with hand-made models ---------------------------------------------------------
+
+class Successor(torch.nn.Module):
+    """Next token = current + 1 (a sharp peak), end-of-text after `last`; records contexts."""
+
+    def __init__(self, vocab: int, eos: int, last: int):
+        super().__init__()
+        self.vocab, self.eos, self.last, self.contexts = vocab, eos, last, []
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        self.contexts.append(idx[0].tolist())
+        nxt = torch.where(idx >= self.last, torch.full_like(idx, self.eos), idx + 1)
+        return torch.nn.functional.one_hot(nxt, self.vocab).float() * 50.0
+
+
+def test_sampling_stops_at_end_of_text():
+    model = Successor(vocab=12, eos=11, last=5)
+    assert sample(model, [1], 20, seq_len=8, temperature=0, eos_id=11) == [2, 3, 4, 5]
+    assert len(model.contexts) == 5  # four tokens, then end-of-text ended it
+    gen = torch.Generator().manual_seed(0)
+    assert sample(model, [2], 20, seq_len=8, temperature=1.0, top_k=3, eos_id=11,
+                  generator=gen) == [3, 4, 5]
+    # Without an end-of-text id the same model runs to max_new_tokens.
+    assert sample(model, [5], 3, seq_len=8, temperature=0, eos_id=None) == [11, 11, 11]
+
+
+def test_a_model_whose_argmax_is_eos_generates_nothing():
+    class AlwaysEos(torch.nn.Module):
+        def forward(self, idx):
+            logits = torch.zeros(*idx.shape, 7)
+            logits[..., 6] = 30.0
+            return logits
+    assert sample(AlwaysEos(), [0, 1, 2], 50, seq_len=4, temperature=0, eos_id=6) == []
+    assert sample(AlwaysEos(), [0, 1, 2], 50, seq_len=4, temperature=0.7, eos_id=6,
+                  generator=torch.Generator().manual_seed(1)) == []
+
+
+def test_context_is_cropped_to_seq_len_and_zero_tokens_calls_nothing():
+    model = Successor(vocab=40, eos=39, last=30)
+    out = sample(model, [1, 2, 3, 4, 5], 6, seq_len=3, temperature=0, eos_id=39)
+    assert out == [6, 7, 8, 9, 10, 11]
+    assert model.contexts[0] == [3, 4, 5] and model.contexts[-1] == [8, 9, 10]
+    assert all(len(c) <= 3 for c in model.contexts)
+    model.contexts.clear()
+    assert sample(model, [1, 2], 0, seq_len=3) == [] and model.contexts == []
+
+
+def test_top_k_keeps_only_the_k_most_likely():
+    class Fixed(torch.nn.Module):
+        def forward(self, idx):
+            return torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0]).expand(*idx.shape, 5)
+    gen = torch.Generator().manual_seed(0)
+    drawn = sample(Fixed(), [0], 300, seq_len=4, temperature=5.0, top_k=2, generator=gen)
+    assert set(drawn) == {3, 4}  # a high temperature, but only the top two survive
+    gen = torch.Generator().manual_seed(0)
+    assert len(set(sample(Fixed(), [0], 300, seq_len=4, temperature=5.0, generator=gen))) == 5
