@@ -203,7 +203,10 @@ def _int(env: Mapping[str, str], name: str) -> int:
 
 def _slurm_task(env: Mapping[str, str]) -> Task:
     # A step may use part of the allocation: its own variables win over the job's.
-    nodes = expand_nodelist(env.get("SLURM_STEP_NODELIST") or env["SLURM_JOB_NODELIST"])
+    nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST")
+    if not nodelist:
+        raise UsageError("SLURM_STEP_NODELIST and SLURM_JOB_NODELIST are empty")
+    nodes = expand_nodelist(nodelist)
     per_node = env.get("SLURM_STEP_TASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE")
     counts = expand_tasks_per_node(per_node) if per_node else [1] * len(nodes)
     if len(counts) != len(nodes):

@@ -308,3 +308,9 @@ def test_expand_nodelist_matches_a_naive_expansion(groups):
             expected += [prefix + str(n).zfill(pad) for n in range(lo, hi + 1)]
         text.append(f"{prefix}[{','.join(parts)}]")
     assert expand_nodelist(",".join(text)) == expected
+
+
+def test_empty_node_lists_are_one_line():
+    with pytest.raises(UsageError, match="SLURM_STEP_NODELIST and SLURM_JOB_NODELIST are empty"):
+        task_from_environ({"SLURM_PROCID": "0", "SLURM_STEP_NODELIST": "", "SLURM_NTASKS": "1",
+                           "SLURM_LOCALID": "0", "SLURM_NODEID": "0"})
