@@ -27,7 +27,7 @@ from benchmarks.harness import (add_common, apply_common, emulated_hosts, module
 
 # name -> (backend, description); benchmarks.horovod_ranks / torch_ranks run each.
 CONFIGS = {
-    "hvdlm": ("horovod", "hvdlm.training.distributed.init() settings"),
+    "hvdlm": ("horovod", "hvdlm.cluster.distributed.init() settings"),
     "defaults": ("horovod", "hvd.init() with Horovod's defaults"),
     "gloo": ("torch", "torch.distributed Gloo, all_reduce in place"),
 }

@@ -5,7 +5,7 @@
     python -m benchmarks.horovod_ranks train --config hvdlm|hvdlm-nostats|hvdlm-nograds
         --data DIR --micro-batch B --steps N --result PATH --run-dir DIR
 
-allreduce: in-place float32 SUM allreduces, after `hvdlm.training.distributed.init` (config
+allreduce: in-place float32 SUM allreduces, after `hvdlm.cluster.distributed.init` (config
 hvdlm: hvdlm's Horovod settings) or a bare `hvd.init()` (defaults: Horovod's own).
 train: hvdlm's trainer through its public API (`hvdlm.training.trainer.train`), with a
 `StepTimer` callback; hvdlm-nostats and hvdlm-nograds leave out the per-step metrics allreduce
@@ -22,7 +22,7 @@ from benchmarks import ranks
 from benchmarks.harness import StepClock, pin_rank, start_rank
 from benchmarks.workload import BLOCK, MODEL, TORCH_CONFIGS, TRAIN_CONFIGS, hvdlm_overrides
 from hvdlm.config import load_config
-from hvdlm.training import distributed
+from hvdlm.cluster import distributed
 from hvdlm.training.trainer import Callback, Trainer, train
 
 ALLREDUCE_CONFIGS = ("hvdlm", "defaults")

@@ -2,8 +2,9 @@
 
     text/       corpus → tokenizer → shards (+ manifest, verify): `python -m hvdlm.preprocess`
     models/     GPT decoder and LSTM/GRU/RNN language models, pure PyTorch
-    training/   data → trainer (distributed, optim, scoring) → checkpoint
-    cluster/    launch, hostlist, rendezvous, submit: srun, submitit and local ranks
+    training/   data → trainer (optim, scoring) → checkpoint: pure PyTorch
+    cluster/    hostlist, rendezvous, launch, submit, requeue: where ranks come from (srun,
+                submitit, local hosts); distributed: every Horovod call of the training loop
     config, errors, cli   shared: one config tree, error types and exit codes, CLI plumbing
 
 The commands are thin modules at the top: preprocess, verify, train, evaluate, generate,

@@ -10,11 +10,12 @@ K Slurm array tasks (see slurm/preprocess.sbatch), the same arguments in every s
     python -m hvdlm.preprocess IN... --out data/ --num-tasks K --task-index I     # I = 0..K-1
     python -m hvdlm.preprocess IN... --out data/ --num-tasks K --merge            # once
 
-A single run is the same three steps with K = 1 (hvdlm/text/pipeline.py), which is why the
-dataset is identical for any --workers N and any K.
+A single run is the same three steps with K = 1 (hvdlm/text/pipeline.py), so the dataset is
+identical for any --workers N and any K.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -25,9 +26,18 @@ from hvdlm import cli
 from hvdlm.errors import UsageError
 from hvdlm.text import corpus, pipeline
 from hvdlm.text.pipeline import PreprocessOptions
-from hvdlm.text.workers import format_report
 
 PROG = "hvdlm.preprocess"
+SUMMARY = """\
+wrote {out}
+  documents      {documents} (train {train_documents}, val {val_documents})
+  bytes          {bytes} of text ({input_bytes} read from {files} files)
+  tokens         {tokens} (train {train_tokens}, val {val_tokens}), {bytes_per_token} bytes/token
+  skipped        {skipped_files} files, {bad_records} bad records, {empty_documents} empty documents
+  replaced       {replaced_chars} invalid UTF-8 sequences in {replaced_documents} documents
+  redacted       {redacted}
+  duplicates     {duplicates}
+  seconds        {seconds} ({mb_per_s} MB/s)"""
 
 
 def build_parser() -> cli.ArgumentParser:
@@ -71,25 +81,26 @@ def build_parser() -> cli.ArgumentParser:
 
 
 def options_from_args(a) -> PreprocessOptions:
-    """The run's options from parsed arguments, defaults resolved; UsageError if they clash."""
+    """The run's options from parsed arguments; UsageError if they clash.
+
+    The parser holds the defaults and PreprocessOptions checks the values.
+    """
     if a.tokenizer_file and a.tokenizer:
         raise UsageError("--tokenizer-file and --tokenizer exclude each other")
     workers = a.workers  # the output is the same for any N, so use what we are given
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
             else os.cpu_count() or 1
-    return PreprocessOptions(
-        inputs=tuple(a.inputs), out=a.out,
-        tokenizer="file" if a.tokenizer_file else (a.tokenizer or "bpe"),
-        vocab_size=a.vocab_size,
-        tokenizer_file=os.path.abspath(a.tokenizer_file) if a.tokenizer_file else None,
-        tokenizer_sample_bytes=a.tokenizer_sample_bytes, shard_tokens=a.shard_tokens,
-        val_fraction=a.val_fraction, seed=a.seed, redact_pii=a.redact_pii, dedup=a.dedup,
-        text_field=a.text_field, skip_bad_records=a.skip_bad_records, num_tasks=a.num_tasks,
-        workers=workers, overwrite=a.overwrite)
+    given = {f.name: getattr(a, f.name) for f in dataclasses.fields(PreprocessOptions)}
+    given.update(inputs=tuple(a.inputs), workers=workers,
+                 tokenizer="file" if a.tokenizer_file else (a.tokenizer or "bpe"),
+                 tokenizer_file=os.path.abspath(a.tokenizer_file) if a.tokenizer_file else None)
+    return PreprocessOptions(**given)
 
 
-def _check_step(a) -> None:
+def _main(argv: Sequence[str] | None) -> int:
+    a = build_parser().parse_args(argv)
+    opts = options_from_args(a)
     if a.task_index is not None and not 0 <= a.task_index < a.num_tasks:
         raise UsageError(f"--task-index must be in 0..{a.num_tasks - 1} (--num-tasks)")
     if a.task_index is not None and (a.tokenizer_only or a.merge):
@@ -97,12 +108,6 @@ def _check_step(a) -> None:
     single = a.task_index is None and not a.tokenizer_only and not a.merge
     if single and a.num_tasks > 1:
         raise UsageError("--num-tasks K needs --tokenizer-only, --task-index or --merge")
-
-
-def _main(argv: Sequence[str] | None) -> int:
-    a = build_parser().parse_args(argv)
-    opts = options_from_args(a)
-    _check_step(a)
     started = time.time()
     files, skipped = corpus.collect_files(opts.inputs)
     out = Path(opts.out)
@@ -110,19 +115,21 @@ def _main(argv: Sequence[str] | None) -> int:
     if a.tokenizer_only:
         pipeline.tokenizer_step(opts, files, skipped, stage)
         print(f"{PROG}: tokenizer and plan written to {stage}; now run the tasks")
-    elif a.task_index is not None:
+        return 0
+    if a.task_index is not None:
         pipeline.task_step(opts, files, stage, a.task_index)
         print(f"{PROG}: task {a.task_index} of {opts.num_tasks} done")
-    elif a.merge:
-        print(format_report(pipeline.merge_step(opts, files, stage, None), out))
+        return 0
+    if a.merge:
+        report = pipeline.merge_step(opts, files, stage, None)
     else:
         pipeline.tokenizer_step(opts, files, skipped, stage)
         with pipeline.removed_on_error(stage):
             pipeline.task_step(opts, files, stage, 0)
             report = pipeline.merge_step(opts, files, stage, started)
-        print(format_report(report, out))
+    redacted = ", ".join(f"{k} {v}" for k, v in report["redacted"].items())
+    print(SUMMARY.format(**{**report, "redacted": redacted}, out=out))
     return 0
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     return cli.run(_main, argv, prog=PROG)

@@ -98,11 +98,11 @@ def models_stay_local(g: Graph) -> list[str]:
 
 
 def horovod_torch_only_in_distributed(g: Graph) -> list[str]:
-    """(b) within hvdlm, only hvdlm.training.distributed imports horovod.torch (or bare
+    """(b) within hvdlm, only hvdlm.cluster.distributed imports horovod.torch (or bare
     `horovod`, whose framework API it is)."""
-    return [g.where(m, i) + " (only hvdlm/training/distributed.py may)"
+    return [g.where(m, i) + " (only hvdlm/cluster/distributed.py may)"
             for m in g.modules.values() if _is(m.name, "hvdlm")
-            and m.name != "hvdlm.training.distributed" for i in m.imports
+            and m.name != "hvdlm.cluster.distributed" for i in m.imports
             if i.name == "horovod" or _is(i.name, "horovod.torch")]
 
 

@@ -2,7 +2,7 @@
 that break one rule each, to prove each check reports the file and the import.
 
     models/          neither horovod nor torch.distributed
-    horovod.torch    only hvdlm/training/distributed.py
+    horovod.torch    only hvdlm/cluster/distributed.py
     horovod.runner, submitit, subprocess    only hvdlm/cluster/ (the launch/submit shims: only
                      hvdlm.cluster)
     commands         (hvdlm.preprocess, verify, train, evaluate, generate, launch, submit)
@@ -30,7 +30,7 @@ def graph() -> rules.Graph:
 
 
 def test_the_tree_is_read(graph):
-    assert {"hvdlm", "hvdlm.models.gpt", "hvdlm.training.distributed", "hvdlm.cluster.launch",
+    assert {"hvdlm", "hvdlm.models.gpt", "hvdlm.cluster.distributed", "hvdlm.cluster.launch",
             "benchmarks.report"} <= set(graph.modules)
     assert rules.COMMANDS <= set(graph.modules)  # every command exists where the rules say
 
@@ -55,8 +55,8 @@ CLEAN = {
     "hvdlm/models/gpt.py": "import torch\nfrom torch import nn\nfrom hvdlm.config import X\n",
     "hvdlm/config.py": "import dataclasses\n",
     "hvdlm/training/__init__.py": "",
-    "hvdlm/training/distributed.py": "import horovod.torch as hvd\n",
-    "hvdlm/training/trainer.py": ("from hvdlm.training import distributed\n"
+    "hvdlm/cluster/distributed.py": "import horovod.torch as hvd\n",
+    "hvdlm/training/trainer.py": ("from hvdlm.cluster import distributed\n"
                                   "from hvdlm import models\n"),
     "hvdlm/cluster/__init__.py": "",
     "hvdlm/cluster/launch.py": ("import subprocess\nfrom horovod.runner.http import http_server\n"
@@ -95,7 +95,7 @@ def test_relative_imports_and_submodules_resolve(tmp_path):
     names = {i.name for i in g.modules["hvdlm.cluster.launch"].imports}
     assert "hvdlm.cluster.hostlist.parse_hosts" in names
     assert g.resolve("hvdlm.cluster.hostlist.parse_hosts") == "hvdlm.cluster.hostlist"
-    assert g.resolve("hvdlm.training.distributed") == "hvdlm.training.distributed"
+    assert g.resolve("hvdlm.cluster.distributed") == "hvdlm.cluster.distributed"
     assert g.resolve("hvdlm.models.GPT") == "hvdlm.models"  # a name, not a submodule
     assert g.resolve("torch.nn") is None
     submit = {i.name for i in g.modules["hvdlm.cluster.submit"].imports}
@@ -180,8 +180,8 @@ def test_commands_may_import_commands_and_training_is_not_train(tmp_path):
     ({"benchmarks__report": "from benchmarks.scaling import x\n"},
      ["benchmarks.report", "benchmarks.scaling"]),
     ({"hvdlm__cli": "import hvdlm.cli\n"}, ["hvdlm.cli"]),
-    ({"hvdlm__training__distributed": "from hvdlm.training.trainer import train\n"},
-     ["hvdlm.training.distributed", "hvdlm.training.trainer"]),
+    ({"hvdlm__cluster__distributed": "from hvdlm.training.trainer import train\n"},
+     ["hvdlm.cluster.distributed", "hvdlm.training.trainer"]),
 ])
 def test_import_cycles_are_reported_with_their_files(tmp_path, changes, members):
     found = rules.import_cycles(rules.build_graph(tree(tmp_path, **changes)))

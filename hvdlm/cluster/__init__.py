@@ -1,7 +1,8 @@
-"""The cluster part: where ranks come from. The only code that knows Slurm, submitit,
-horovod.runner or subprocess.
+"""The cluster part: where ranks come from and how they talk; the only code that knows
+Horovod, Slurm, submitit or subprocess.
 
-hostlist (Slurm node lists, the rank plan, the rank environment) → rendezvous (rank 0's
-server and its published address) → launch (srun/submitit tasks or local hosts become ranks)
-and submit (submitit jobs with preemption and requeue); requeue decides a batch job's end.
+hostlist (Slurm node lists, the rank plan, the rank environment) → rendezvous (rank 0's server
+and its published address) → launch (srun/submitit tasks or local hosts become ranks) and
+submit (submitit jobs with preemption and requeue); requeue decides how a batch job ends;
+distributed holds every Horovod call the training loop makes (the only horovod.torch import).
 """

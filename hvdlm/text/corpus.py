@@ -24,7 +24,6 @@ import numpy as np
 from hvdlm.errors import DataError
 
 TEXT_SUFFIXES = (".txt", ".md", ".py")
-JSONL_SUFFIXES = (".jsonl",)
 PII_KINDS = ("email", "phone", "ip", "card")
 DIGEST_BYTES = 16
 
@@ -44,35 +43,30 @@ class ReadStats:
     """What reading dropped or repaired; summed over files and tasks."""
 
     files: int = 0
-    skipped_files: int = 0
     records: int = 0
     bad_records: int = 0
     replaced_chars: int = 0
     replaced_docs: int = 0
 
-    def add(self, other: "ReadStats") -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
 
 def file_kind(name: str) -> tuple[str, bool] | None:
     """('text'|'jsonl', gzipped) for a supported file name, else None."""
-    lower = name.lower()
-    gzipped = lower.endswith(".gz")
-    if gzipped:
-        lower = lower[:-3]
-    if lower.endswith(TEXT_SUFFIXES):
+    gzipped = name.lower().endswith(".gz")
+    base = name.lower().removesuffix(".gz")
+    if base.endswith(TEXT_SUFFIXES):
         return "text", gzipped
-    if lower.endswith(JSONL_SUFFIXES):
-        return "jsonl", gzipped
-    return None
+    return ("jsonl", gzipped) if base.endswith(".jsonl") else None
 
 
-def _stat_file(path: str) -> int:
+def _corpus_file(path: str, kind: tuple[str, bool]) -> CorpusFile:
     try:
-        return os.stat(path).st_size
+        return CorpusFile(path, os.stat(path).st_size, *kind)
     except OSError as err:
         raise DataError(f"{path}: cannot read: {err.strerror}") from None
+
+
+def _walk_error(err: OSError) -> None:
+    raise DataError(f"{err.filename}: cannot read: {err.strerror}")
 
 
 def collect_files(inputs: Sequence[str]) -> tuple[list[CorpusFile], int]:
@@ -87,27 +81,22 @@ def collect_files(inputs: Sequence[str]) -> tuple[list[CorpusFile], int]:
             for root, dirs, names in os.walk(inp, onerror=_walk_error):
                 dirs.sort()
                 for name in sorted(names):
-                    path = os.path.join(root, name)
                     kind = file_kind(name)
                     if kind is None:
                         skipped += 1
-                        continue
-                    files.append(CorpusFile(path, _stat_file(path), *kind))
+                    else:
+                        files.append(_corpus_file(os.path.join(root, name), kind))
         elif os.path.lexists(inp):
             kind = file_kind(inp)
             if kind is None:
                 raise DataError(f"{inp}: unsupported file type (want .txt, .md, .py, .jsonl, "
                                 "optionally .gz)")
-            files.append(CorpusFile(inp, _stat_file(inp), *kind))
+            files.append(_corpus_file(inp, kind))
         else:
             raise DataError(f"{inp}: no such file or directory")
     if not files:
         raise DataError(f"empty corpus: no .txt/.md/.py/.jsonl(.gz) files in {' '.join(inputs)}")
     return files, skipped
-
-
-def _walk_error(err: OSError) -> None:
-    raise DataError(f"{err.filename}: cannot read: {err.strerror}")
 
 
 def decode_utf8(raw: bytes) -> tuple[str, int]:
@@ -121,11 +110,9 @@ def decode_utf8(raw: bytes) -> tuple[str, int]:
 
 
 def _read_bytes(f: CorpusFile) -> bytes:
+    opener = gzip.open if f.gzipped else open
     try:
-        if f.gzipped:
-            with gzip.open(f.path, "rb") as fh:
-                return fh.read()
-        with open(f.path, "rb") as fh:
+        with opener(f.path, "rb") as fh:
             return fh.read()
     except (gzip.BadGzipFile, EOFError, zlib.error) as err:
         raise DataError(f"{f.path}: bad gzip data: {err}") from None
@@ -171,10 +158,8 @@ def _count_replaced(text: str, replaced: int, stats: ReadStats) -> str:
 def read_documents(files: Sequence[CorpusFile], text_field: str = "text",
                    skip_bad_records: bool = False, stats: ReadStats | None = None,
                    progress: Callable[[int], object] | None = None) -> Iterator[str]:
-    """Yield each document's text, in file order, updating `stats`.
-
-    `progress(n)` is called with a file's size on disk once the file has been read.
-    """
+    """Yield each document's text, in file order, counting in `stats`; `progress(f.size)`
+    is called once a file has been read."""
     stats = stats if stats is not None else ReadStats()
     for f in files:
         raw = _read_bytes(f)
@@ -213,19 +198,15 @@ _PHONE = re.compile(
     r")(?![\w]|[.-]\d)")
 
 
-def _luhn_ok(digits: str) -> bool:
-    total = 0
+def _card(m: re.Match) -> str | None:
+    digits = re.sub(r"\D", "", m.group(0))
+    total = 0  # the Luhn checksum, which real card numbers pass
     for i, ch in enumerate(reversed(digits)):
         d = int(ch)
         if i % 2:
             d = d * 2 - 9 if d > 4 else d * 2
         total += d
-    return total % 10 == 0
-
-
-def _card(m: re.Match) -> str | None:
-    digits = re.sub(r"\D", "", m.group(0))
-    return "<CARD>" if digits[0] in "23456" and _luhn_ok(digits) else None
+    return "<CARD>" if digits[0] in "23456" and total % 10 == 0 else None
 
 
 def _ipv6(m: re.Match) -> str | None:

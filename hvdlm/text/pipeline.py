@@ -28,10 +28,10 @@ from tqdm import tqdm
 
 from hvdlm.errors import DataError, UsageError
 from hvdlm.text import corpus, workers
-from hvdlm.text.corpus import CorpusFile, ReadStats
+from hvdlm.text.corpus import PII_KINDS, CorpusFile, ReadStats
 from hvdlm.text.shards import Manifest, ShardWriter, dtype_for_vocab, save_manifest
-from hvdlm.text.tokenizer import (build_byte_tokenizer, hf_to_json_bytes, load_tokenizer,
-                                  save_tokenizer_bytes, train_bpe)
+from hvdlm.text.tokenizer import (Tokenizer, build_byte_tokenizer, hf_to_json_bytes,
+                                  load_tokenizer, train_bpe)
 
 REPORT = "preprocess_report.json"
 
@@ -42,20 +42,20 @@ class PreprocessOptions:
 
     inputs: tuple[str, ...]
     out: str
-    tokenizer: str = "bpe"              # bpe | byte | file (then tokenizer_file)
-    vocab_size: int = 8192
-    tokenizer_file: str | None = None   # an absolute path
-    tokenizer_sample_bytes: int = 250_000_000
-    shard_tokens: int = 100_000_000
-    val_fraction: float = 0.01
-    seed: int = 0
-    redact_pii: bool = False
-    dedup: bool = False
-    text_field: str = "text"
-    skip_bad_records: bool = False
-    num_tasks: int = 1
-    workers: int = 1                    # does not change the dataset
-    overwrite: bool = False             # nor does this
+    tokenizer: str                      # bpe | byte | file (then tokenizer_file)
+    vocab_size: int
+    tokenizer_file: str | None          # an absolute path
+    tokenizer_sample_bytes: int
+    shard_tokens: int
+    val_fraction: float
+    seed: int
+    redact_pii: bool
+    dedup: bool
+    text_field: str
+    skip_bad_records: bool
+    num_tasks: int
+    workers: int                        # does not change the dataset
+    overwrite: bool                     # nor does this
 
     def __post_init__(self) -> None:
         if self.tokenizer not in ("bpe", "byte", "file"):
@@ -97,12 +97,6 @@ def refuse_existing(out: Path, overwrite: bool) -> None:
         raise DataError(f"{out}: already exists (use --overwrite to replace it)")
 
 
-def plan_of(opts: PreprocessOptions, files: Sequence[CorpusFile], skipped: int) -> dict:
-    fingerprint = corpus.files_fingerprint(files)
-    return {"options": opts.plan(), "files": fingerprint, "n_files": len(files),
-            "skipped_files": skipped, "started": time.time()}
-
-
 def read_plan(stage: Path, opts: PreprocessOptions, files: Sequence[CorpusFile]) -> dict:
     try:
         plan = json.loads((stage / "plan.json").read_text())
@@ -117,6 +111,16 @@ def read_plan(stage: Path, opts: PreprocessOptions, files: Sequence[CorpusFile])
     if plan["files"] != corpus.files_fingerprint(files):
         raise DataError(f"{stage}: the input files changed since the tokenizer step")
     return plan
+
+
+def keep_and_val(opts: PreprocessOptions, digests: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Masks over all documents: kept by dedup, and (of those) held out for val."""
+    if not len(digests):
+        raise DataError(f"empty corpus: no non-empty documents in {' '.join(opts.inputs)}")
+    keep = corpus.first_occurrences(digests) if opts.dedup else np.ones(len(digests), bool)
+    val = np.zeros(len(digests), bool)
+    val[keep] = corpus.choose_val(digests[keep], opts.val_fraction, opts.seed)
+    return keep, val
 
 
 # ---- step 1: tokenizer ---------------------------------------------------------------------
@@ -134,25 +138,26 @@ def tokenizer_step(opts: PreprocessOptions, files: Sequence[CorpusFile], skipped
             load_tokenizer(opts.tokenizer_file)  # a clear error now, not in every task
             data = Path(opts.tokenizer_file).read_bytes()
         else:
-            # A list, not a generator: HF trains ~2x faster when it need not call back into
+            # A list, not a generator: HF trains faster when it need not call back into
             # Python; the sample is bounded by --tokenizer-sample-bytes.
             texts = list(training_texts(opts, files))
             data = hf_to_json_bytes(train_bpe(texts, opts.vocab_size, length=len(texts)))
-        save_tokenizer_bytes(data, stage / "tokenizer.json")
-        (stage / "plan.json").write_text(json.dumps(plan_of(opts, files, skipped), indent=1))
+        # No temporary name needed: the tasks refuse to start until plan.json, written
+        # last, exists.
+        (stage / "tokenizer.json").write_bytes(data)
+        plan = {"options": opts.plan(), "files": corpus.files_fingerprint(files),
+                "n_files": len(files), "skipped_files": skipped, "started": time.time()}
+        (stage / "plan.json").write_text(json.dumps(plan, indent=1))
 
 
 def training_texts(opts: PreprocessOptions, files: Sequence[CorpusFile]) -> Iterator[str]:
     """The train documents (after cleaning, dedup, val hold-out), or a seeded sample."""
     with workers.Pool(opts.workers, None) as pool:
         scans = list(pool.map(workers.scan_job, batches(opts, files, "scan"), opts.redact_pii))
-        digests = np.concatenate([s.digests for s in scans])
-        n_bytes = np.concatenate([s.n_bytes for s in scans])
-        if not len(digests):
-            raise DataError(f"empty corpus: no non-empty documents in {' '.join(opts.inputs)}")
-        keep = corpus.first_occurrences(digests) if opts.dedup else np.ones(len(digests), bool)
-        train = keep.copy()
-        train[keep] = ~corpus.choose_val(digests[keep], opts.val_fraction, opts.seed)
+        digests = np.concatenate([digests for digests, _ in scans])
+        n_bytes = np.concatenate([n_bytes for _, n_bytes in scans])
+        keep, val = keep_and_val(opts, digests)
+        train = keep & ~val
         if not train.any():  # --val-fraction 1: the vocabulary comes from the held-out text
             train = keep
         if n_bytes[train].sum() > opts.tokenizer_sample_bytes:
@@ -224,7 +229,7 @@ def task_step(opts: PreprocessOptions, files: Sequence[CorpusFile], stage: Path,
                                 opts.redact_pii):
                 writer.add(enc)
         writer.close({"task": task, "num_tasks": opts.num_tasks, "files": plan["files"],
-                      "tokenizer_sha256": tok.sha256, "read": stats.__dict__,
+                      "tokenizer_sha256": tok.sha256, "read": vars(stats),
                       "input_bytes": sum(f.size for f in mine), "workers": opts.workers,
                       "seconds": time.time() - start})
         os.replace(tmp, part)
@@ -241,12 +246,7 @@ def merge_step(opts: PreprocessOptions, files: Sequence[CorpusFile], stage: Path
     tok = load_tokenizer(stage / "tokenizer.json")
     parts = [workers.load_part(stage / "parts" / f"{i:05d}-of-{opts.num_tasks:05d}", tok.sha256,
                                 plan["files"]) for i in range(opts.num_tasks)]
-    digests = np.concatenate([p.digests for p in parts])
-    if not len(digests):
-        raise DataError(f"empty corpus: no non-empty documents in {' '.join(opts.inputs)}")
-    keep = corpus.first_occurrences(digests) if opts.dedup else np.ones(len(digests), bool)
-    val = np.zeros(len(digests), bool)
-    val[keep] = corpus.choose_val(digests[keep], opts.val_fraction, opts.seed)
+    keep, val = keep_and_val(opts, np.concatenate([p.digests for p in parts]))
     for p in (stage / "train", stage / "val"):
         shutil.rmtree(p, ignore_errors=True)  # a re-run merge starts its shards afresh
     writers = {s: ShardWriter(stage, s, opts.shard_tokens, tok.vocab_size, tok.eos_id, tok.sha256)
@@ -263,8 +263,8 @@ def merge_step(opts: PreprocessOptions, files: Sequence[CorpusFile], stage: Path
     save_manifest(Manifest(stage, "tokenizer.json", tok.vocab_size, tok.eos_id,
                            dtype_for_vocab(tok.vocab_size),
                            {s: w.shards for s, w in writers.items()}))
-    report = workers.make_report(plan, parts, keep, val, tok, time.time() - (started or
-                                                                             plan["started"]))
+    seconds = time.time() - (started or plan["started"])
+    report = make_report(plan, parts, keep, val, tok, seconds)
     (stage / REPORT).write_text(json.dumps(report, indent=1) + "\n")
     shutil.rmtree(stage / "parts")
     (stage / "plan.json").unlink()
@@ -279,5 +279,38 @@ def publish(stage: Path, out: Path) -> None:
         old = out.with_name(f"{out.name}.old-{os.getpid()}")
         os.replace(out, old)
     os.replace(stage, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
+    if old is not None and old.is_dir():
+        shutil.rmtree(old, ignore_errors=True)
+    elif old is not None:
+        old.unlink()
+
+
+def make_report(plan: dict, parts: list[workers.Part], keep: np.ndarray, val: np.ndarray,
+                tok: Tokenizer, seconds: float) -> dict:
+    """preprocess_report.json: what was kept, dropped and repaired, summed over the parts."""
+    def total(key: str) -> int:
+        return sum(p.info[key] for p in parts)
+
+    read = {k: sum(p.info["read"][k] for p in parts) for k in parts[0].info["read"]}
+    n_tokens = np.concatenate([p.n_tokens for p in parts])
+    n_bytes = np.concatenate([p.n_bytes for p in parts])
+    train, held = keep & ~val, keep & val
+    tokens, nbytes = int(n_tokens[keep].sum()), int(n_bytes[keep].sum())
+    return {
+        "documents": int(keep.sum()), "train_documents": int(train.sum()),
+        "val_documents": int(held.sum()), "bytes": nbytes, "input_bytes": total("input_bytes"),
+        "tokens": tokens, "train_tokens": int(n_tokens[train].sum()),
+        "val_tokens": int(n_tokens[held].sum()),
+        "bytes_per_token": round(nbytes / max(1, tokens - int(keep.sum())), 4),
+        "files": plan["n_files"], "skipped_files": plan["skipped_files"],
+        "records": read["records"], "bad_records": read["bad_records"],
+        "empty_documents": total("empty"),
+        "replaced_chars": read["replaced_chars"], "replaced_documents": read["replaced_docs"],
+        "redacted": {k: sum(p.info["redacted"][k] for p in parts) for k in PII_KINDS},
+        "duplicates": int(len(keep) - keep.sum()), "seconds": round(seconds, 3),
+        "mb_per_s": round(total("input_bytes") / 1e6 / max(seconds, 1e-9), 3),
+        "tokenizer": {"vocab_size": tok.vocab_size, "eos_id": tok.eos_id, "sha256": tok.sha256},
+        "tasks": [{"task": p.info["task"], "workers": p.info["workers"],
+                   "seconds": round(p.info["seconds"], 3)} for p in parts],
+        "options": plan["options"],
+    }

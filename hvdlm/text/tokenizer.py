@@ -35,13 +35,8 @@ def byte_alphabet() -> tuple[str, ...]:
     """
     keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
             *range(ord("®"), ord("ÿ") + 1)]
-    chars, moved = {}, 0
-    for b in range(256):
-        if b in keep:
-            chars[b] = chr(b)
-        else:
-            chars[b] = chr(256 + moved)
-            moved += 1
+    moved = [b for b in range(256) if b not in keep]
+    chars = {b: chr(b) for b in keep} | {b: chr(256 + i) for i, b in enumerate(moved)}
     return tuple(chars[b] for b in range(256))
 
 
@@ -80,24 +75,20 @@ class Tokenizer:
         try:
             spec = json.loads(data)
             self._hf = HFTokenizer.from_str(data.decode("utf-8"))
-        except (ValueError, Exception) as err:  # tokenizers raises plain Exception
+        except Exception as err:  # json's ValueError, or the plain Exception tokenizers raises
             raise DataError(f"{source}: not a valid tokenizer.json ({err})") from None
         # Special-token text inside a document must stay text, or decoding would lose it.
         self._hf.encode_special_tokens = True
         self.vocab_size = self._hf.get_vocab_size(with_added_tokens=True)
-        self._special = {t["id"] for t in spec.get("added_tokens", []) if t.get("special")}
-        self.eos_id = self._find_eos(spec)
+        special = [t for t in spec.get("added_tokens", []) if t.get("special")]
+        self._special = {t["id"] for t in special}
+        # End-of-text is the EOS token, or failing that the one and only special token.
+        eos = [t for t in special if t["content"] == EOS] or (special if len(special) == 1 else [])
+        if not eos:
+            raise DataError(f"{source}: no end-of-text special token ({EOS!r})")
+        self.eos_id = int(eos[0]["id"])
         self._byte_level = (spec.get("decoder") or {}).get("type") == "ByteLevel"
         self.is_byte = _is_byte_spec(spec) and self.eos_id == 256 and self.vocab_size == 257
-
-    def _find_eos(self, spec: dict) -> int:
-        tokens = [t for t in spec.get("added_tokens", []) if t.get("special")]
-        for t in tokens:
-            if t["content"] == EOS:
-                return int(t["id"])
-        if len(tokens) == 1:
-            return int(tokens[0]["id"])
-        raise DataError(f"{self.source}: no end-of-text special token ({EOS!r})")
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`, no end-of-text appended."""
@@ -114,26 +105,16 @@ class Tokenizer:
 
     def encode_docs(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """All texts' ids, each followed by end-of-text, concatenated (uint32), and lengths."""
-        if self.is_byte:
-            return self._encode_docs_bytes(texts)
-        rows = self.encode_batch(texts)
+        if self.is_byte:  # the ids are the UTF-8 bytes: no Python list per token
+            rows = [np.frombuffer(t.encode("utf-8"), dtype=np.uint8) for t in texts]
+        else:
+            rows = self.encode_batch(texts)
         lengths = np.fromiter((len(r) + 1 for r in rows), dtype=np.int64, count=len(rows))
-        out = np.empty(int(lengths.sum()), dtype=np.uint32)
-        ends = np.cumsum(lengths)
-        out[ends - 1] = self.eos_id
+        out = np.full(int(lengths.sum()), self.eos_id, dtype=np.uint32)
         pos = 0
         for row, n in zip(rows, lengths):
             out[pos:pos + n - 1] = row
             pos += n
-        return out, lengths
-
-    def _encode_docs_bytes(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        raw = [t.encode("utf-8") for t in texts]
-        lengths = np.fromiter((len(r) + 1 for r in raw), dtype=np.int64, count=len(raw))
-        out = np.full(int(lengths.sum()), self.eos_id, dtype=np.uint32)
-        keep = np.ones(len(out), dtype=bool)
-        keep[np.cumsum(lengths) - 1] = False
-        out[keep] = np.frombuffer(b"".join(raw), dtype=np.uint8)
         return out, lengths
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -165,10 +146,8 @@ class Tokenizer:
 
 def _is_byte_spec(spec: dict) -> bool:
     model = spec.get("model") or {}
-    if model.get("type") != "BPE" or model.get("merges"):
-        return False
-    vocab = model.get("vocab") or {}
-    return vocab == {ch: b for b, ch in enumerate(byte_alphabet())}
+    return (model.get("type") == "BPE" and not model.get("merges")
+            and model.get("vocab") == {ch: b for b, ch in enumerate(byte_alphabet())})
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
@@ -178,10 +157,3 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     except OSError as err:
         raise DataError(f"{path}: cannot read tokenizer: {err.strerror or err}") from None
     return Tokenizer(data, source=str(path))
-
-
-def save_tokenizer_bytes(data: bytes, path: str | os.PathLike) -> None:
-    """Write tokenizer.json atomically (temporary name, then rename)."""
-    tmp = Path(f"{path}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

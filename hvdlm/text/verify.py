@@ -29,14 +29,11 @@ def verify_dataset(root: str | Path) -> dict:
                         f"differ from manifest's {m.vocab_size}/{m.eos_id}")
     if m.dtype != dtype_for_vocab(m.vocab_size):
         raise DataError(f"{where}: dtype {m.dtype} does not fit vocab_size {m.vocab_size}")
-    totals = {"shards": 0, "tokens": 0, "docs": 0}
-    for split, shards in m.splits.items():
-        for shard in shards:
-            verify_shard(m, shard, tok.sha256)
-            totals["shards"] += 1
-            totals["tokens"] += shard.n_tokens
-            totals["docs"] += shard.n_docs
-    return totals
+    shards = [shard for split in m.splits.values() for shard in split]
+    for shard in shards:
+        verify_shard(m, shard, tok.sha256)
+    return {"shards": len(shards), "tokens": sum(s.n_tokens for s in shards),
+            "docs": sum(s.n_docs for s in shards)}
 
 
 def verify_shard(m: Manifest, shard: ShardInfo, tokenizer_sha256: str) -> None:
@@ -51,7 +48,13 @@ def verify_shard(m: Manifest, shard: ShardInfo, tokenizer_sha256: str) -> None:
         with h5py.File(path, "r") as f:
             _check_schema(f, path, m, shard, tokenizer_sha256)
             offsets = f["doc_offsets"][...]
-            _check_offsets(offsets, path, shard.n_tokens)
+            if offsets[0] != 0:
+                raise DataError(f"{path}: doc_offsets start at {offsets[0]}, want 0")
+            if len(offsets) > 1 and not np.all(np.diff(offsets) > 0):
+                raise DataError(f"{path}: doc_offsets are not strictly increasing")
+            if offsets[-1] != shard.n_tokens:
+                raise DataError(f"{path}: last doc_offset is {offsets[-1]}, want n_tokens "
+                                f"{shard.n_tokens}")
             _check_tokens(f["tokens"], offsets, path, m)
     except OSError as err:
         raise DataError(f"{path}: unreadable HDF5 ({err})") from None
@@ -82,15 +85,6 @@ def _check_schema(f: h5py.File, path: Path, m: Manifest, shard: ShardInfo,
             raise DataError(f"{path}: attribute {key} is {got!r}, want {value!r}")
     if tokens.shape[0] != shard.n_tokens:
         raise DataError(f"{path}: {tokens.shape[0]} tokens, manifest says {shard.n_tokens}")
-
-
-def _check_offsets(offsets: np.ndarray, path: Path, n_tokens: int) -> None:
-    if offsets[0] != 0:
-        raise DataError(f"{path}: doc_offsets start at {offsets[0]}, want 0")
-    if len(offsets) > 1 and not np.all(np.diff(offsets) > 0):
-        raise DataError(f"{path}: doc_offsets are not strictly increasing")
-    if offsets[-1] != n_tokens:
-        raise DataError(f"{path}: last doc_offset is {offsets[-1]}, want n_tokens {n_tokens}")
 
 
 def _check_tokens(tokens: h5py.Dataset, offsets: np.ndarray, path: Path, m: Manifest) -> None:

@@ -1,9 +1,9 @@
-"""Preprocessing internals: the worker pool, the per-batch jobs, task parts and the report.
+"""Preprocessing internals: the worker pool, the per-batch jobs and the task parts on disk.
 
 Workers clean (PII), fingerprint and encode batches of documents; results come back in
 submission order, so the output never depends on the number of workers. The parent writes a
-task's part (`tokens.bin` + `docs.npz` + `part.json`), which `hvdlm.preprocess`'s merge step
-turns into shards. Run through `python -m hvdlm.preprocess ... --workers N`.
+task's part (`tokens.bin` + `docs.npz` + `part.json`), which the merge step turns into
+shards. Run through `python -m hvdlm.preprocess ... --workers N`.
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from hvdlm.text import corpus
-from hvdlm.text.corpus import PII_KINDS, ReadStats
 from hvdlm.errors import DataError
+from hvdlm.text import corpus
+from hvdlm.text.corpus import PII_KINDS
 from hvdlm.text.tokenizer import Tokenizer, load_tokenizer
 
 _TOKENIZER: Tokenizer | None = None  # per process: loaded once by the pool initialiser
@@ -78,12 +78,6 @@ class Pool:
 # ---- jobs (run in workers) -----------------------------------------------------------------
 
 @dataclass
-class Scan:
-    digests: np.ndarray  # [n, 16] uint8
-    n_bytes: np.ndarray  # [n] int64
-
-
-@dataclass
 class Encoded:
     tokens: np.ndarray  # all documents' ids, each followed by end-of-text
     n_tokens: np.ndarray  # [n] int64
@@ -94,14 +88,15 @@ class Encoded:
 
 
 def _fingerprints(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Digests [n, 16] uint8 and UTF-8 sizes [n] int64 of `texts`."""
     raw = [t.encode("utf-8") for t in texts]
     digests = np.frombuffer(b"".join(corpus.digest_bytes(r) for r in raw), dtype=np.uint8)
     n_bytes = np.fromiter(map(len, raw), dtype=np.int64, count=len(raw))
     return digests.reshape(len(raw), corpus.DIGEST_BYTES), n_bytes
 
 
-def scan_job(texts: list[str], redact: bool) -> Scan:
-    return Scan(*_fingerprints(corpus.clean_batch(texts, redact).texts))
+def scan_job(texts: list[str], redact: bool) -> tuple[np.ndarray, np.ndarray]:
+    return _fingerprints(corpus.clean_batch(texts, redact).texts)
 
 
 def clean_job(texts: list[str], redact: bool) -> list[str]:
@@ -124,31 +119,27 @@ class PartWriter:
     def __init__(self, folder: Path, dtype: str) -> None:
         self.folder, self.dtype = folder, dtype
         self._fh = open(folder / "tokens.bin", "wb")
-        self._n_tokens: list[np.ndarray] = []
-        self._n_bytes: list[np.ndarray] = []
-        self._digests: list[np.ndarray] = []
+        # Each list starts with an empty array, so that a part without documents concatenates.
+        self._docs = {"n_tokens": [np.zeros(0, np.int64)], "n_bytes": [np.zeros(0, np.int64)],
+                      "digests": [np.zeros((0, corpus.DIGEST_BYTES), np.uint8)]}
         self.empty = 0
         self.redacted = dict.fromkeys(PII_KINDS, 0)
 
     def add(self, enc: Encoded) -> None:
         self._fh.write(enc.tokens.astype(self.dtype).tobytes())
-        self._n_tokens.append(enc.n_tokens)
-        self._n_bytes.append(enc.n_bytes)
-        self._digests.append(enc.digests)
+        for name, arrays in self._docs.items():
+            arrays.append(getattr(enc, name))
         self.empty += enc.empty
         for kind, n in enc.redacted.items():
             self.redacted[kind] += n
 
     def close(self, info: dict) -> None:
         self._fh.close()
-        cat = lambda xs, shape: np.concatenate(xs) if xs else np.zeros(shape, np.int64)  # noqa
-        n_tokens = cat(self._n_tokens, 0)
-        digests = np.concatenate(self._digests) if self._digests else \
-            np.zeros((0, corpus.DIGEST_BYTES), np.uint8)
-        np.savez(self.folder / "docs.npz", n_tokens=n_tokens, n_bytes=cat(self._n_bytes, 0),
-                 digests=digests)
-        info = {**info, "dtype": self.dtype, "n_docs": len(n_tokens),
-                "n_tokens": int(n_tokens.sum()), "empty": self.empty, "redacted": self.redacted}
+        docs = {name: np.concatenate(arrays) for name, arrays in self._docs.items()}
+        np.savez(self.folder / "docs.npz", **docs)
+        info = {**info, "dtype": self.dtype, "n_docs": len(docs["n_tokens"]),
+                "n_tokens": int(docs["n_tokens"].sum()), "empty": self.empty,
+                "redacted": self.redacted}
         (self.folder / "part.json").write_text(json.dumps(info, indent=1) + "\n")
 
 
@@ -180,54 +171,3 @@ def load_part(folder: Path, tokenizer_sha256: str, files_fingerprint: str) -> Pa
         raise DataError(f"{folder}: written for another tokenizer or input file list")
     return Part(folder, info, docs["n_tokens"], docs["n_bytes"], docs["digests"])
 
-
-# ---- report --------------------------------------------------------------------------------
-
-def make_report(plan: dict, parts: list[Part], keep: np.ndarray, val: np.ndarray,
-                tok: Tokenizer, seconds: float) -> dict:
-    read = ReadStats()
-    for p in parts:
-        read.add(ReadStats(**p.info["read"]))
-    n_tokens = np.concatenate([p.n_tokens for p in parts])
-    n_bytes = np.concatenate([p.n_bytes for p in parts])
-    train, held = keep & ~val, keep & val
-    tokens, nbytes = int(n_tokens[keep].sum()), int(n_bytes[keep].sum())
-    input_bytes = sum(p.info["input_bytes"] for p in parts)
-    return {
-        "documents": int(keep.sum()), "train_documents": int(train.sum()),
-        "val_documents": int(held.sum()), "bytes": nbytes, "input_bytes": input_bytes,
-        "tokens": tokens, "train_tokens": int(n_tokens[train].sum()),
-        "val_tokens": int(n_tokens[held].sum()),
-        "bytes_per_token": round(nbytes / max(1, tokens - int(keep.sum())), 4),
-        "files": plan["n_files"], "skipped_files": plan["skipped_files"],
-        "records": read.records, "bad_records": read.bad_records,
-        "empty_documents": sum(p.info["empty"] for p in parts),
-        "replaced_chars": read.replaced_chars, "replaced_documents": read.replaced_docs,
-        "redacted": {k: sum(p.info["redacted"][k] for p in parts) for k in PII_KINDS},
-        "duplicates": int(len(keep) - keep.sum()),
-        "seconds": round(seconds, 3), "mb_per_s": round(input_bytes / 1e6 / max(seconds, 1e-9), 3),
-        "tokenizer": {"vocab_size": tok.vocab_size, "eos_id": tok.eos_id, "sha256": tok.sha256},
-        "tasks": [{"task": p.info["task"], "workers": p.info["workers"],
-                   "seconds": round(p.info["seconds"], 3)} for p in parts],
-        "options": plan["options"],
-    }
-
-
-def format_report(r: dict, out: Path) -> str:
-    red = ", ".join(f"{k} {v}" for k, v in r["redacted"].items())
-    return "\n".join([
-        f"wrote {out}",
-        f"  documents      {r['documents']} (train {r['train_documents']}, "
-        f"val {r['val_documents']})",
-        f"  bytes          {r['bytes']} of text ({r['input_bytes']} read from "
-        f"{r['files']} files)",
-        f"  tokens         {r['tokens']} (train {r['train_tokens']}, val {r['val_tokens']}), "
-        f"{r['bytes_per_token']} bytes/token",
-        f"  skipped        {r['skipped_files']} files, {r['bad_records']} bad records, "
-        f"{r['empty_documents']} empty documents",
-        f"  replaced       {r['replaced_chars']} invalid UTF-8 sequences in "
-        f"{r['replaced_documents']} documents",
-        f"  redacted       {red}",
-        f"  duplicates     {r['duplicates']}",
-        f"  seconds        {r['seconds']} ({r['mb_per_s']} MB/s)",
-    ])

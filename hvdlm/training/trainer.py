@@ -26,7 +26,8 @@ from hvdlm.config import Config, to_toml
 from hvdlm.errors import EXIT_STOPPED, HvdlmError, UsageError
 from hvdlm.models import build_model, count_parameters
 from hvdlm.text.tokenizer import load_tokenizer
-from hvdlm.training import checkpoint, data, distributed, malloc
+from hvdlm.cluster import distributed
+from hvdlm.training import checkpoint, data, malloc
 from hvdlm.training.checkpoint import TrainingState
 from hvdlm.training.optim import lr_at, make_optimizer
 from hvdlm.training.runlog import MetricsWriter, log, log_to_file, setup_logging
