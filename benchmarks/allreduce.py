@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Sequence
 
 from benchmarks import report
-from benchmarks.harness import (add_common, apply_common, emulated_hosts, module_cmd,
-                                read_result, run_ranks, shared_tmp, split_config)
+from benchmarks.harness import (add_common, apply_common, emulated_hosts, module_cmd, read_result,
+                                run_ranks, shared_tmp, split_config)
 
 # name -> (backend, description); benchmarks.horovod_ranks / torch_ranks run each.
 CONFIGS = {

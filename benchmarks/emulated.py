@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from benchmarks import allreduce, report
-from benchmarks.emulated_model import (UNSHAPED, Measured, Setting, calibrate, compare,
-                                       fit_steps, rate_bits)
+from benchmarks.emulated_model import (UNSHAPED, Measured, Setting, calibrate, compare, fit_steps,
+                                       rate_bits)
 from benchmarks.emulated_report import verdicts, write_report
 from benchmarks.harness import NICE_ENV, cores_per_rank, emulated_cluster
 from benchmarks.workload import MODEL, grad_bytes, make_dataset, one_run

@@ -21,8 +21,8 @@ import horovod.torch as hvd
 from benchmarks import ranks
 from benchmarks.harness import StepClock, pin_rank, start_rank
 from benchmarks.workload import BLOCK, MODEL, TORCH_CONFIGS, TRAIN_CONFIGS, hvdlm_overrides
-from hvdlm.config import load_config
 from hvdlm.cluster import distributed
+from hvdlm.config import load_config
 from hvdlm.training.trainer import Callback, Trainer, train
 
 ALLREDUCE_CONFIGS = ("hvdlm", "defaults")

@@ -15,8 +15,8 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-from benchmarks.harness import (ROOT, clear_results, module_cmd, rank_path, read_result,
-                                run_ranks, split_config)
+from benchmarks.harness import (ROOT, clear_results, module_cmd, rank_path, read_result, run_ranks,
+                                split_config)
 from hvdlm.config import ModelConfig
 from hvdlm.models import build_model, count_parameters
 from hvdlm.training.data import open_dataset

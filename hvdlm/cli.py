@@ -1,9 +1,7 @@
-"""Shared command-line plumbing: one-line errors, exit statuses, the `--` split."""
+"""Shared command-line plumbing: one-line errors and their exit codes, no traceback."""
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 import sys
 from typing import Callable, Sequence
 
@@ -29,26 +27,3 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted\n")
         return EXIT_INTERRUPTED
-
-
-def split_command(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(our options, the command after `--`); without `--` everything is ours, so --help and
-    option errors still come first."""
-    argv = list(argv)
-    if "--" not in argv:
-        return argv, []
-    at = argv.index("--")
-    return argv[:at], argv[at + 1:]
-
-
-def exit_status(returncode: int) -> int:
-    """A child killed by signal N (Popen's -N) becomes 128+N, as a shell reports it."""
-    return 128 - returncode if returncode < 0 else returncode
-
-
-def describe_status(status: int) -> str:
-    """'exited with code 3' or 'was killed by SIGKILL', from a shell-style status."""
-    if status > 128:
-        with contextlib.suppress(ValueError):
-            return f"was killed by {signal.Signals(status - 128).name}"
-    return f"exited with code {status}"

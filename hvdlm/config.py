@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,16 +178,8 @@ def validate(cfg: Config) -> None:
 
 def to_toml(cfg: Config) -> str:
     """Serialise the (flat, two-section) config as TOML."""
-    lines = []
+    lines: list[str] = []
     for section, table in cfg.to_dict().items():
-        lines.append(f"[{section}]")
-        for key, value in table.items():
-            if isinstance(value, bool):
-                text = "true" if value else "false"
-            elif isinstance(value, str):
-                text = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-            else:
-                text = repr(value)
-            lines.append(f"{key} = {text}")
-        lines.append("")
+        # JSON spells a bool, a number or a string as TOML does, escapes included.
+        lines += [f"[{section}]", *(f"{k} = {json.dumps(v)}" for k, v in table.items()), ""]
     return "\n".join(lines)

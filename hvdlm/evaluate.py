@@ -46,8 +46,8 @@ def _main(argv: Sequence[str] | None) -> int:
     manifest = data.open_dataset(args.data)
     tokenizer = load_tokenizer(manifest.tokenizer_path)
     if args.baseline:
-        train_tokens = (shards.open_tokens(manifest.shard_path(s)) for s in manifest.splits["train"])
-        model, seq_len = UnigramLM.fit(train_tokens, manifest.vocab_size), args.seq_len
+        train = (shards.open_tokens(manifest.shard_path(s)) for s in manifest.splits["train"])
+        model, seq_len = UnigramLM.fit(train, manifest.vocab_size), args.seq_len
     else:
         model, state = load_run_model(args.run)
         seq_len = config_from_dict(state.config).model.seq_len

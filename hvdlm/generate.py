@@ -3,9 +3,8 @@
     python -m hvdlm.generate --run RUN --prompt "def main(" [--max-new-tokens 200]
         [--temperature 0.8] [--top-k 50] [--seed 0]
 
-Prints the prompt followed by the continuation. Sampling stops at the end-of-text token.
-The tokenizer is the one the run was trained with (`--tokenizer` to point at it when the
-run's dataset has moved).
+Prints the prompt and its continuation (hvdlm/models/sampling.py), which stops at end-of-text.
+The tokenizer is the run's (`--tokenizer FILE` when the run's dataset has moved).
 """
 from __future__ import annotations
 
@@ -17,32 +16,10 @@ import torch
 
 from hvdlm import cli
 from hvdlm.errors import DataError
+from hvdlm.models.sampling import sample
 from hvdlm.text import shards
 from hvdlm.text.tokenizer import Tokenizer, load_tokenizer
 from hvdlm.training.checkpoint import TrainingState, load_run_model
-
-
-@torch.no_grad()
-def sample(model: torch.nn.Module, ids: list[int], max_new_tokens: int, seq_len: int,
-           temperature: float = 1.0, top_k: int = 0, eos_id: int | None = None,
-           generator: torch.Generator | None = None) -> list[int]:
-    """Autoregressive sampling; the context is cropped to the model's last `seq_len` tokens."""
-    out = list(ids)
-    for _ in range(max_new_tokens):
-        context = torch.tensor([out[-seq_len:]], dtype=torch.long)
-        logits = model(context)[0, -1].float()                     # (vocab,)
-        if temperature == 0:
-            token = int(logits.argmax())
-        else:
-            logits = logits / temperature
-            if top_k:
-                kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
-                logits[logits < kth] = -float("inf")
-            token = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
-        if token == eos_id:
-            break
-        out.append(token)
-    return out[len(ids):]
 
 
 def _run_tokenizer(run: Path, state: TrainingState, override: str | None) -> Tokenizer:

@@ -81,10 +81,7 @@ def build_parser() -> cli.ArgumentParser:
 
 
 def options_from_args(a) -> PreprocessOptions:
-    """The run's options from parsed arguments; UsageError if they clash.
-
-    The parser holds the defaults and PreprocessOptions checks the values.
-    """
+    """The run's options from parsed arguments (the parser holds the defaults)."""
     if a.tokenizer_file and a.tokenizer:
         raise UsageError("--tokenizer-file and --tokenizer exclude each other")
     workers = a.workers  # the output is the same for any N, so use what we are given
@@ -130,6 +127,7 @@ def _main(argv: Sequence[str] | None) -> int:
     redacted = ", ".join(f"{k} {v}" for k, v in report["redacted"].items())
     print(SUMMARY.format(**{**report, "redacted": redacted}, out=out))
     return 0
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     return cli.run(_main, argv, prog=PROG)

@@ -4,10 +4,9 @@
     horovodrun -np 4 -H localhost:4 --gloo python -m hvdlm.train --data DATA --out RUN
     sbatch slurm/train.sbatch            (srun + python -m hvdlm.launch, see README)
 
-`--resume auto` (default) continues from RUN's newest sound checkpoint: model, optimizer,
-schedule, data position and RNG. SIGTERM or SIGUSR1 makes all ranks stop at the same step
-boundary, checkpoint, and exit with status 75 (EXIT_STOPPED), for Slurm to requeue.
-The loop itself is hvdlm/training/trainer.py.
+`--resume auto` (default) continues from RUN's newest sound checkpoint. SIGTERM or SIGUSR1:
+all ranks checkpoint at one step boundary and exit 75 (EXIT_STOPPED) for Slurm to requeue.
+The loop is hvdlm/training/trainer.py.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
     python -m hvdlm.verify DIR
 
 Exit 0 with a one-line summary, or exit 1 with one line naming the first bad file and what is
-wrong with it (hvdlm/text/verify.py).
+wrong with it (hvdlm/text/shards.py).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 from typing import Sequence
 
 from hvdlm import cli
-from hvdlm.text.verify import verify_dataset
+from hvdlm.text.shards import verify_dataset
 
 PROG = "hvdlm.verify"
 

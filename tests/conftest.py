@@ -77,3 +77,30 @@ def byte_dataset(tmp_path_factory) -> Path:
     run_module("hvdlm.preprocess", corpus, "--out", out, "--tokenizer", "byte",
                "--val-fraction", "0.15", "--seed", "0", check=True)
     return out
+
+
+TINY_SEQ_LEN = 32
+TINY_RUN = ["model.n_layer=1", "model.n_embd=16", "model.n_head=2",
+            f"model.seq_len={TINY_SEQ_LEN}", "train.max_steps=4", "train.micro_batch=4",
+            "train.warmup_steps=0", "train.eval_interval=4", "train.ckpt_interval=4",
+            "train.log_interval=1"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(byte_dataset, tmp_path_factory) -> Path:
+    """A 4-step GPT trained on the byte dataset in one process (a world of one); evaluate
+    and generate tests read it."""
+    run = tmp_path_factory.mktemp("tiny_run") / "run"
+    run_module("hvdlm.train", "--data", byte_dataset, "--out", run, *TINY_RUN, check=True,
+               timeout=240)
+    return run
+
+
+@pytest.fixture(scope="session")
+def bpe_dataset(tmp_path_factory) -> Path:
+    """Another dataset, with a BPE tokenizer: not the one the tiny run was trained with."""
+    root = tmp_path_factory.mktemp("bpe_dataset")
+    corpus = small_corpus(root / "corpus", n_files=4)
+    run_module("hvdlm.preprocess", corpus, "--out", root / "data", "--tokenizer", "bpe",
+               "--vocab-size", "300", "--val-fraction", "0.25", "--seed", "0", check=True)
+    return root / "data"

@@ -115,21 +115,14 @@ def test_models_importing_distributed_code_is_reported(tmp_path, source, shown):
     assert len(found) == 1 and found[0].startswith("hvdlm/models/rnn.py:") and shown in found[0]
 
 
-@pytest.mark.parametrize("where, source, shown", [
+HOROVOD_TORCH_CASES = [
     ("hvdlm__training__trainer", "import horovod.torch as hvd\n", "imports horovod.torch"),
     ("hvdlm__cluster__launch", "from horovod.torch import allreduce\n",
      "imports horovod.torch.allreduce"),
     ("hvdlm__text__shards", "def f():\n    import horovod\n", "imports horovod"),
     ("hvdlm__config", "from horovod import torch\n", "imports horovod.torch"),
-])
-def test_horovod_torch_outside_distributed_is_reported(tmp_path, where, source, shown):
-    g = rules.build_graph(tree(tmp_path, **{where: source}))
-    found = rules.horovod_torch_only_in_distributed(g)
-    assert len(found) == 1, found
-    assert found[0].startswith(where.replace("__", "/") + ".py:") and shown in found[0]
-
-
-@pytest.mark.parametrize("where, source, shown", [
+]
+PROCESS_TOOL_CASES = [
     ("hvdlm__training__trainer", "import subprocess\n", "imports subprocess"),
     ("hvdlm__text__workers", "from subprocess import run\n", "imports subprocess.run"),
     ("hvdlm__train", "def f():\n    import submitit\n", "imports submitit"),
@@ -137,10 +130,15 @@ def test_horovod_torch_outside_distributed_is_reported(tmp_path, where, source, 
      "imports horovod.runner.run"),
     ("hvdlm__launch", "import sys\nfrom hvdlm.cli import run\n", "imports hvdlm.cli.run"),
     ("hvdlm__submit", "import torch\nfrom hvdlm.cluster.submit import main\n", "imports torch"),
+]
+
+
+@pytest.mark.parametrize("rule, where, source, shown", [
+    *[(rules.horovod_torch_only_in_distributed, *case) for case in HOROVOD_TORCH_CASES],
+    *[(rules.process_tools_only_in_cluster, *case) for case in PROCESS_TOOL_CASES],
 ])
-def test_process_tools_outside_cluster_are_reported(tmp_path, where, source, shown):
-    g = rules.build_graph(tree(tmp_path, **{where: source}))
-    found = rules.process_tools_only_in_cluster(g)
+def test_imports_outside_their_part_are_reported(tmp_path, rule, where, source, shown):
+    found = rule(rules.build_graph(tree(tmp_path, **{where: source})))
     assert len(found) == 1, found
     assert found[0].startswith(where.replace("__", "/") + ".py:") and shown in found[0]
 

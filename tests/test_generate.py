@@ -1,5 +1,5 @@
 """python -m hvdlm.generate on a tiny trained run: seeds, greedy decoding, the prompt alone,
-refusals in one line; and hvdlm.generate.sample with hand-made models (end-of-text, top-k,
+refusals in one line; and hvdlm.models.sampling.sample with hand-made models (end-of-text, top-k,
 the context window).
 
     .venv/bin/python -m pytest tests/test_generate.py
@@ -11,12 +11,12 @@ import shutil
 import pytest
 import torch
 
-from hvdlm.generate import sample
+from hvdlm.models.sampling import sample
 from hvdlm.text.shards import load_manifest
 from hvdlm.text.tokenizer import load_tokenizer
 from hvdlm.training.checkpoint import load_run_model
+from tests.conftest import TINY_SEQ_LEN as SEQ_LEN
 from tests.conftest import run_module
-from tests.test_evaluate import SEQ_LEN, bpe_dataset, tiny_run  # noqa: F401  (module fixtures)
 
 pytestmark = pytest.mark.hdf5
 PROMPT = "def main("

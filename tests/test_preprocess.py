@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import run_module
 
 from hvdlm.text.shards import load_manifest, open_tokens, read_doc_offsets
 from hvdlm.text.tokenizer import load_tokenizer
+from tests.conftest import run_module
 
 pytestmark = pytest.mark.hdf5
 BPE = ["--vocab-size", "300", "--val-fraction", "0.2", "--shard-tokens", "300", "--seed", "1"]

@@ -4,5 +4,6 @@ Horovod, Slurm, submitit or subprocess.
 hostlist (Slurm node lists, the rank plan, the rank environment) → rendezvous (rank 0's server
 and its published address) → launch (srun/submitit tasks or local hosts become ranks) and
 submit (submitit jobs with preemption and requeue); requeue decides how a batch job ends;
-distributed holds every Horovod call the training loop makes (the only horovod.torch import).
+distributed holds every Horovod call the training loop makes (the only horovod.torch import)
+and malloc keeps a CPU rank's freed memory, which ranks sharing a node's cores pay for.
 """

@@ -7,7 +7,8 @@ rank (rank, local and cross ranks and sizes), in the order Horovod's own
 `get_host_assignments` uses, so our ranks agree with the scope sizes its rendezvous server
 expects. `horovod_env` then writes a slot as the HOROVOD_* variables a Gloo rank reads.
 
-    python -c "from hvdlm.cluster.hostlist import expand_nodelist; print(expand_nodelist('n[01-03]'))"
+    >>> expand_nodelist("n[01-03]")
+    ['n01', 'n02', 'n03']
 """
 from __future__ import annotations
 

@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
 from hvdlm import cli
-from hvdlm.cli import describe_status, exit_status, split_command
-from hvdlm.errors import EXIT_TIMEOUT, HvdlmError, UsageError
 from hvdlm.cluster.hostlist import (Hosts, Slot, Task, assign_slots, find_slot, horovod_env,
-                            hosts_string, parse_hosts, task_from_environ)
-from hvdlm.cluster.rendezvous import (JobRendezvous, ipv4_of, iface_towards, publish, resolve_ipv4,
-                              source_address, wait_for)
+                                    hosts_string, parse_hosts, task_from_environ)
+from hvdlm.cluster.process import describe_status, exit_status, split_command
+from hvdlm.cluster.rendezvous import (JobRendezvous, iface_towards, ipv4_of, publish, resolve_ipv4,
+                                      source_address, wait_for)
+from hvdlm.errors import EXIT_TIMEOUT, HvdlmError, UsageError
 
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 KILL_GRACE_S = 5.0

@@ -35,7 +35,7 @@ from typing import Any, Iterator, Sequence
 import submitit
 
 from hvdlm import cli
-from hvdlm.cli import describe_status, exit_status, split_command
+from hvdlm.cluster.process import describe_status, exit_status, split_command
 from hvdlm.errors import EXIT_STOPPED, HvdlmError, UsageError
 
 PROG = "hvdlm.submit"

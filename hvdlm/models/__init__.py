@@ -15,12 +15,6 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     return GPT(cfg) if cfg.arch == "gpt" else RNNLM(cfg)
 
 
-def count_parameters(model: nn.Module, exclude_embeddings: bool = False) -> int:
-    """Parameters, counting tied tensors once; optionally without position/token tables."""
-    seen, total = set(), 0
-    for name, p in model.named_parameters():
-        if id(p) in seen or (exclude_embeddings and "wpe" in name):
-            continue
-        seen.add(id(p))
-        total += p.numel()
-    return total
+def count_parameters(model: nn.Module) -> int:
+    """Parameters, counting tied tensors once."""
+    return sum(p.numel() for p in model.parameters())  # parameters() yields a shared one once

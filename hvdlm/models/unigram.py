@@ -1,6 +1,6 @@
 """The unigram baseline: every position predicts the training set's token frequencies.
 
-A model (same interface as the others) so that `hvdlm.evaluate.score_windows` scores it on
+A model (same interface as the others) so that `hvdlm.training.scoring` scores it on
 exactly the windows and targets a trained model is scored on: a fair "did we learn anything
 beyond token frequencies" line in the demo and in reports.
 """

@@ -2,5 +2,6 @@
 
 corpus (find, read, clean, redact, fingerprint) → tokenizer (byte-level BPE) → workers (a pool
 that cleans and encodes in order) → pipeline (the tokenizer, task and merge steps) → shards
-(HDF5 + manifest.json) → verify. Nothing here knows about models, Horovod or Slurm.
+(HDF5 + manifest.json, and their full verification). Nothing here knows about models,
+Horovod or Slurm.
 """

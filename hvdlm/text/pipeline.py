@@ -30,8 +30,8 @@ from hvdlm.errors import DataError, UsageError
 from hvdlm.text import corpus, workers
 from hvdlm.text.corpus import PII_KINDS, CorpusFile, ReadStats
 from hvdlm.text.shards import Manifest, ShardWriter, dtype_for_vocab, save_manifest
-from hvdlm.text.tokenizer import (Tokenizer, build_byte_tokenizer, hf_to_json_bytes,
-                                  load_tokenizer, train_bpe)
+from hvdlm.text.tokenizer import (Tokenizer, build_byte_tokenizer, hf_to_json_bytes, load_tokenizer,
+                                  train_bpe)
 
 REPORT = "preprocess_report.json"
 

@@ -1,4 +1,4 @@
-"""The HDF5 shard format and manifest (DESIGN.md "Data format"): write, read, cheap checks.
+"""The HDF5 shard format and manifest: write, read, check cheaply, verify in full.
 
 A shard `DIR/<split>/NNNNN.h5` holds `tokens` (1-D, uint16 or uint32, contiguous,
 uncompressed) and `doc_offsets` (int64, n_docs+1; document i is
@@ -6,7 +6,9 @@ uncompressed) and `doc_offsets` (int64, n_docs+1; document i is
 the complete shards with their sha256. Readers memory-map `tokens` at its file offset, which
 avoids h5py's per-read overhead on the random windows training reads.
 
-Written by `python -m hvdlm.preprocess`, checked in full by `python -m hvdlm.verify DIR`.
+Written by `python -m hvdlm.preprocess`. `check_shard_files` is the cheap check done at the
+start of training; `verify_dataset` hashes every byte and checks schema, offsets and ids (`python
+-m hvdlm.verify DIR`), raising DataError that names the first bad file and what is wrong.
 """
 from __future__ import annotations
 
@@ -20,10 +22,12 @@ import h5py
 import numpy as np
 
 from hvdlm.errors import DataError
+from hvdlm.text.tokenizer import load_tokenizer
 
 FORMAT = "hvdlm-shards"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+BLOCK = 1 << 24  # tokens per read when verify scans ids
 
 
 @dataclass
@@ -106,11 +110,8 @@ def load_manifest(root: str | os.PathLike) -> Manifest:
 def _shard_info(obj, where: str) -> ShardInfo:
     if not isinstance(obj, dict):
         raise DataError(f"{where}: not an object")
-    return ShardInfo(path=_need(obj, "path", str, where),
-                     n_tokens=_need(obj, "n_tokens", int, where),
-                     n_docs=_need(obj, "n_docs", int, where),
-                     n_bytes=_need(obj, "n_bytes", int, where),
-                     sha256=_need(obj, "sha256", str, where))
+    kinds = {"path": str, "n_tokens": int, "n_docs": int, "n_bytes": int, "sha256": str}
+    return ShardInfo(**{key: _need(obj, key, kind, where) for key, kind in kinds.items()})
 
 
 def save_manifest(manifest: Manifest) -> Path:
@@ -221,3 +222,86 @@ class ShardWriter:
         self.shards.append(write_shard(self.root, rel, np.concatenate(self._docs), offsets,
                                        self._bytes, **self.meta))
         self._docs, self._tokens, self._bytes = [], 0, 0
+
+
+# ---- full verification --------------------------------------------------------------------------
+
+def verify_dataset(root: str | Path) -> dict:
+    """Raise DataError at the first problem; return totals when everything holds."""
+    m = load_manifest(root)
+    tok = load_tokenizer(m.tokenizer_path)
+    where = m.root / "manifest.json"
+    if (tok.vocab_size, tok.eos_id) != (m.vocab_size, m.eos_id):
+        raise DataError(f"{m.tokenizer_path}: vocab_size/eos_id {tok.vocab_size}/{tok.eos_id} "
+                        f"differ from manifest's {m.vocab_size}/{m.eos_id}")
+    if m.dtype != dtype_for_vocab(m.vocab_size):
+        raise DataError(f"{where}: dtype {m.dtype} does not fit vocab_size {m.vocab_size}")
+    shards = [shard for split in m.splits.values() for shard in split]
+    for shard in shards:
+        verify_shard(m, shard, tok.sha256)
+    return {"shards": len(shards), "tokens": sum(s.n_tokens for s in shards),
+            "docs": sum(s.n_docs for s in shards)}
+
+
+def verify_shard(m: Manifest, shard: ShardInfo, tokenizer_sha256: str) -> None:
+    path = m.shard_path(shard)
+    if not path.is_file():
+        raise DataError(f"{path}: shard missing")
+    digest = sha256_file(path)
+    if digest != shard.sha256:
+        raise DataError(f"{path}: sha256 {digest[:12]}... differs from the manifest's "
+                        f"{shard.sha256[:12]}... (file changed or truncated)")
+    try:
+        with h5py.File(path, "r") as f:
+            _check_schema(f, path, m, shard, tokenizer_sha256)
+            offsets = f["doc_offsets"][...]
+            if offsets[0] != 0:
+                raise DataError(f"{path}: doc_offsets start at {offsets[0]}, want 0")
+            if len(offsets) > 1 and not np.all(np.diff(offsets) > 0):
+                raise DataError(f"{path}: doc_offsets are not strictly increasing")
+            if offsets[-1] != shard.n_tokens:
+                raise DataError(f"{path}: last doc_offset is {offsets[-1]}, want n_tokens "
+                                f"{shard.n_tokens}")
+            _check_tokens(f["tokens"], offsets, path, m)
+    except OSError as err:
+        raise DataError(f"{path}: unreadable HDF5 ({err})") from None
+
+
+def _check_schema(f: h5py.File, path: Path, m: Manifest, shard: ShardInfo,
+                  tokenizer_sha256: str) -> None:
+    for name in ("tokens", "doc_offsets"):
+        if name not in f:
+            raise DataError(f"{path}: no dataset {name!r}")
+    tokens, offsets = f["tokens"], f["doc_offsets"]
+    if tokens.ndim != 1 or tokens.dtype != np.dtype(m.dtype):
+        raise DataError(f"{path}: tokens are {tokens.dtype}{list(tokens.shape)}, want 1-D "
+                        f"{m.dtype}")
+    if tokens.chunks is not None or tokens.compression is not None:
+        raise DataError(f"{path}: tokens are chunked or compressed, want contiguous")
+    if offsets.dtype != np.int64 or offsets.shape != (shard.n_docs + 1,):
+        raise DataError(f"{path}: doc_offsets are {offsets.dtype}{list(offsets.shape)}, "
+                        f"want int64[{shard.n_docs + 1}]")
+    want = {"format_version": FORMAT_VERSION, "vocab_size": m.vocab_size, "eos_id": m.eos_id,
+            "tokenizer_sha256": tokenizer_sha256, "n_tokens": shard.n_tokens,
+            "n_docs": shard.n_docs, "n_bytes": shard.n_bytes}
+    for key, value in want.items():
+        got = f.attrs.get(key)
+        if isinstance(got, bytes):
+            got = got.decode()
+        if got is None or (got.item() if hasattr(got, "item") else got) != value:
+            raise DataError(f"{path}: attribute {key} is {got!r}, want {value!r}")
+    if tokens.shape[0] != shard.n_tokens:
+        raise DataError(f"{path}: {tokens.shape[0]} tokens, manifest says {shard.n_tokens}")
+
+
+def _check_tokens(tokens: h5py.Dataset, offsets: np.ndarray, path: Path, m: Manifest) -> None:
+    ends = offsets[1:] - 1  # where each document's end-of-text must be
+    for start in range(0, tokens.shape[0], BLOCK):
+        block = tokens[start:start + BLOCK]
+        if block.size and int(block.max()) >= m.vocab_size:
+            raise DataError(f"{path}: token id {int(block.max())} >= vocab_size {m.vocab_size}")
+        lo, hi = np.searchsorted(ends, [start, start + len(block)])
+        bad = np.flatnonzero(block[ends[lo:hi] - start] != m.eos_id)
+        if len(bad):
+            raise DataError(f"{path}: document {lo + bad[0]} does not end with end-of-text "
+                            f"(id {m.eos_id})")

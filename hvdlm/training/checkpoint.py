@@ -47,12 +47,11 @@ class TrainingState:
 
     @classmethod
     def from_dict(cls, state: dict[str, Any], source: Path) -> "TrainingState":
-        known = {f.name for f in fields(cls)}
         missing = {"model", "optimizer", "step", "consumed_samples", "config"} - set(state)
         if missing:
             raise CheckpointError(f"{source}: not an hvdlm checkpoint (missing "
                                   f"{', '.join(sorted(missing))})")
-        return cls(**{k: v for k, v in state.items() if k in known})
+        return cls(**{f.name: state[f.name] for f in fields(cls) if f.name in state})
 
     def require_tokenizer(self, tokenizer_sha256: str, tokenizer_file: str | Path) -> None:
         """DataError unless `tokenizer_file` (with that digest) is the one trained with."""
@@ -135,7 +134,8 @@ def load(path: str | Path) -> TrainingState:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: refused, not a plain weights-only checkpoint ({first})") from None
+        raise CheckpointError(f"{path}: refused, not a plain weights-only checkpoint "
+                              f"({first})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not an hvdlm checkpoint (not a dict)")
     return TrainingState.from_dict(state, path)
@@ -164,18 +164,11 @@ def load_latest(run: str | Path) -> tuple[Path, TrainingState] | None:
     return None
 
 
-
-def load_run_model(run: str | Path, path: str | Path | None = None
-                   ) -> tuple[torch.nn.Module, TrainingState]:
-    """The model of checkpoint `path` (default: the run's newest sound one), on CPU in eval
-    mode, with its training state."""
-    if path is not None:
-        state = load(path)
-    else:
-        found = load_latest(run)
-        if found is None:
-            raise CheckpointError(f"{checkpoint_dir(run)}: no checkpoint to load")
-        state = found[1]
-    model = build_model(config_from_dict(state.config).model)
-    model.load_state_dict(state.model)
-    return model.eval(), state
+def load_run_model(run: str | Path) -> tuple[torch.nn.Module, TrainingState]:
+    """The model of the run's newest sound checkpoint (CPU, eval mode) and its training state."""
+    found = load_latest(run)
+    if found is None:
+        raise CheckpointError(f"{checkpoint_dir(run)}: no checkpoint to load")
+    model = build_model(config_from_dict(found[1].config).model)
+    model.load_state_dict(found[1].model)
+    return model.eval(), found[1]

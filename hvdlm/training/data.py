@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from hvdlm.text import shards
 from hvdlm.errors import DataError, UsageError
+from hvdlm.text import shards
 
 
 class TokenWindows(Dataset):
@@ -89,7 +89,8 @@ class GlobalOrder:
     def _permutation(self, epoch: int) -> np.ndarray:
         if epoch not in self._cache:
             self._cache.clear()
-            self._cache[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)
+            rng = np.random.default_rng([self.seed, epoch])
+            self._cache[epoch] = rng.permutation(self.n_windows)
         return self._cache[epoch]
 
 
@@ -141,8 +142,8 @@ def _as_batch(batch: torch.Tensor) -> torch.Tensor:
 
 
 class InlineLoader:
-    """Micro-batches read in this process: what a DataLoader with no workers does, minus its
-    per-batch machinery (which cost a third of the read rate of small batches)."""
+    """Micro-batches read in this process: a DataLoader with no workers, minus its per-batch
+    machinery (a large share of the read time of small batches)."""
 
     def __init__(self, dataset: TokenWindows, batches: Sampler):
         self.dataset, self.batches = dataset, batches

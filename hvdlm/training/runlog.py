@@ -21,20 +21,17 @@ def setup_logging(rank: int) -> None:
     log.handlers.clear()
     log.propagate = False
     console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(_formatter(rank))
+    console.setFormatter(logging.Formatter(f"%(asctime)s [rank {rank}] %(levelname)s "
+                                           "%(message)s", "%H:%M:%S"))
     console.setLevel(logging.INFO if rank == 0 else logging.WARNING)
     log.addHandler(console)
 
 
 def log_to_file(path: Path) -> None:
-    """Also log to RUN/log.txt (rank 0 only)."""
+    """Also log to RUN/log.txt (rank 0 only, after setup_logging), in the same format."""
     file = logging.FileHandler(path)
-    file.setFormatter(log.handlers[0].formatter if log.handlers else _formatter(0))
+    file.setFormatter(log.handlers[0].formatter)
     log.addHandler(file)
-
-
-def _formatter(rank: int) -> logging.Formatter:
-    return logging.Formatter(f"%(asctime)s [rank {rank}] %(levelname)s %(message)s", "%H:%M:%S")
 
 
 class MetricsWriter:

@@ -22,12 +22,12 @@ from typing import Callable, Sequence
 import torch
 from tqdm import tqdm
 
+from hvdlm.cluster import distributed, malloc
 from hvdlm.config import Config, to_toml
 from hvdlm.errors import EXIT_STOPPED, HvdlmError, UsageError
 from hvdlm.models import build_model, count_parameters
 from hvdlm.text.tokenizer import load_tokenizer
-from hvdlm.cluster import distributed
-from hvdlm.training import checkpoint, data, malloc
+from hvdlm.training import checkpoint, data
 from hvdlm.training.checkpoint import TrainingState
 from hvdlm.training.optim import lr_at, make_optimizer
 from hvdlm.training.runlog import MetricsWriter, log, log_to_file, setup_logging
@@ -53,19 +53,15 @@ class StopRequest:
     def __init__(self) -> None:
         self.signal: int | None = None
         for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, _frame) -> None:
-        self.signal = signum
+            signal.signal(sig, lambda signum, _frame: setattr(self, "signal", signum))
 
 
 class StepStats:
     """The per-step all-reduce of (loss, stop flag), read one step late.
 
-    A synchronous collective after every optimizer step makes each step wait for the slowest
-    rank twice and pay Horovod's coordination cycle once more; started asynchronously it runs
-    in Horovod's background thread behind the next step's forward pass. Every rank reads the
-    same results at the same steps, so all of them still stop at the same step (one step after
+    Started asynchronously, it runs in Horovod's background thread behind the next step's
+    forward pass instead of making each step wait for the slowest rank once more. Every rank
+    reads the same results at the same steps, so all still stop at the same step (one after
     the signal) and log the same losses.
     """
 

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hvdlm.errors import UsageError
 from hvdlm.cluster.hostlist import (Slot, assign_slots, check_hosts, expand_nodelist,
                                     expand_tasks_per_node, find_slot, horovod_env, hosts_string,
                                     parse_hosts, task_from_environ)
+from hvdlm.errors import UsageError
 from tests.cluster.conftest import slurm_env
 
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from hvdlm.errors import HvdlmError
 from hvdlm.cluster.rendezvous import iface_towards, publish, wait_for
+from hvdlm.errors import HvdlmError
 
 
 def test_rendezvous_wait_has_a_deadline(tmp_path):
@@ -27,6 +27,7 @@ def test_rendezvous_wait_has_a_deadline(tmp_path):
 def test_rendezvous_listens_on_one_address_for_the_job_only():
     pytest.importorskip("horovod.runner.http.http_server")
     import socket
+
     from hvdlm.cluster.rendezvous import JobRendezvous
     server = JobRendezvous("127.0.0.1", [("a", 1), ("b", 2)])
     assert server._httpd.server_address[0] == "127.0.0.1"  # not Horovod's '' (every interface)

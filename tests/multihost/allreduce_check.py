@@ -41,8 +41,8 @@ def main() -> int:
 
     if args.no_iface:
         os.environ.pop("HOROVOD_GLOO_IFACE", None)
-    import torch
     import horovod.torch as hvd
+    import torch
 
     size = sum(n for _, n in hosts)
     # First and last rank: on different hosts, so the set's own Gloo context spans hosts.

@@ -14,8 +14,8 @@ import psutil
 import pytest
 import torch
 
-from hvdlm.training.runlog import read_metrics
 from hvdlm.errors import EXIT_STOPPED
+from hvdlm.training.runlog import read_metrics
 from tests.conftest import ROOT, run_module
 from tests.multiproc.test_train import TINY, final_params, flat, losses, train
 

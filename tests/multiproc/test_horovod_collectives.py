@@ -46,6 +46,7 @@ def test_small_allreduce_on_a_shared_core_costs_no_scheduler_tick():
     0.4-1.5 ms). The bound, 3x torch's median from the same run but at least 2.5 ms, leaves
     room for Horovod's own negotiation and for a loaded machine."""
     import re
+
     from benchmarks.harness import free_port
     proc = horovodrun(2, sys.executable, HERE / "shared_core_check.py", timeout=180,
                       env={"HVDLM_TEST_TORCH_PORT": str(free_port())})

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from hvdlm.errors import HvdlmError
 from hvdlm.cluster.submit import submit_training, wait_for_ranks, with_resume_auto
+from hvdlm.errors import HvdlmError
 from tests.conftest import ROOT, logged_steps, run_module
 
 TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.seq_len=32",

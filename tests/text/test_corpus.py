@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
+from hvdlm.errors import DataError
 from hvdlm.text import corpus
 from hvdlm.text.corpus import ReadStats, collect_files, read_documents, redact_pii
-from hvdlm.errors import DataError
 
 MUST_REDACT = {
     "email": ["Contact john.smith@example.org today", "mail jane_doe+news@mail.co.uk."],

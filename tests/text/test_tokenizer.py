@@ -12,7 +12,7 @@ from tokenizers import Tokenizer as HFTokenizer
 
 from hvdlm.errors import DataError
 from hvdlm.text.tokenizer import (EOS, Tokenizer, build_byte_tokenizer, hf_to_json_bytes,
-                             load_tokenizer, train_bpe)
+                                  load_tokenizer, train_bpe)
 
 SAMPLES = ["Hello, world!\n", "café 日本語 🎉 \ufffd", "  leading\tand trailing  \n\n",
            f"the special {EOS} string stays text", "def f(x):\n    return x ** 2\n", "a"]

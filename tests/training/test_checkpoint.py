@@ -8,8 +8,8 @@ import signal
 import pytest
 import torch
 
-from hvdlm.training import checkpoint
 from hvdlm.errors import CheckpointError
+from hvdlm.training import checkpoint
 
 
 def state(step: int) -> checkpoint.TrainingState:

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from hvdlm.errors import DataError, UsageError
 from hvdlm.text import shards
-from hvdlm.training.data import (EvalBatches, GlobalOrder, InlineLoader, TokenWindows,
-                                 TrainBatches, loader, open_dataset)
+from hvdlm.training.data import (EvalBatches, GlobalOrder, InlineLoader, TokenWindows, TrainBatches,
+                                 loader, open_dataset)
 
 pytestmark = pytest.mark.hdf5
 

@@ -1,11 +1,11 @@
-"""hvdlm.malloc: freed memory stays in the process, so touching it again does not fault."""
+"""hvdlm.cluster.malloc: freed memory stays in the process, so touching it again does not fault."""
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from hvdlm.training import malloc
+from hvdlm.cluster import malloc
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
 # Allocate, touch and free 64 blocks of 1 MiB, ten times; print minor page faults per round.
 CHURN = textwrap.dedent("""
     import sys, torch
-    from hvdlm.training import malloc
+    from hvdlm.cluster import malloc
     def faults():
         return int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[7])
     kept = malloc.keep_freed_memory() if sys.argv[1] == "keep" else None
