@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+
 ROOT = Path(__file__).resolve().parents[1]
-REQUIRED_MARKERS = ("horovod", "hdf5", "slurm", "netns")
+pytest_plugins = ["tests.attacker"]  # the `attacker` fixture: a real second Unix user
+REQUIRED_MARKERS = ("horovod", "hdf5", "slurm", "netns", "security")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

@@ -15,6 +15,7 @@ The checks themselves are tests/import_rules.py.
 """
 from __future__ import annotations
 
+import ast
 import textwrap
 from pathlib import Path
 
@@ -198,3 +199,15 @@ def test_long_files_are_reported(tmp_path):
     (root / "scripts").mkdir()
     (root / "scripts" / "ok.py").write_text("x = 1\n" * 400)
     assert rules.long_files(root) == ["tests/test_x.py has 401 lines (limit 400)"]
+
+
+def test_no_rank_sends_pickles():
+    """Nothing another rank sent is unpickled: no *_object collective (allgather_object,
+    broadcast_object, ...) anywhere in hvdlm; per-rank data travels as tensors."""
+    calls = []
+    for path in sorted((ROOT / "hvdlm").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            name = getattr(node, "attr", None) or getattr(node, "id", None) or ""
+            if name.endswith("_object") and ("gather" in name or "broadcast" in name):
+                calls.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}")
+    assert calls == []
