@@ -9,8 +9,11 @@
 # rank's threads share its cores, three more things cost time: the torch binding waits for a
 # collective by spinning, taking the core from the background thread doing the work; the
 # background thread wakes every cycle whether or not there is work; and the bundled Gloo's
-# device thread spins until the next scheduler tick when a pair's lock is busy. We patch all
-# five (scripts/horovod-patches/, one file each, saying what it changes and why), build a
+# device thread spins until the next scheduler tick when a pair's lock is busy. And its Gloo
+# HTTP rendezvous store sends no credential, so anyone who reaches the port can rewrite a job's
+# rendezvous; patched, it sends the job's secret (HOROVOD_GLOO_RENDEZVOUS_SECRET) that
+# hvdlm's rendezvous server checks. We patch all six (scripts/horovod-patches/, one file
+# each, saying what it changes and why), build a
 # wheel without build isolation against the torch already installed, and cache it outside the
 # checkout, keyed by Horovod, torch, Python, build flags and the patches' contents, so later
 # runs only install it.

@@ -12,17 +12,23 @@ The distributed steps, in the order Horovod's own examples use them:
                            nothing that crosses between ranks is unpickled).
 
 Works without horovodrun too: a lone `python -m hvdlm.train` (or `-np 1`) is a world of one,
-which does not start Horovod: nothing is wrapped, broadcast or all-reduced.
+which does not start Horovod: nothing is wrapped, broadcast or all-reduced. But several
+processes started without a Horovod world (`srun -n 4` without hvdlm.launch, torchrun, an MPI
+Horovod cannot use) would be as many worlds of one: `check_launch` refuses them, in init().
 """
 from __future__ import annotations
 
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 import horovod.torch as hvd
 import torch
+
+from hvdlm.cluster import runlock
+from hvdlm.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -60,18 +66,85 @@ def horovod_tuning(use_cuda: bool, env: Mapping[str, str] = os.environ) -> dict[
     return {k: v for k, v in tuned.items() if k not in env}
 
 
+MPI_SIZES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE")  # Open MPI; MPICH, Slurm's PMI
+MPI_RANKS = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
+HOW_TO_LAUNCH = ("launch one Horovod job instead: srun ... python -m hvdlm.launch -- python -m "
+                 "hvdlm.train ... (or horovodrun -np N python -m hvdlm.train ...)")
+
+
+def _count(env: Mapping[str, str], name: str) -> int:
+    try:
+        return int(env.get(name) or 0)
+    except ValueError:
+        return 0
+
+
+def _mpi_size(env: Mapping[str, str]) -> int:
+    return max(_count(env, name) for name in MPI_SIZES)
+
+
 def launched_size(env: Mapping[str, str] = os.environ) -> int:
-    """The world size a launcher (horovodrun, hvdlm.launch, mpirun) set up; 1 if none did."""
-    return int(env.get("HOROVOD_SIZE") or env.get("OMPI_COMM_WORLD_SIZE") or 1)
+    """The world size a launcher (horovodrun, hvdlm.launch, mpirun) set up; 1 if none did.
+
+    An MPI world counts only where Horovod was built with MPI (hvdlm's build is not:
+    `check_launch` refuses one there)."""
+    if env.get("HOROVOD_SIZE"):
+        return int(env["HOROVOD_SIZE"])
+    return max(1, _mpi_size(env)) if hvd.mpi_built() else 1
 
 
-def init(device: str = "auto") -> World:
+def launched_rank(env: Mapping[str, str] = os.environ) -> int:
+    """This process's rank as its launcher set it, known before hvd.init() (0 if none did)."""
+    for name in ("HOROVOD_RANK", *MPI_RANKS):
+        if env.get(name):
+            return _count(env, name)
+    return 0
+
+
+def check_launch(env: Mapping[str, str] = os.environ, mpi_built: bool | None = None) -> None:
+    """UsageError (exit 2) when several processes were started without one Horovod world.
+
+    `srun -n 4 python -m hvdlm.train` (no hvdlm.launch), torchrun, or mpirun with a Horovod
+    built without MPI (hvdlm's: HOROVOD_WITHOUT_MPI=1) start N processes that Horovod does not
+    join: each would be a world of one, all training into the same run folder. hvdlm.launch
+    and horovodrun set HOROVOD_SIZE; horovodrun's mpirun mode (with an MPI build) is an MPI
+    world that hvd.init() joins.
+    """
+    if env.get("HOROVOD_SIZE"):
+        return
+    if mpi_built is None:
+        mpi_built = hvd.mpi_built()
+    if mpi_built and _mpi_size(env) > 1:
+        return  # hvd.init() joins the MPI world
+    found = []
+    tasks = _count(env, "SLURM_STEP_NUM_TASKS") or _count(env, "SLURM_NTASKS")
+    if "SLURM_STEP_ID" in env and "SLURM_PROCID" in env and tasks > 1:
+        found.append(f"srun started {tasks} tasks")
+    torch_size = max(_count(env, "WORLD_SIZE"), _count(env, "LOCAL_WORLD_SIZE"))
+    if torch_size > 1:
+        found.append(f"torchrun (or another torch.distributed launcher) started {torch_size} "
+                     "processes")
+    found += [f"an MPI launcher started {_count(env, name)} processes ({name})"
+              for name in MPI_SIZES if _count(env, name) > 1]
+    if found:
+        raise UsageError(f"{found[0]} without a Horovod world: each would train alone, into "
+                         f"the same run folder; {HOW_TO_LAUNCH}")
+
+
+def init(device: str = "auto", run_dir: str | Path | None = None) -> World:
     """Start Horovod, share the cores fairly between local ranks, choose this rank's device.
 
+    First refuses a wrong launch (`check_launch`), then rank 0 locks `run_dir` (runlock), both
+    before hvd.init(): a refused process never joins a world, and its launcher (horovodrun,
+    hvdlm.launch, srun --kill-on-bad-exit) ends the other ranks, which wait in hvd.init()
+    (under a plain srun they abort there within seconds, once rank 0's rendezvous is gone).
     A world of one (no launcher, or `-np 1`) does not start Horovod at all: with nothing to
     communicate, its background thread would only take cycles from the one training thread.
     """
     global _active
+    check_launch()
+    if run_dir is not None and launched_rank() == 0:
+        runlock.acquire(run_dir)
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if launched_size() > 1:
         os.environ.update(horovod_tuning(use_cuda))
@@ -83,6 +156,8 @@ def init(device: str = "auto") -> World:
         world = (hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size())
     else:
         world = (0, 1, 0, 1)
+    if run_dir is not None and world[0] == 0:
+        runlock.acquire(run_dir)  # already held, unless the launcher's rank was not Horovod's
     cores = len(os.sched_getaffinity(0))
     # Oversubscribed intra-op threads make every rank slower; OMP_NUM_THREADS wins if set.
     threads = int(os.environ.get("OMP_NUM_THREADS", 0)) or max(1, cores // world[3])

@@ -165,9 +165,13 @@ def find_slot(slots: Sequence[Slot], host: str, local_rank: int) -> Slot:
 
 
 def horovod_env(slot: Slot, rendezvous_addr: str, rendezvous_port: int, iface: str,
-                gloo_timeout_s: int) -> dict[str, str]:
-    """The variables that make `hvd.init()` join this job as `slot`, over Gloo, without MPI."""
-    return {
+                gloo_timeout_s: int, secret: str | None = None) -> dict[str, str]:
+    """The variables that make `hvd.init()` join this job as `slot`, over Gloo, without MPI.
+
+    secret: the job's rendezvous secret, which the patched Horovod sends with every request.
+    """
+    secret_env = {"HOROVOD_GLOO_RENDEZVOUS_SECRET": secret} if secret else {}
+    return {**secret_env,
         "HOROVOD_RANK": str(slot.rank),
         "HOROVOD_SIZE": str(slot.size),
         "HOROVOD_LOCAL_RANK": str(slot.local_rank),

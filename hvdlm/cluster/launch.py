@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import selectors
 import signal
 import subprocess
@@ -31,7 +32,8 @@ from hvdlm import cli
 from hvdlm.cluster.hostlist import (Hosts, Slot, Task, assign_slots, find_slot, horovod_env,
                                     hosts_string, parse_hosts, task_from_environ)
 from hvdlm.cluster.process import describe_status, exit_status, split_command
-from hvdlm.cluster.rendezvous import (JobRendezvous, iface_towards, ipv4_of, publish, resolve_ipv4,
+from hvdlm.cluster.rendezvous import (SECRET_ENV, JobRendezvous, iface_towards, ipv4_of,
+                                      new_secret, publish, resolve_ipv4, secure_dir,
                                       source_address, wait_for)
 from hvdlm.errors import EXIT_TIMEOUT, HvdlmError, UsageError
 
@@ -42,6 +44,13 @@ KILL_GRACE_S = 5.0
 def rendezvous_dir(env: Mapping[str, str]) -> Path:
     """A folder every node sees: $HVDLM_RENDEZVOUS_DIR, else ~/.hvdlm/rendezvous."""
     return Path(env.get("HVDLM_RENDEZVOUS_DIR") or Path.home() / ".hvdlm" / "rendezvous")
+
+
+def rendezvous_file(task: Task, env: Mapping[str, str]) -> Path:
+    """CLUSTER.JOBID.STEP.RESTART in the rendezvous folder: two clusters sharing $HOME (same
+    job ids) do not collide. CLUSTER is $SLURM_CLUSTER_NAME, else 'local'."""
+    cluster = re.sub(r"[^A-Za-z0-9_.-]", "_", env.get("SLURM_CLUSTER_NAME") or "local")
+    return rendezvous_dir(env) / f"{cluster}.{task.job_key}"
 
 
 def rendezvous_address(task: Task, env: Mapping[str, str]) -> str:
@@ -99,17 +108,22 @@ def run_task(cmd: Sequence[str], timeout_s: float, env: Mapping[str, str] = os.e
     """Srun/submitit mode: become one Horovod rank of the job; rank 0 also serves rendezvous."""
     task = task_from_environ(env)
     slot = replace(find_slot(assign_slots(task.hosts), task.host, task.local_rank), rank=task.rank)
-    path = rendezvous_dir(env) / task.job_key
+    path = rendezvous_file(task, env)
     server = None
     if task.rank == 0:
-        server = JobRendezvous(rendezvous_address(task, env), task.hosts)
+        secure_dir(path.parent)  # refused before anything listens
+        # The secret reaches the other tasks only through the 0600 file in our 0700 folder.
+        secret = new_secret()
+        server = JobRendezvous(rendezvous_address(task, env), task.hosts, secret)
         addr, port = server.addr, server.port
-        publish(path, addr, port)  # only once the server listens, so hvd.init() finds it
     else:
-        addr, port = wait_for(path, timeout_s)
+        addr, port, secret = wait_for(path, timeout_s)
     try:
+        if server is not None:
+            publish(path, addr, port, secret)  # only once the server listens: hvd.init() finds it
         gloo_timeout = int(env.get("HOROVOD_GLOO_TIMEOUT_SECONDS") or timeout_s)
-        rank_env = {**env, **horovod_env(slot, addr, port, iface_towards(addr), gloo_timeout)}
+        rank_env = {**env, **horovod_env(slot, addr, port, iface_towards(addr), gloo_timeout,
+                                         secret)}
         return run_child(cmd, rank_env)
     finally:
         if server is not None:
@@ -144,10 +158,11 @@ def _read_line(proc: subprocess.Popen, timeout_s: float) -> str:
 
 
 @contextlib.contextmanager
-def _rendezvous_on(hosts: Hosts, netns: bool, timeout_s: float) -> Iterator[tuple[str, int]]:
+def _rendezvous_on(hosts: Hosts, netns: bool, timeout_s: float,
+                   secret: str) -> Iterator[tuple[str, int]]:
     """A rendezvous server for `hosts`: in the first host's namespace, or here on loopback."""
     if not netns:
-        server = JobRendezvous("127.0.0.1", hosts)
+        server = JobRendezvous("127.0.0.1", hosts, secret)
         try:
             yield server.addr, server.port
         finally:
@@ -155,7 +170,7 @@ def _rendezvous_on(hosts: Hosts, netns: bool, timeout_s: float) -> Iterator[tupl
         return
     first = hosts[0][0]
     package_root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    env = {**os.environ, SECRET_ENV: secret, "PYTHONPATH": os.pathsep.join(
         p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
     helper = subprocess.Popen(
         ["ip", "netns", "exec", first, sys.executable, "-m", "hvdlm.cluster.rendezvous",
@@ -241,13 +256,14 @@ def run_on_hosts(hosts: Sequence[tuple[str, int]], cmd: Sequence[str], netns: bo
         _check_netns(hosts)
     base = {**os.environ, **(env or {})}
     gloo_timeout = int(base.get("HOROVOD_GLOO_TIMEOUT_SECONDS") or startup_timeout)
-    with _rendezvous_on(hosts, netns, startup_timeout) as (addr, port):
+    secret = new_secret()  # one per job, only in the ranks' (and the server's) environment
+    with _rendezvous_on(hosts, netns, startup_timeout, secret) as (addr, port):
         ifaces = {h: _netns_iface(h, addr) if netns else iface_towards(addr) for h, _ in hosts}
         procs: list[subprocess.Popen] = []
         try:
             for slot in slots:
                 rank_env = {**base, **horovod_env(slot, addr, port, ifaces[slot.hostname],
-                                                  gloo_timeout)}
+                                                  gloo_timeout, secret)}
                 argv = ["ip", "netns", "exec", slot.hostname, *cmd] if netns else list(cmd)
                 procs.append(_popen(argv, rank_env))
             with _forwarding([p.pid for p in procs]):

@@ -296,11 +296,11 @@ class Trainer:
 def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, resume: str = "auto",
           callbacks: Sequence[Callback] = (), **trainer_options: bool) -> int:
     """A rank's whole run: Horovod, threads and memory, logging, the run folder, the loop."""
-    world = distributed.init(cfg.train.device)
+    world = distributed.init(cfg.train.device, run_dir)  # refuses wrong launches; locks RUN
     if world.device.type == "cpu":
         malloc.keep_freed_memory()  # no page faults on every step's activations
     setup_logging(world.rank)
-    # The trainer checks data, config and checkpoint before RUN is touched.
+    # Under the lock, the trainer checks data, config and checkpoint before RUN is written.
     trainer = Trainer(cfg, data_dir, run_dir, world, resume, callbacks, **trainer_options)
     if world.is_main:
         run = Path(run_dir)

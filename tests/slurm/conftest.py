@@ -9,10 +9,16 @@ The cluster is left running at the end of the session: starting it again is a no
 stopping it could pull it from under another test session running on this machine at the same
 time (the daemons are shared: /etc/slurm/slurm.conf, fixed ports). `scripts/local-slurm.sh stop`
 ends it by hand.
+
+The state folder is root's (default /var/lib/hvdlm-slurm, `$SLURM_STATE` overrides it): the
+fixture asks the script for it (`local-slurm.sh check-state`, which creates it 0700 or refuses
+it), checks it again itself (`check_state_dir`) and refuses, as a failure, a folder that another
+user could have pre-created or redirected, before anything starts.
 """
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -22,7 +28,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "local-slurm.sh"
-START_TIMEOUT = 540  # install ~35 s and start ~10 s on a fresh machine; stays under pytest.ini's 600
+# install ~35 s and start ~10 s on a fresh machine; stays under pytest.ini's 600
+START_TIMEOUT = 540
 
 # sacct states after which a job record will not change any more
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED",
@@ -30,6 +37,46 @@ FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PRE
 # squeue states of a job that the controller still works on
 ACTIVE_STATES = {"PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "REQUEUED",
                  "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT"}
+
+
+class UnsafeStateError(Exception):
+    """The local Slurm state folder is not safely root's; the message is one line."""
+
+
+def check_state_dir(path: Path) -> None:
+    """The same rule as local-slurm.sh's check: `path` is a real folder (not a symlink) owned by
+    root and not writable by group or others, the folders above it are root's and not writable by
+    others unless sticky, and nothing inside it is a symlink. Raises UnsafeStateError."""
+    path = Path(path)
+    if not path.is_absolute():
+        raise UnsafeStateError(f"state folder {path}: not an absolute path")
+    for parent in path.parents:
+        try:
+            pst = os.lstat(parent)
+        except OSError as exc:
+            raise UnsafeStateError(f"state folder {path}: {parent}: {exc.strerror}") from None
+        if stat.S_ISLNK(pst.st_mode) or pst.st_uid != 0 or (
+                pst.st_mode & 0o022 and not pst.st_mode & stat.S_ISVTX):
+            raise UnsafeStateError(f"state folder {path}: {parent} above it is not root's "
+                                   f"or is writable by others without the sticky bit")
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        raise UnsafeStateError(f"state folder {path}: {exc.strerror}") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafeStateError(f"state folder {path} is a symlink")
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeStateError(f"state folder {path} is not a folder")
+    if st.st_uid != 0:
+        raise UnsafeStateError(f"state folder {path} is owned by uid {st.st_uid}, not root")
+    if st.st_mode & 0o022:
+        raise UnsafeStateError(f"state folder {path} is writable by group or others "
+                               f"(mode {stat.S_IMODE(st.st_mode):o})")
+    for root, dirs, files in os.walk(path):   # os.walk does not follow symlinks to folders
+        for name in dirs + files:
+            if os.path.islink(os.path.join(root, name)):
+                raise UnsafeStateError(f"state folder {path} contains a symlink "
+                                       f"({os.path.join(root, name)})")
 
 
 def _run(argv: list[str], timeout: float = 60, env: dict | None = None,
@@ -160,7 +207,17 @@ class SlurmCluster:
 def slurm_cluster() -> Iterator[SlurmCluster]:
     if os.geteuid() != 0:
         pytest.skip("the local Slurm cluster needs root (scripts/local-slurm.sh start)")
-    state = Path(os.environ.get("SLURM_STATE", "/tmp/hvdlm-slurm"))
+    # the script's own check first (it creates a missing folder 0700), then ours
+    check = _run(["bash", str(SCRIPT), "check-state"], timeout=60)
+    lines = check.stdout.strip().splitlines()
+    if check.returncode != 0 or not lines:
+        pytest.fail(f"scripts/local-slurm.sh check-state refused the state folder (exit "
+                    f"{check.returncode}): {(check.stderr or check.stdout).strip()}", pytrace=False)
+    state = Path(lines[-1])
+    try:
+        check_state_dir(state)
+    except UnsafeStateError as exc:
+        pytest.fail(f"unsafe local Slurm state: {exc}", pytrace=False)
     try:
         proc = _run(["bash", str(SCRIPT), "start"], timeout=START_TIMEOUT)
     except subprocess.TimeoutExpired:
