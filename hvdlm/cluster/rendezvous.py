@@ -187,13 +187,18 @@ def secure_dir(path: Path) -> Path:
         raise _refuse_path("folder", path, err.strerror or str(err)) from None
     if not stat.S_ISDIR(st.st_mode):
         raise _refuse_path("folder", path, "not a folder")
-    if st.st_uid != os.geteuid():
-        raise _refuse_path("folder", path, f"owned by uid {st.st_uid}, not by you "
-                                           f"(uid {os.geteuid()})")
-    if st.st_mode & 0o022:
-        raise _refuse_path("folder", path, f"writable by group or others "
-                                           f"(mode {stat.S_IMODE(st.st_mode):04o})")
+    _require_own("folder", path, st, 0o022, "writable")
     return path
+
+
+def _require_own(kind: str, path: Path, st: os.stat_result, bits: int, allows: str) -> None:
+    """Refuse `path` unless this user owns it and its mode has none of `bits` set."""
+    if st.st_uid != os.geteuid():
+        raise _refuse_path(kind, path, f"owned by uid {st.st_uid}, not by you "
+                                       f"(uid {os.geteuid()})")
+    if st.st_mode & bits:
+        raise _refuse_path(kind, path, f"{allows} by group or others "
+                                       f"(mode {stat.S_IMODE(st.st_mode):04o})")
 
 
 def publish(path: Path, addr: str, port: int, secret: str) -> None:
@@ -233,12 +238,7 @@ def read_published(path: Path) -> tuple[str, int, str] | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise _refuse_path("file", path, "not a regular file")
-        if st.st_uid != os.geteuid():
-            raise _refuse_path("file", path, f"owned by uid {st.st_uid}, not by you "
-                                             f"(uid {os.geteuid()})")
-        if st.st_mode & 0o077:
-            raise _refuse_path("file", path, f"readable or writable by group or others "
-                                             f"(mode {stat.S_IMODE(st.st_mode):04o})")
+        _require_own("file", path, st, 0o077, "readable or writable")
         addr, port_text, secret = f.read(4096).decode("ascii").split()
     return addr, int(port_text), secret
 

@@ -68,6 +68,13 @@ def recorded(run: Path) -> dict:
     return json.loads((run / ".lock").read_text())
 
 
+@pytest.fixture
+def run(tmp_path) -> Path:
+    """An existing, empty run folder."""
+    (tmp_path / "run").mkdir()
+    return tmp_path / "run"
+
+
 def test_second_job_is_refused_with_one_line_naming_the_first(tmp_path):
     run = tmp_path / "run"
     first = holding(start(run, job="101"))
@@ -87,18 +94,14 @@ def test_second_job_is_refused_with_one_line_naming_the_first(tmp_path):
     assert not run.exists()
 
 
-def test_a_run_folder_with_content_keeps_it_and_the_next_job_locks_it(tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
+def test_a_run_folder_with_content_keeps_it_and_the_next_job_locks_it(run):
     (run / "metrics.jsonl").write_text("{}\n")
     release(holding(start(run)))
     assert sorted(p.name for p in run.iterdir()) == [".lock", "metrics.jsonl"]
     release(holding(start(run)))  # an earlier holder that ended never blocks anyone
 
 
-def test_holder_killed_with_sigkill_is_taken_over(tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
+def test_holder_killed_with_sigkill_is_taken_over(run):
     first = holding(start(run, job="7"))
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=20)
@@ -113,9 +116,7 @@ def test_holder_killed_with_sigkill_is_taken_over(tmp_path):
         release(second)
 
 
-def test_requeued_job_waits_for_its_previous_run_and_is_never_refused(tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
+def test_requeued_job_waits_for_its_previous_run_and_is_never_refused(run):
     previous = holding(start(run, job="303", restart=0))
     try:
         # The same job and restart (another step of the same allocation) is another job.
@@ -133,9 +134,7 @@ def test_requeued_job_waits_for_its_previous_run_and_is_never_refused(tmp_path):
     release(requeued)
 
 
-def test_requeued_job_goes_on_when_its_previous_run_does_not_let_go(tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
+def test_requeued_job_goes_on_when_its_previous_run_does_not_let_go(run):
     previous = holding(start(run, job="404", restart=2))
     try:
         started = time.monotonic()
@@ -152,10 +151,8 @@ def test_requeued_job_goes_on_when_its_previous_run_does_not_let_go(tmp_path):
         previous.kill()
 
 
-def test_a_symlink_planted_as_the_lock_is_refused(tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    target = tmp_path / "elsewhere"
+def test_a_symlink_planted_as_the_lock_is_refused(run):
+    target = run.parent / "elsewhere"
     target.write_text("untouched\n")
     (run / ".lock").symlink_to(target)
     line = refused(start(run))

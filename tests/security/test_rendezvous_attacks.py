@@ -189,19 +189,24 @@ with open(os.path.join(folder, "local.4242.0.0"), "w") as f:
 """
 
 
+def _plant_then_every_rank_refuses(attacker, folder, mode: str, message: str) -> None:
+    plant = attacker.run([sys.executable, "-c", PLANT, folder, mode])
+    assert plant.returncode == 0, plant.stderr
+    for rank in (0, 1):
+        proc = _launch_task(rank, folder)
+        assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+        assert message in proc.stderr
+
+
 @pytest.mark.parametrize("mode", ["0777", "0755"])
 def test_rendezvous_folder_planted_by_the_attacker_is_refused(attacker, open_dir, mode):
     shared = open_dir / "shared"
     shared.mkdir()
     shared.chmod(0o1777)  # a shared scratch folder, like /tmp
     folder = shared / "rendezvous"
-    plant = attacker.run([sys.executable, "-c", PLANT, folder, mode])
-    assert plant.returncode == 0, plant.stderr
-    for rank in (0, 1):
-        proc = _launch_task(rank, folder)
-        assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
-        assert f"refusing the rendezvous folder {folder}: owned by uid {attacker.uid}" \
-            in proc.stderr
+    _plant_then_every_rank_refuses(attacker, folder, mode,
+                                   f"refusing the rendezvous folder {folder}: owned by uid "
+                                   f"{attacker.uid}")
 
 
 def test_file_planted_in_a_group_writable_folder_is_refused(attacker, open_dir):
@@ -209,13 +214,8 @@ def test_file_planted_in_a_group_writable_folder_is_refused(attacker, open_dir):
     folder = open_dir / "rendezvous"
     folder.mkdir()
     folder.chmod(0o777)
-    plant = attacker.run([sys.executable, "-c", PLANT, folder, "777"])
-    assert plant.returncode == 0, plant.stderr
-    for rank in (0, 1):
-        proc = _launch_task(rank, folder)
-        assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
-        assert f"refusing the rendezvous folder {folder}: writable by group or others" \
-            in proc.stderr
+    _plant_then_every_rank_refuses(attacker, folder, "777", f"refusing the rendezvous folder "
+                                   f"{folder}: writable by group or others")
     # Even in a folder of ours (as if made private after the attacker planted it), the file
     # that is not ours is refused at once, not trusted nor waited past.
     folder.chmod(0o700)
