@@ -1,10 +1,10 @@
 """The HDF5 shard format and manifest: write, read, check cheaply, verify in full.
 
-A shard `DIR/<split>/NNNNN.h5` holds `tokens` (1-D, uint16 or uint32, contiguous,
-uncompressed) and `doc_offsets` (int64, n_docs+1; document i is
-`tokens[doc_offsets[i]:doc_offsets[i+1]]`, ending in end-of-text). `DIR/manifest.json` lists
-the complete shards with their sha256. Readers memory-map `tokens` at its file offset, which
-avoids h5py's per-read overhead on the random windows training reads.
+A shard `DIR/<split>/NNNNN.h5` holds `tokens` (1-D, uint16 or uint32, contiguous, uncompressed)
+and `doc_offsets` (int64, n_docs+1; document i is `tokens[doc_offsets[i]:doc_offsets[i+1]]`,
+ending in end-of-text), both kept in the file itself. `DIR/manifest.json` lists the complete
+shards, by paths that stay inside DIR, with their sha256. Readers memory-map `tokens` at its
+file offset, which avoids h5py's per-read overhead on the random windows training reads.
 
 Written by `python -m hvdlm.preprocess`. `check_shard_files` is the cheap check done at the
 start of training; `verify_dataset` hashes every byte and checks schema, offsets and ids (`python
@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from hvdlm.errors import DataError
-from hvdlm.text.tokenizer import load_tokenizer
+from hvdlm.text.tokenizer import Tokenizer, load_tokenizer
 
 FORMAT = "hvdlm-shards"
 FORMAT_VERSION = 1
@@ -50,10 +50,29 @@ class Manifest:
 
     @property
     def tokenizer_path(self) -> Path:
-        return self.root / self.tokenizer
+        return self._inside(self.tokenizer)
 
     def shard_path(self, shard: ShardInfo) -> Path:
-        return self.root / shard.path
+        return self._inside(shard.path)
+
+    def _inside(self, rel: str) -> Path:  # rel must be relative and, symlinks followed, inside
+        path = self.root / rel
+        if os.path.isabs(rel) or not path.resolve().is_relative_to(self.root.resolve()):
+            raise DataError(f"{self.root / MANIFEST}: path {rel!r} leaves the dataset folder")
+        return path
+
+    def open_tokenizer(self) -> Tokenizer:
+        """The dataset's tokenizer; DataError if its vocab_size or end-of-text id differ."""
+        tok = load_tokenizer(self.tokenizer_path)
+        if (tok.vocab_size, tok.eos_id) != (self.vocab_size, self.eos_id):
+            raise DataError(f"{self.tokenizer_path}: vocab_size/eos_id {tok.vocab_size}/"
+                            f"{tok.eos_id} differ from manifest's {self.vocab_size}/{self.eos_id}")
+        return tok
+
+
+def _own_storage(ds: h5py.Dataset, path: Path) -> None:
+    if ds.is_virtual or ds.id.get_create_plist().get_external_count():  # no sha256 covers those
+        raise DataError(f"{path}: {ds.name[1:]} are kept in external or virtual storage")
 
 
 def dtype_for_vocab(vocab_size: int) -> str:
@@ -68,13 +87,12 @@ def sha256_file(path: str | os.PathLike, block: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def _need(obj: dict, key: str, kind: type | tuple, where: str):
+def _need(obj: dict, key: str, kind: type | tuple, where: str | Path):
     if key not in obj:
         raise DataError(f"{where}: missing field {key!r}")
-    value = obj[key]
-    if not isinstance(value, kind) or isinstance(value, bool):
+    if not isinstance(obj[key], kind) or isinstance(obj[key], bool):
         raise DataError(f"{where}: field {key!r} has the wrong type")
-    return value
+    return obj[key]
 
 
 def load_manifest(root: str | os.PathLike) -> Manifest:
@@ -87,24 +105,23 @@ def load_manifest(root: str | os.PathLike) -> Manifest:
         raise DataError(f"{path}: no such file (not a preprocessed dataset?)") from None
     except (OSError, ValueError) as err:
         raise DataError(f"{path}: cannot read: {err}") from None
-    where = str(path)
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise DataError(f"{where}: field 'format' is not {FORMAT!r}")
+        raise DataError(f"{path}: field 'format' is not {FORMAT!r}")
     if raw.get("version") != FORMAT_VERSION:
-        raise DataError(f"{where}: field 'version' is {raw.get('version')!r}, "
+        raise DataError(f"{path}: field 'version' is {raw.get('version')!r}, "
                         f"this hvdlm reads {FORMAT_VERSION}")
-    dtype = _need(raw, "dtype", str, where)
+    dtype = _need(raw, "dtype", str, path)
     if dtype not in ("uint16", "uint32"):
-        raise DataError(f"{where}: field 'dtype' is {dtype!r}, want uint16 or uint32")
+        raise DataError(f"{path}: field 'dtype' is {dtype!r}, want uint16 or uint32")
     splits = {}
-    for name, shards in _need(raw, "splits", dict, where).items():
+    for name, shards in _need(raw, "splits", dict, path).items():
         if not isinstance(shards, list):
-            raise DataError(f"{where}: field 'splits.{name}' is not a list")
-        splits[name] = [_shard_info(s, f"{where}: splits.{name}[{i}]")
+            raise DataError(f"{path}: field 'splits.{name}' is not a list")
+        splits[name] = [_shard_info(s, f"{path}: splits.{name}[{i}]")
                         for i, s in enumerate(shards)]
-    return Manifest(root=root, tokenizer=_need(raw, "tokenizer", str, where),
-                    vocab_size=_need(raw, "vocab_size", int, where),
-                    eos_id=_need(raw, "eos_id", int, where), dtype=dtype, splits=splits)
+    return Manifest(root=root, tokenizer=_need(raw, "tokenizer", str, path),
+                    vocab_size=_need(raw, "vocab_size", int, path),
+                    eos_id=_need(raw, "eos_id", int, path), dtype=dtype, splits=splits)
 
 
 def _shard_info(obj, where: str) -> ShardInfo:
@@ -114,11 +131,10 @@ def _shard_info(obj, where: str) -> ShardInfo:
     return ShardInfo(**{key: _need(obj, key, kind, where) for key, kind in kinds.items()})
 
 
-def save_manifest(manifest: Manifest) -> Path:
+def save_manifest(m: Manifest) -> Path:
     """Write DIR/manifest.json atomically; it is written last and lists complete shards."""
-    path = manifest.root / MANIFEST
+    path = m.root / MANIFEST
     tmp = path.with_name(MANIFEST + ".tmp")
-    m = manifest
     raw = {"format": FORMAT, "version": FORMAT_VERSION, "tokenizer": m.tokenizer,
            "vocab_size": m.vocab_size, "eos_id": m.eos_id, "dtype": m.dtype,
            "splits": {s: [asdict(i) for i in shards] for s, shards in m.splits.items()}}
@@ -149,19 +165,17 @@ def write_shard(root: Path, rel_path: str, tokens: np.ndarray, doc_offsets: np.n
 
 
 def check_shard_files(manifest: Manifest, split: str) -> None:
-    """Cheap start-of-training check: each shard exists, is readable and not truncated.
-
-    Hashing is `hvdlm.verify`'s job; this reads only HDF5 metadata and file sizes.
-    """
+    """Cheap start-of-training check: each shard is inside DIR, readable, self-contained (no
+    external or virtual storage), not truncated. Only metadata: hashing is `hvdlm.verify`'s."""
     if split not in manifest.splits:
         raise DataError(f"{manifest.root / MANIFEST}: no split {split!r}")
-    itemsize = np.dtype(manifest.dtype).itemsize
     for shard in manifest.splits[split]:
         path = manifest.shard_path(shard)
         try:
             size = os.path.getsize(path)
             with h5py.File(path, "r") as f:
                 ds = f["tokens"]
+                _own_storage(ds, path)
                 shape, dtype, offset = ds.shape, ds.dtype, ds.id.get_offset()
         except FileNotFoundError:
             raise DataError(f"{path}: shard missing") from None
@@ -170,7 +184,7 @@ def check_shard_files(manifest: Manifest, split: str) -> None:
         if shape != (shard.n_tokens,) or dtype != np.dtype(manifest.dtype):
             raise DataError(f"{path}: tokens are {dtype}{list(shape)}, manifest says "
                             f"{manifest.dtype}[{shard.n_tokens}]")
-        end = (offset or 0) + shard.n_tokens * itemsize
+        end = (offset or 0) + shard.n_tokens * np.dtype(manifest.dtype).itemsize
         if size < end:
             raise DataError(f"{path}: truncated ({size} bytes, tokens end at byte {end})")
 
@@ -229,13 +243,10 @@ class ShardWriter:
 def verify_dataset(root: str | Path) -> dict:
     """Raise DataError at the first problem; return totals when everything holds."""
     m = load_manifest(root)
-    tok = load_tokenizer(m.tokenizer_path)
-    where = m.root / "manifest.json"
-    if (tok.vocab_size, tok.eos_id) != (m.vocab_size, m.eos_id):
-        raise DataError(f"{m.tokenizer_path}: vocab_size/eos_id {tok.vocab_size}/{tok.eos_id} "
-                        f"differ from manifest's {m.vocab_size}/{m.eos_id}")
+    tok = m.open_tokenizer()
     if m.dtype != dtype_for_vocab(m.vocab_size):
-        raise DataError(f"{where}: dtype {m.dtype} does not fit vocab_size {m.vocab_size}")
+        raise DataError(f"{m.root / MANIFEST}: dtype {m.dtype} does not fit vocab_size "
+                        f"{m.vocab_size}")
     shards = [shard for split in m.splits.values() for shard in split]
     for shard in shards:
         verify_shard(m, shard, tok.sha256)
@@ -272,6 +283,7 @@ def _check_schema(f: h5py.File, path: Path, m: Manifest, shard: ShardInfo,
     for name in ("tokens", "doc_offsets"):
         if name not in f:
             raise DataError(f"{path}: no dataset {name!r}")
+        _own_storage(f[name], path)
     tokens, offsets = f["tokens"], f["doc_offsets"]
     if tokens.ndim != 1 or tokens.dtype != np.dtype(m.dtype):
         raise DataError(f"{path}: tokens are {tokens.dtype}{list(tokens.shape)}, want 1-D "
@@ -286,8 +298,7 @@ def _check_schema(f: h5py.File, path: Path, m: Manifest, shard: ShardInfo,
             "n_docs": shard.n_docs, "n_bytes": shard.n_bytes}
     for key, value in want.items():
         got = f.attrs.get(key)
-        if isinstance(got, bytes):
-            got = got.decode()
+        got = got.decode() if isinstance(got, bytes) else got
         if got is None or (got.item() if hasattr(got, "item") else got) != value:
             raise DataError(f"{path}: attribute {key} is {got!r}, want {value!r}")
     if tokens.shape[0] != shard.n_tokens:

@@ -88,7 +88,10 @@ class Tokenizer:
             raise DataError(f"{source}: no end-of-text special token ({EOS!r})")
         self.eos_id = int(eos[0]["id"])
         self._byte_level = (spec.get("decoder") or {}).get("type") == "ByteLevel"
-        self.is_byte = _is_byte_spec(spec) and self.eos_id == 256 and self.vocab_size == 257
+        model = spec.get("model") or {}
+        self.is_byte = (model.get("type") == "BPE" and not model.get("merges")
+                        and self.eos_id == 256 and self.vocab_size == 257
+                        and model.get("vocab") == {ch: b for b, ch in enumerate(byte_alphabet())})
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`, no end-of-text appended."""
@@ -111,10 +114,8 @@ class Tokenizer:
             rows = self.encode_batch(texts)
         lengths = np.fromiter((len(r) + 1 for r in rows), dtype=np.int64, count=len(rows))
         out = np.full(int(lengths.sum()), self.eos_id, dtype=np.uint32)
-        pos = 0
-        for row, n in zip(rows, lengths):
-            out[pos:pos + n - 1] = row
-            pos += n
+        for row, end in zip(rows, np.cumsum(lengths).tolist()):  # end: one past its end-of-text
+            out[end - 1 - len(row):end - 1] = row
         return out, lengths
 
     def decode(self, ids: Iterable[int]) -> str:
@@ -129,10 +130,8 @@ class Tokenizer:
         out = np.zeros(self.vocab_size, dtype=np.int64)
         alphabet = set(byte_alphabet())
         for i in range(self.vocab_size):
-            if i in self._special:
-                continue
             tok = self._hf.id_to_token(i)
-            if tok is None:
+            if i in self._special or tok is None:
                 continue
             if self._byte_level and all(c in alphabet for c in tok):
                 out[i] = len(tok)  # one byte-level character is exactly one byte
@@ -142,12 +141,6 @@ class Tokenizer:
 
     def hf(self) -> HFTokenizer:
         return self._hf
-
-
-def _is_byte_spec(spec: dict) -> bool:
-    model = spec.get("model") or {}
-    return (model.get("type") == "BPE" and not model.get("merges")
-            and model.get("vocab") == {ch: b for b, ch in enumerate(byte_alphabet())})
 
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:

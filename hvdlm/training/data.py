@@ -31,7 +31,7 @@ class TokenWindows(Dataset):
         if split not in manifest.splits or not manifest.splits[split]:
             raise DataError(f"{manifest.root / 'manifest.json'}: split {split!r} has no shards")
         self.seq_len = seq_len
-        self.paths = [str(manifest.root / s.path) for s in manifest.splits[split]]
+        self.paths = [str(manifest.shard_path(s)) for s in manifest.splits[split]]
         counts = [max(0, (s.n_tokens - 1) // seq_len) for s in manifest.splits[split]]
         self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         if self.starts[-1] == 0:
@@ -57,9 +57,8 @@ class TokenWindows(Dataset):
         shard_of = np.searchsorted(self.starts, ids, side="right") - 1   # all rows at once
         begins = (ids - self.starts[shard_of]) * self.seq_len
         out = np.empty((len(ids), self.seq_len + 1), dtype=np.int64)
-        end = self.seq_len + 1
         for row, (shard, begin) in enumerate(zip(shard_of.tolist(), begins.tolist())):
-            out[row] = self._tokens(shard)[begin:begin + end]
+            out[row] = self._tokens(shard)[begin:begin + self.seq_len + 1]
         return torch.from_numpy(out)
 
     def __getstate__(self) -> dict:
@@ -75,16 +74,12 @@ class GlobalOrder:
         self._cache: dict[int, np.ndarray] = {}  # one epoch at a time: steps move forward
 
     def window_ids(self, first: int, count: int) -> np.ndarray:
-        epoch, last_epoch = first // self.n_windows, (first + count - 1) // self.n_windows
-        if epoch == last_epoch:  # the usual case: one slice of one epoch's permutation
-            offset = first - epoch * self.n_windows
+        epoch, offset = divmod(first, self.n_windows)
+        if offset + count <= self.n_windows:  # the usual case: one slice of one epoch's permutation
             return self._permutation(epoch)[offset:offset + count]
-        ids = np.arange(first, first + count, dtype=np.int64)
-        out = np.empty_like(ids)
-        for epoch in np.unique(ids // self.n_windows):
-            mask = ids // self.n_windows == epoch
-            out[mask] = self._permutation(int(epoch))[ids[mask] % self.n_windows]
-        return out
+        epochs, offsets = np.divmod(np.arange(first, first + count, dtype=np.int64), self.n_windows)
+        return np.concatenate([self._permutation(int(e))[offsets[epochs == e]]
+                               for e in np.unique(epochs)])  # epochs ascend: order is kept
 
     def _permutation(self, epoch: int) -> np.ndarray:
         if epoch not in self._cache:
@@ -127,8 +122,7 @@ class EvalBatches(Sampler):
                  max_batches: int = 0):
         ids = list(range(rank, n_windows, world_size))
         self.batches = [ids[i:i + micro_batch] for i in range(0, len(ids), micro_batch)]
-        if max_batches:
-            self.batches = self.batches[:max_batches]
+        self.batches = self.batches[:max_batches or None]
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -164,8 +158,10 @@ def loader(dataset: TokenWindows, batches: Sampler, num_workers: int) -> DataLoa
 
 
 def open_dataset(data_dir: str | Path) -> shards.Manifest:
-    """Load the manifest and check that every shard it lists is present and whole."""
+    """The manifest, once its tokenizer and every shard it lists have been checked."""
     manifest = shards.load_manifest(data_dir)
+    if manifest.tokenizer_path.exists():  # a missing one is reported where it is loaded
+        manifest.open_tokenizer()
     for split in manifest.splits:
         shards.check_shard_files(manifest, split)
     return manifest

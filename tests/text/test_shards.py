@@ -105,3 +105,29 @@ def test_check_shard_files_catches_truncation_and_missing(tmp_path):
     with pytest.raises(DataError, match="no split 'test'"):
         check_shard_files(m, "test")
     assert second.exists()
+
+
+def test_manifest_paths_must_stay_inside_the_dataset(tmp_path):
+    root = tmp_path / "data"
+    m = _dataset(root, [[1, 2, 0]])
+    (tmp_path / "elsewhere.h5").write_bytes(b"")
+    for bad in ["../elsewhere.h5", str(tmp_path / "elsewhere.h5"), str(root / "train/00000.h5")]:
+        m.splits["train"][0].path = bad
+        with pytest.raises(DataError, match=f"manifest.json: path '{bad}' leaves the dataset"):
+            check_shard_files(m, "train")
+    m.splits["train"][0].path = "train/00000.h5"
+    (root / "tokenizer.json").symlink_to(tmp_path / "elsewhere.h5")
+    with pytest.raises(DataError, match="path 'tokenizer.json' leaves the dataset folder"):
+        m.tokenizer_path
+    check_shard_files(m, "train")
+
+
+def test_check_shard_files_refuses_tokens_kept_in_another_file(tmp_path):
+    m = _dataset(tmp_path, [[1, 2, 0]])
+    shard = m.shard_path(m.splits["train"][0])
+    np.array([1, 2, 0], np.uint16).tofile(tmp_path / "raw.bin")
+    with h5py.File(shard, "w") as f:
+        f.create_dataset("tokens", shape=(3,), dtype=np.uint16,
+                         external=[(str(tmp_path / "raw.bin"), 0, 6)])
+    with pytest.raises(DataError, match=f"{shard}: tokens are kept in external or virtual"):
+        check_shard_files(m, "train")

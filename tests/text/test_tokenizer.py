@@ -102,3 +102,17 @@ def test_load_tokenizer_errors(tmp_path):
     (tmp_path / "noeos.json").write_text(json.dumps(spec))
     with pytest.raises(DataError, match="noeos.json: no end-of-text"):
         load_tokenizer(tmp_path / "noeos.json")
+
+
+def _byte_spec_with(**changes) -> bytes:
+    return json.dumps({**json.loads(hf_to_json_bytes(build_byte_tokenizer())), **changes}).encode()
+
+
+@pytest.mark.parametrize("content", [
+    b"\xff\xfe", b"[]", b"{}", b'{"model": 3}', _byte_spec_with(added_tokens="x"),
+    _byte_spec_with(added_tokens=[{"id": 256}]), _byte_spec_with(model={"type": 5})])
+def test_malformed_tokenizer_json_is_a_data_error(tmp_path, content):
+    """Not JSON, JSON without the expected keys, keys of the wrong type: one clear line."""
+    (tmp_path / "bad.json").write_bytes(content)
+    with pytest.raises(DataError, match=r"bad.json: not a valid tokenizer.json \([^\n]*\)$"):
+        load_tokenizer(tmp_path / "bad.json")

@@ -125,3 +125,18 @@ def test_manifest_and_tokenizer_problems(data):
     proc = run_module("hvdlm.verify", data)
     assert proc.returncode == 1 and "manifest.json: missing field 'splits'" in proc.stderr
     assert run_module("hvdlm.verify", data / "nowhere").returncode == 1
+
+
+def test_doc_offsets_kept_in_another_file_are_refused(data, tmp_path):
+    shard = _shard(data)
+    with h5py.File(shard, "r") as f:
+        tokens, offsets, attrs = f["tokens"][...], f["doc_offsets"][...], dict(f.attrs)
+    offsets.tofile(tmp_path / "offsets.bin")
+    with h5py.File(shard, "w") as f:
+        f.create_dataset("tokens", data=tokens)
+        f.create_dataset("doc_offsets", shape=offsets.shape, dtype=offsets.dtype,
+                         external=[(str(tmp_path / "offsets.bin"), 0, offsets.nbytes)])
+        f.attrs.update(attrs)
+    _reseal(data, shard)
+    with pytest.raises(DataError, match=f"{shard}: doc_offsets are kept in external or virtual"):
+        verify_dataset(data)
