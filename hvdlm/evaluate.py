@@ -21,7 +21,6 @@ from hvdlm import cli
 from hvdlm.config import config_from_dict
 from hvdlm.models.unigram import UnigramLM
 from hvdlm.text import shards
-from hvdlm.text.tokenizer import load_tokenizer
 from hvdlm.training import data
 from hvdlm.training.checkpoint import load_run_model
 from hvdlm.training.scoring import byte_lengths, score_windows
@@ -44,7 +43,7 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.error("give exactly one of --run and --baseline")
 
     manifest = data.open_dataset(args.data)
-    tokenizer = load_tokenizer(manifest.tokenizer_path)
+    tokenizer = manifest.open_tokenizer()
     if args.baseline:
         train = (shards.open_tokens(manifest.shard_path(s)) for s in manifest.splits["train"])
         model, seq_len = UnigramLM.fit(train, manifest.vocab_size), args.seq_len

@@ -158,10 +158,9 @@ def loader(dataset: TokenWindows, batches: Sampler, num_workers: int) -> DataLoa
 
 
 def open_dataset(data_dir: str | Path) -> shards.Manifest:
-    """The manifest, once its tokenizer and every shard it lists have been checked."""
+    """Load the manifest and check that every shard it lists is present, whole and its own
+    (the tokenizer is checked where it is opened: `Manifest.open_tokenizer`)."""
     manifest = shards.load_manifest(data_dir)
-    if manifest.tokenizer_path.exists():  # a missing one is reported where it is loaded
-        manifest.open_tokenizer()
     for split in manifest.splits:
         shards.check_shard_files(manifest, split)
     return manifest

@@ -26,7 +26,6 @@ from hvdlm.cluster import distributed, malloc
 from hvdlm.config import Config, to_toml
 from hvdlm.errors import EXIT_STOPPED, HvdlmError, UsageError
 from hvdlm.models import build_model, count_parameters
-from hvdlm.text.tokenizer import load_tokenizer
 from hvdlm.training import checkpoint, data
 from hvdlm.training.checkpoint import TrainingState
 from hvdlm.training.optim import lr_at, make_optimizer
@@ -104,7 +103,7 @@ class Trainer:
         model_cfg = dataclasses.replace(cfg.model, vocab_size=manifest.vocab_size)
         self.cfg = dataclasses.replace(cfg, model=model_cfg)
         self.t = t = self.cfg.train
-        tokenizer = load_tokenizer(manifest.tokenizer_path)
+        tokenizer = manifest.open_tokenizer()  # refused unless it matches the manifest
         self.tokenizer_sha, self.tokenizer_file = tokenizer.sha256, manifest.tokenizer_path
         self.token_bytes = byte_lengths(tokenizer)
         self.train_set = data.TokenWindows(manifest, "train", model_cfg.seq_len)
