@@ -27,14 +27,16 @@ pytestmark = [pytest.mark.security, pytest.mark.horovod]
 
 RANK = """
 import os, sys, time
-print("PORT", os.environ["HOROVOD_GLOO_RENDEZVOUS_PORT"], flush=True)
+# One write(2) per line: both ranks share the launcher's stdout, and print() may split a
+# line into two writes that the other rank's line then lands between.
+os.write(1, f"PORT {os.environ['HOROVOD_GLOO_RENDEZVOUS_PORT']}\\n".encode())
 go, deadline = sys.argv[1], time.monotonic() + 60
 while not os.path.exists(go) and time.monotonic() < deadline:
     time.sleep(0.05)
 import horovod.torch as hvd, torch
 hvd.init()
 t = hvd.allreduce(torch.arange(4.0) * (hvd.rank() + 1), op=hvd.Sum, name="x")
-print("RESULT", hvd.rank(), hvd.size(), t.tolist(), flush=True)
+os.write(1, f"RESULT {hvd.rank()} {hvd.size()} {t.tolist()}\\n".encode())
 """
 
 ATTACK = r"""
