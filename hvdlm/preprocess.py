@@ -33,7 +33,8 @@ wrote {out}
   documents      {documents} (train {train_documents}, val {val_documents})
   bytes          {bytes} of text ({input_bytes} read from {files} files)
   tokens         {tokens} (train {train_tokens}, val {val_tokens}), {bytes_per_token} bytes/token
-  skipped        {skipped_files} files, {bad_records} bad records, {empty_documents} empty documents
+  skipped        {skipped_files} files ({skipped}), {oversize_documents} documents over \
+--max-document-bytes, {bad_records} bad records, {empty_documents} empty documents
   replaced       {replaced_chars} invalid UTF-8 sequences in {replaced_documents} documents
   redacted       {redacted}
   duplicates     {duplicates}
@@ -76,7 +77,13 @@ def build_parser() -> cli.ArgumentParser:
                    help="jsonl field holding the text (default text)")
     p.add_argument("--skip-bad-records", action="store_true",
                    help="count and skip bad jsonl lines instead of failing")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing DIR")
+    p.add_argument("--max-document-bytes", type=int, metavar="N",
+                   default=corpus.ReadOptions.max_document_bytes,
+                   help="skip (and count) documents larger than N bytes (default 16 MiB)")
+    p.add_argument("--follow-symlinks", action="store_true",
+                   help="also read through symlinks that lead out of an input folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing DIR (only a dataset hvdlm wrote)")
     return p
 
 
@@ -106,7 +113,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if single and a.num_tasks > 1:
         raise UsageError("--num-tasks K needs --tokenizer-only, --task-index or --merge")
     started = time.time()
-    files, skipped = corpus.collect_files(opts.inputs)
+    files, skipped = corpus.collect_files(opts.inputs, opts.follow_symlinks)
     out = Path(opts.out)
     stage = pipeline.staging_dir(out)
     if a.tokenizer_only:
@@ -124,8 +131,10 @@ def _main(argv: Sequence[str] | None) -> int:
         with pipeline.removed_on_error(stage):
             pipeline.task_step(opts, files, stage, 0)
             report = pipeline.merge_step(opts, files, stage, started)
-    redacted = ", ".join(f"{k} {v}" for k, v in report["redacted"].items())
-    print(SUMMARY.format(**{**report, "redacted": redacted}, out=out))
+    def counts(d: dict) -> str:
+        return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in d.items())
+    print(SUMMARY.format(**{**report, "redacted": counts(report["redacted"]),
+                            "skipped": counts(report["skipped"])}, out=out))
     return 0
 
 

@@ -99,6 +99,8 @@ def test_report_counts(mixed):
     r = json.loads((out / "preprocess_report.json").read_text())
     m = load_manifest(out)
     assert (r["files"], r["skipped_files"], r["records"]) == (10, 2, 53)
+    assert r["skipped"] == {"unsupported": 2, "not_regular": 0, "outside_input": 0}
+    assert r["oversize_documents"] == 0
     assert (r["documents"], r["empty_documents"], r["bad_records"]) == (len(DOCS), 2, 0)
     assert (r["replaced_chars"], r["replaced_documents"], r["duplicates"]) == (3, 1, 0)
     assert r["bytes"] == sum(len(d.encode()) for d in DOCS)
@@ -140,8 +142,18 @@ def test_existing_dir_refused_unless_overwrite(mixed, tmp_path):
     refused = preprocess(*args, check=False)
     assert refused.returncode == 1 and "already exists" in refused.stderr
     assert (out / "keep.txt").exists() and not (tmp_path / "d.partial").exists()
-    preprocess(*args, "--overwrite")
-    assert (out / "manifest.json").exists() and not (out / "keep.txt").exists()
+    for mine in (out, tmp_path / "notes.txt"):  # --overwrite replaces only a dataset
+        mine.with_suffix(".txt").write_text("mine")
+        refused = preprocess(corpus, "--out", mine, "--tokenizer", "byte", "--overwrite",
+                             check=False)
+        assert refused.returncode == 1 and refused.stderr.count("\n") == 1
+        assert f"{mine}: not a dataset folder written by hvdlm.preprocess" in refused.stderr
+    assert (out / "keep.txt").read_text() == "mine" == (tmp_path / "notes.txt").read_text()
+    (out / "keep.txt").unlink()
+    preprocess(*args)  # an empty folder is fine
+    first = (out / "manifest.json").read_bytes()
+    preprocess(corpus, "--out", out, "--tokenizer", "bpe", "--vocab-size", "300", "--overwrite")
+    assert (out / "manifest.json").read_bytes() != first
     again = tmp_path / "again"  # --tokenizer-file: several datasets, one vocabulary
     preprocess(corpus, "--out", again, "--tokenizer-file", out / "tokenizer.json")
     assert (again / "tokenizer.json").read_bytes() == (out / "tokenizer.json").read_bytes()
@@ -187,7 +199,7 @@ def _bad_corpus(tmp_path: Path, case: str) -> list:
     if case == "missing":
         return [d, tmp_path / "nope"]
     if case == "unreadable":
-        (d / "z.txt").symlink_to(tmp_path / "gone")
+        (d / "z.txt").symlink_to(d / "gone")
     elif case == "not-json":
         (d / "r.jsonl").write_bytes(_jsonl([{"text": "a"}]) + b"{oops\n")
     elif case == "no-field":

@@ -1,6 +1,6 @@
 """The text part: raw text to tokens on disk.
 
-corpus (find, read, clean, redact, fingerprint) → tokenizer (byte-level BPE) → workers (a pool
+corpus (find, read, clean, fingerprint; pii redacts) → tokenizer (byte-level BPE) → workers (a pool
 that cleans and encodes in order) → pipeline (the tokenizer, task and merge steps) → shards
 (HDF5 + manifest.json, and their full verification). Nothing here knows about models,
 Horovod or Slurm.

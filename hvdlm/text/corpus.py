@@ -2,8 +2,9 @@
 
 A `.txt`, `.md` or `.py` file is one document; a `.jsonl` file holds one document per line in
 a string field (`text` unless told otherwise); any of them may be gzip-compressed (`.gz`).
-Folders are walked recursively in sorted order; other files in a folder are skipped and
-counted. Invalid UTF-8 becomes U+FFFD (counted), never a crash.
+Folders are walked recursively in sorted order; other files, non-regular files and links out of
+the folder are skipped and counted. Files are streamed, so memory is bounded by the per-document
+cap whatever a file expands to. Invalid UTF-8 becomes U+FFFD (counted), never a crash.
 
 Used by `python -m hvdlm.preprocess INPUT... --out DIR`; nothing here writes files.
 """
@@ -11,20 +12,21 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import ipaddress
 import json
 import os
 import re
+import stat
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import BinaryIO, Callable, Iterator, Sequence
 
 import numpy as np
 
 from hvdlm.errors import DataError
+from hvdlm.text.pii import PII_KINDS, redact_pii
 
 TEXT_SUFFIXES = (".txt", ".md", ".py")
-PII_KINDS = ("email", "phone", "ip", "card")
 DIGEST_BYTES = 16
 
 
@@ -47,6 +49,7 @@ class ReadStats:
     bad_records: int = 0
     replaced_chars: int = 0
     replaced_docs: int = 0
+    oversize: int = 0
 
 
 def file_kind(name: str) -> tuple[str, bool] | None:
@@ -58,42 +61,68 @@ def file_kind(name: str) -> tuple[str, bool] | None:
     return ("jsonl", gzipped) if base.endswith(".jsonl") else None
 
 
-def _corpus_file(path: str, kind: tuple[str, bool]) -> CorpusFile:
-    try:
-        return CorpusFile(path, os.stat(path).st_size, *kind)
-    except OSError as err:
-        raise DataError(f"{path}: cannot read: {err.strerror}") from None
+SKIP_REASONS = ("unsupported", "not_regular", "outside_input")
 
 
 def _walk_error(err: OSError) -> None:
     raise DataError(f"{err.filename}: cannot read: {err.strerror}")
 
 
-def collect_files(inputs: Sequence[str]) -> tuple[list[CorpusFile], int]:
-    """All supported files under `inputs`, in a deterministic order, and the skipped count.
+def _inside(path: str, top: str) -> bool:
+    return os.path.commonpath([os.path.realpath(path), top]) == top
 
-    A named file must be supported; inside folders, unsupported files are skipped and counted.
+
+def _walk(top: str, follow_symlinks: bool, skipped: dict[str, int]) -> Iterator[str]:
+    """Paths of the files under folder `top`, sorted, links that leave it not followed."""
+    real_top, seen = os.path.realpath(top), set()
+    for root, dirs, names in os.walk(top, onerror=_walk_error, followlinks=True):
+        if os.path.realpath(root) in seen:  # a link loop, or a second way into one folder
+            dirs[:] = []
+            continue
+        seen.add(os.path.realpath(root))
+        for entries in (dirs, names):
+            paths = [os.path.join(root, n) for n in sorted(entries)]
+            allowed = [p for p in paths if follow_symlinks or not os.path.islink(p)
+                       or _inside(p, real_top)]
+            skipped["outside_input"] += len(paths) - len(allowed)
+            entries[:] = [os.path.basename(p) for p in allowed]
+        yield from (os.path.join(root, n) for n in names)
+
+
+def collect_files(inputs: Sequence[str], follow_symlinks: bool = False
+                  ) -> tuple[list[CorpusFile], dict[str, int]]:
+    """All supported regular files under `inputs`, in a deterministic order, and how many
+    were skipped, by reason (SKIP_REASONS).
+
+    A named file must be supported; inside folders, unsupported files are skipped. FIFOs,
+    devices and sockets are never read (they can block or never end); symlinks inside a
+    folder that lead out of it are followed only with `follow_symlinks`.
     """
     files: list[CorpusFile] = []
-    skipped = 0
+    skipped = dict.fromkeys(SKIP_REASONS, 0)
     for inp in inputs:
         if os.path.isdir(inp):
-            for root, dirs, names in os.walk(inp, onerror=_walk_error):
-                dirs.sort()
-                for name in sorted(names):
-                    kind = file_kind(name)
-                    if kind is None:
-                        skipped += 1
-                    else:
-                        files.append(_corpus_file(os.path.join(root, name), kind))
+            paths = list(_walk(inp, follow_symlinks, skipped))
         elif os.path.lexists(inp):
-            kind = file_kind(inp)
-            if kind is None:
+            if file_kind(inp) is None:
                 raise DataError(f"{inp}: unsupported file type (want .txt, .md, .py, .jsonl, "
                                 "optionally .gz)")
-            files.append(_corpus_file(inp, kind))
+            paths = [inp]
         else:
             raise DataError(f"{inp}: no such file or directory")
+        for path in paths:
+            kind = file_kind(os.path.basename(path))
+            if kind is None:
+                skipped["unsupported"] += 1
+                continue
+            try:
+                st = os.stat(path)
+            except OSError as err:
+                raise DataError(f"{path}: cannot read: {err.strerror}") from None
+            if not stat.S_ISREG(st.st_mode):
+                skipped["not_regular"] += 1
+            else:
+                files.append(CorpusFile(path, st.st_size, *kind))
     if not files:
         raise DataError(f"empty corpus: no .txt/.md/.py/.jsonl(.gz) files in {' '.join(inputs)}")
     return files, skipped
@@ -109,35 +138,55 @@ def decode_utf8(raw: bytes) -> tuple[str, int]:
         return text, text.count("\ufffd") - raw.count(b"\xef\xbf\xbd")
 
 
-def _read_bytes(f: CorpusFile) -> bytes:
-    opener = gzip.open if f.gzipped else open
+@contextmanager
+def _open(f: CorpusFile) -> Iterator[BinaryIO]:
+    """A buffered binary stream of `f`, decompressed if gzipped; read errors are DataErrors."""
     try:
-        with opener(f.path, "rb") as fh:
-            return fh.read()
+        # O_NONBLOCK: a file swapped for a FIFO since it was listed must not hang the open.
+        fd = os.open(f.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as raw:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise DataError(f"{f.path}: no longer a regular file")
+            os.set_blocking(fd, True)
+            yield gzip.GzipFile(fileobj=raw) if f.gzipped else raw
     except (gzip.BadGzipFile, EOFError, zlib.error) as err:
         raise DataError(f"{f.path}: bad gzip data: {err}") from None
     except OSError as err:
         raise DataError(f"{f.path}: cannot read: {err.strerror or err}") from None
 
 
-def _jsonl_texts(f: CorpusFile, raw: bytes, text_field: str, skip_bad: bool,
+def _lines(fh: BinaryIO, max_bytes: int) -> Iterator[bytes | None]:
+    """Each line of `fh` (None for one longer than `max_bytes`), holding at most that much."""
+    while line := fh.readline(max_bytes + 1):
+        if len(line) <= max_bytes or line.endswith(b"\n"):
+            yield line
+            continue
+        while line and not line.endswith(b"\n"):  # drop the rest of an oversized line
+            line = fh.readline(1 << 20)
+        yield None
+
+
+def _jsonl_texts(f: CorpusFile, fh: BinaryIO, opts: ReadOptions,
                  stats: ReadStats) -> Iterator[str]:
-    for lineno, line in enumerate(raw.split(b"\n"), start=1):
-        if not line.strip():
+    for lineno, line in enumerate(_lines(fh, opts.max_document_bytes), start=1):
+        if line is not None and not line.strip():
             continue
         stats.records += 1
+        if line is None:
+            stats.oversize += 1
+            continue
         text, replaced = decode_utf8(line)
         try:
             record = json.loads(text)
         except json.JSONDecodeError:
             problem = "not valid JSON"
         else:
-            value = record.get(text_field) if isinstance(record, dict) else None
+            value = record.get(opts.text_field) if isinstance(record, dict) else None
             if isinstance(value, str):
                 yield _count_replaced(value, replaced, stats)
                 continue
-            problem = f"no string field {text_field!r}"
-        if not skip_bad:
+            problem = f"no string field {opts.text_field!r}"
+        if not opts.skip_bad_records:
             raise DataError(f"{f.path}:{lineno}: {problem} (--skip-bad-records to skip)")
         stats.bad_records += 1
 
@@ -155,21 +204,32 @@ def _count_replaced(text: str, replaced: int, stats: ReadStats) -> str:
     return text
 
 
-def read_documents(files: Sequence[CorpusFile], text_field: str = "text",
-                   skip_bad_records: bool = False, stats: ReadStats | None = None,
+@dataclass(frozen=True)
+class ReadOptions:
+    text_field: str = "text"            # the jsonl field holding a document
+    skip_bad_records: bool = False      # count bad jsonl lines instead of failing
+    max_document_bytes: int = 16 << 20  # larger documents are skipped and counted
+
+
+def read_documents(files: Sequence[CorpusFile], opts: ReadOptions = ReadOptions(),
+                   stats: ReadStats | None = None,
                    progress: Callable[[int], object] | None = None) -> Iterator[str]:
     """Yield each document's text, in file order, counting in `stats`; `progress(f.size)`
-    is called once a file has been read."""
+    is called once a file has been read. Memory is bounded by `opts.max_document_bytes`,
+    whatever a file expands to."""
     stats = stats if stats is not None else ReadStats()
     for f in files:
-        raw = _read_bytes(f)
-        stats.files += 1
-        if f.kind == "text":
-            stats.records += 1
-            text, replaced = decode_utf8(raw)
-            yield _count_replaced(text, replaced, stats)
-        else:
-            yield from _jsonl_texts(f, raw, text_field, skip_bad_records, stats)
+        with _open(f) as fh:
+            stats.files += 1
+            if f.kind == "jsonl":
+                yield from _jsonl_texts(f, fh, opts, stats)
+            else:
+                stats.records += 1
+                raw = fh.read(opts.max_document_bytes + 1)
+                if len(raw) > opts.max_document_bytes:
+                    stats.oversize += 1
+                else:
+                    yield _count_replaced(*decode_utf8(raw), stats)
         if progress is not None:
             progress(f.size)
 
@@ -177,79 +237,6 @@ def read_documents(files: Sequence[CorpusFile], text_field: str = "text",
 def is_empty(text: str) -> bool:
     """Documents with nothing but whitespace are dropped."""
     return not text.strip()
-
-
-# ---- PII redaction -------------------------------------------------------------------------
-
-_EMAIL = re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}(?![\w-])")
-_IPV4 = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
-                   r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w]|\.\d)")
-_IPV6_CANDIDATE = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
-_CARD = re.compile(r"(?<![\w-])(?:\d{4}([ -]?)\d{4}\1\d{4}\1\d{4}(?:\1\d{3})?"
-                   r"|\d{4}([ -]?)\d{6}\2\d{5}|\d{13,19})(?![\w]|-\d)")
-# Phone numbers: international (+CC ...), North American (555) 123-4567 / 555-123-4567, or
-# national trunk-prefix style 030 1234567 / 020 7946 0958. Dates, versions and ISBNs do
-# not have these shapes, which is what keeps them.
-_PHONE = re.compile(
-    r"(?<![\w+.-])(?:"
-    r"\+\d{1,3}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){2,5}"
-    r"|(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}"
-    r"|0\d{1,4}[ /-]\d{3,8}(?:[ -]\d{3,4})?"
-    r")(?![\w]|[.-]\d)")
-
-
-def _card(m: re.Match) -> str | None:
-    digits = re.sub(r"\D", "", m.group(0))
-    total = 0  # the Luhn checksum, which real card numbers pass
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return "<CARD>" if digits[0] in "23456" and total % 10 == 0 else None
-
-
-def _ipv6(m: re.Match) -> str | None:
-    s = m.group(0)
-    try:
-        ipaddress.IPv6Address(s)
-    except ValueError:
-        return None
-    # "::", "a::b" and the like appear in code; a real address has digits and two groups.
-    groups = [g for g in s.split(":") if g]
-    return "<IP>" if len(groups) >= 2 and any(c.isdigit() for c in s) else None
-
-
-def _phone(m: re.Match) -> str | None:
-    n = sum(c.isdigit() for c in m.group(0))
-    lo = 8 if m.group(0).startswith("+") else 9
-    return "<PHONE>" if lo <= n <= 15 else None
-
-
-_RULES = (  # order matters: e-mails can hold digits, cards look like phone numbers
-    ("email", _EMAIL, lambda m: "<EMAIL>"),
-    ("ip", _IPV6_CANDIDATE, _ipv6),
-    ("ip", _IPV4, lambda m: "<IP>"),
-    ("card", _CARD, _card),
-    ("phone", _PHONE, _phone),
-)
-_QUICK = re.compile(r"@|\d|:")  # text without these cannot hold any PII we redact
-
-
-def redact_pii(text: str) -> tuple[str, dict[str, int]]:
-    """`text` with e-mails, phones, IPs and Luhn-valid card numbers replaced, and counts."""
-    counts = dict.fromkeys(PII_KINDS, 0)
-    if not _QUICK.search(text):
-        return text, counts
-    for kind, pattern, replace in _RULES:
-        def sub(m: re.Match, kind=kind, replace=replace) -> str:
-            out = replace(m)
-            if out is None:
-                return m.group(0)
-            counts[kind] += 1
-            return out
-        text = pattern.sub(sub, text)
-    return text, counts
 
 
 # ---- fingerprints, dedup, split ------------------------------------------------------------

@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 from hvdlm.errors import DataError, UsageError
 from hvdlm.text import corpus, workers
-from hvdlm.text.corpus import PII_KINDS, CorpusFile, ReadStats
+from hvdlm.text.corpus import CorpusFile, ReadStats
+from hvdlm.text.pii import PII_KINDS
 from hvdlm.text.shards import Manifest, ShardWriter, dtype_for_vocab, save_manifest
 from hvdlm.text.tokenizer import (Tokenizer, build_byte_tokenizer, hf_to_json_bytes, load_tokenizer,
                                   train_bpe)
@@ -53,6 +54,8 @@ class PreprocessOptions:
     dedup: bool
     text_field: str
     skip_bad_records: bool
+    max_document_bytes: int
+    follow_symlinks: bool
     num_tasks: int
     workers: int                        # does not change the dataset
     overwrite: bool                     # nor does this
@@ -65,7 +68,8 @@ class PreprocessOptions:
         if self.tokenizer == "bpe" and not 258 <= self.vocab_size <= 2**32:
             raise UsageError("--vocab-size must be at least 258 (256 bytes, end-of-text, a "
                              "merge)")
-        for name in ("shard_tokens", "workers", "num_tasks", "tokenizer_sample_bytes"):
+        for name in ("shard_tokens", "workers", "num_tasks", "tokenizer_sample_bytes",
+                     "max_document_bytes"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
         if not 0.0 <= self.val_fraction <= 1.0:
@@ -93,8 +97,14 @@ def removed_on_error(path: Path) -> Iterator[None]:
 
 
 def refuse_existing(out: Path, overwrite: bool) -> None:
-    if out.exists() and not overwrite and (not out.is_dir() or any(out.iterdir())):
+    """An existing DIR (other than an empty folder) is replaced only if it is a dataset."""
+    if not out.exists() or out.is_dir() and not any(out.iterdir()):
+        return
+    if not overwrite:
         raise DataError(f"{out}: already exists (use --overwrite to replace it)")
+    if out.is_symlink() or not (out / "manifest.json").is_file():
+        raise DataError(f"{out}: not a dataset folder written by hvdlm.preprocess (no "
+                        "manifest.json); --overwrite replaces only those")
 
 
 def read_plan(stage: Path, opts: PreprocessOptions, files: Sequence[CorpusFile]) -> dict:
@@ -125,7 +135,7 @@ def keep_and_val(opts: PreprocessOptions, digests: np.ndarray) -> tuple[np.ndarr
 
 # ---- step 1: tokenizer ---------------------------------------------------------------------
 
-def tokenizer_step(opts: PreprocessOptions, files: Sequence[CorpusFile], skipped: int,
+def tokenizer_step(opts: PreprocessOptions, files: Sequence[CorpusFile], skipped: dict,
                    stage: Path) -> None:
     """Write DIR.partial/tokenizer.json and plan.json (a fresh staging folder)."""
     refuse_existing(Path(opts.out), opts.overwrite)
@@ -146,7 +156,7 @@ def tokenizer_step(opts: PreprocessOptions, files: Sequence[CorpusFile], skipped
         # last, exists.
         (stage / "tokenizer.json").write_bytes(data)
         plan = {"options": opts.plan(), "files": corpus.files_fingerprint(files),
-                "n_files": len(files), "skipped_files": skipped, "started": time.time()}
+                "n_files": len(files), "skipped": skipped, "started": time.time()}
         (stage / "plan.json").write_text(json.dumps(plan, indent=1))
 
 
@@ -180,7 +190,8 @@ def batches(opts: PreprocessOptions, files: Sequence[CorpusFile], desc: str | No
     bar = tqdm(total=sum(f.size for f in files), unit="B", unit_scale=True, desc=desc,
                file=sys.stderr, disable=desc is None, mininterval=0.5 if sys.stderr.isatty()
                else 30, dynamic_ncols=True)
-    docs = corpus.read_documents(files, opts.text_field, opts.skip_bad_records, stats, bar.update)
+    read = corpus.ReadOptions(opts.text_field, opts.skip_bad_records, opts.max_document_bytes)
+    docs = corpus.read_documents(files, read, stats, bar.update)
     try:
         batch, size = [], 0
         for text in docs:
@@ -302,8 +313,9 @@ def make_report(plan: dict, parts: list[workers.Part], keep: np.ndarray, val: np
         "tokens": tokens, "train_tokens": int(n_tokens[train].sum()),
         "val_tokens": int(n_tokens[held].sum()),
         "bytes_per_token": round(nbytes / max(1, tokens - int(keep.sum())), 4),
-        "files": plan["n_files"], "skipped_files": plan["skipped_files"],
-        "records": read["records"], "bad_records": read["bad_records"],
+        "files": plan["n_files"], "skipped_files": sum(plan["skipped"].values()),
+        "skipped": plan["skipped"], "records": read["records"],
+        "bad_records": read["bad_records"], "oversize_documents": read["oversize"],
         "empty_documents": total("empty"),
         "replaced_chars": read["replaced_chars"], "replaced_documents": read["replaced_docs"],
         "redacted": {k: sum(p.info["redacted"][k] for p in parts) for k in PII_KINDS},

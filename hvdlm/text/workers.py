@@ -12,6 +12,7 @@ import multiprocessing as mp
 import os
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -20,7 +21,7 @@ import numpy as np
 
 from hvdlm.errors import DataError
 from hvdlm.text import corpus
-from hvdlm.text.corpus import PII_KINDS
+from hvdlm.text.pii import PII_KINDS
 from hvdlm.text.tokenizer import Tokenizer, load_tokenizer
 
 _TOKENIZER: Tokenizer | None = None  # per process: loaded once by the pool initialiser
@@ -67,12 +68,16 @@ class Pool:
                 yield job(batch, *args)
             return
         pending: deque = deque()
-        for batch in batches:
-            pending.append(self._pool.submit(job, batch, *args))
-            if len(pending) >= 2 * self.workers:
+        try:
+            for batch in batches:
+                pending.append(self._pool.submit(job, batch, *args))
+                if len(pending) >= 2 * self.workers:
+                    yield pending.popleft().result()
+            while pending:
                 yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        except BrokenProcessPool:
+            raise DataError("a preprocessing worker was killed (out of memory? lower --workers "
+                            "or --max-document-bytes)") from None
 
 
 # ---- jobs (run in workers) -----------------------------------------------------------------

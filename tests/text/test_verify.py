@@ -10,8 +10,7 @@ import pytest
 
 from hvdlm import preprocess
 from hvdlm.errors import DataError
-from hvdlm.text.shards import sha256_file
-from hvdlm.text.shards import verify_dataset
+from hvdlm.text.shards import sha256_file, verify_dataset
 from tests.conftest import run_module
 
 pytestmark = pytest.mark.hdf5
