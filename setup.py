@@ -24,6 +24,8 @@ setup(
             "pytest>=7.4,<10",
             "pytest-timeout>=2.2,<3",
             "hypothesis>=6.80,<7",
+            # Only to prove exported models load in transformers; tests never reach the hub.
+            "transformers==5.24.0",
         ],
         # Plots of the benchmark reports (benchmarks/report.py); without it they write only
         # report.json and report.md.
@@ -36,6 +38,7 @@ setup(
             "hvdlm-train=hvdlm.train:main",
             "hvdlm-evaluate=hvdlm.evaluate:main",
             "hvdlm-generate=hvdlm.generate:main",
+            "hvdlm-export=hvdlm.export:main",
             "hvdlm-launch=hvdlm.launch:main",
             "hvdlm-submit=hvdlm.submit:main",
         ],

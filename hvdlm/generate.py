@@ -15,25 +15,9 @@ from typing import Sequence
 import torch
 
 from hvdlm import cli
-from hvdlm.errors import DataError
 from hvdlm.models.sampling import sample
-from hvdlm.text import shards
-from hvdlm.text.tokenizer import Tokenizer, load_tokenizer
-from hvdlm.training.checkpoint import TrainingState, load_run_model
-
-
-def _run_tokenizer(run: Path, state: TrainingState, override: str | None) -> Tokenizer:
-    """The run's tokenizer: --tokenizer, else that of the dataset in RUN/data_dir.txt."""
-    data_dir_file = run / "data_dir.txt"
-    if override:
-        path = Path(override)
-    elif data_dir_file.exists():
-        path = shards.load_manifest(data_dir_file.read_text().strip()).tokenizer_path
-    else:
-        raise DataError(f"{run}: cannot find the run's tokenizer; pass --tokenizer FILE")
-    tokenizer = load_tokenizer(path)
-    state.require_tokenizer(tokenizer.sha256, path)
-    return tokenizer
+from hvdlm.training.checkpoint import load_run_model
+from hvdlm.training.runfiles import run_tokenizer
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -51,7 +35,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
     run = Path(args.run)
     model, state = load_run_model(run)
-    tokenizer = _run_tokenizer(run, state, args.tokenizer)
+    tokenizer = run_tokenizer(run, state, args.tokenizer)
     ids = tokenizer.encode(args.prompt) or [tokenizer.eos_id]
     generator = torch.Generator().manual_seed(args.seed)
     new = sample(model, ids, args.max_new_tokens, state.config["model"]["seq_len"],

@@ -155,6 +155,8 @@ def tokenizer_step(opts: PreprocessOptions, files: Sequence[CorpusFile], skipped
         # No temporary name needed: the tasks refuse to start until plan.json, written
         # last, exists.
         (stage / "tokenizer.json").write_bytes(data)
+        for name, extra in Tokenizer(data).transformers_files().items():  # AutoTokenizer(DATA)
+            (stage / name).write_bytes(extra)
         plan = {"options": opts.plan(), "files": corpus.files_fingerprint(files),
                 "n_files": len(files), "skipped": skipped, "started": time.time()}
         (stage / "plan.json").write_text(json.dumps(plan, indent=1))

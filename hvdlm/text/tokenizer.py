@@ -142,6 +142,19 @@ class Tokenizer:
     def hf(self) -> HFTokenizer:
         return self._hf
 
+    def transformers_files(self, model_max_length: int | None = None) -> dict[str, bytes]:
+        """tokenizer_config.json and special_tokens_map.json, so that transformers'
+        `AutoTokenizer.from_pretrained(folder)` loads the tokenizer.json beside them and
+        encodes exactly as `encode` does (end-of-text text inside a document stays text)."""
+        eos = self._hf.id_to_token(self.eos_id)
+        special = {"bos_token": eos, "eos_token": eos, "unk_token": eos}
+        config = {"tokenizer_class": "PreTrainedTokenizerFast", **special,
+                  "add_prefix_space": False, "clean_up_tokenization_spaces": False,
+                  "split_special_tokens": True,
+                  "model_max_length": model_max_length or 1_000_000_000}
+        return {name: (json.dumps(value, indent=1) + "\n").encode() for name, value in
+                (("tokenizer_config.json", config), ("special_tokens_map.json", special))}
+
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     """Read a tokenizer.json (trained BPE, byte tokenizer, or any HF one with end-of-text)."""

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-pytestmark = [pytest.mark.security, pytest.mark.hdf5]
+pytestmark = pytest.mark.security
 
 GIB = 1 << 30
 DOCS = [f"ordinary document {i}: the quick brown fox jumps over the lazy dog." for i in range(40)]

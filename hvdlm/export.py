@@ -1,0 +1,98 @@
+"""Export a run's GPT as a Hugging Face GPT-2 model folder, tokenizer included.
+
+    python -m hvdlm.export --run RUN --out DIR [--checkpoint PATH] [--dtype fp32|bf16]
+
+DIR holds config.json, generation_config.json, model.safetensors, tokenizer.json,
+tokenizer_config.json and special_tokens_map.json, and loads with transformers'
+`AutoModelForCausalLM.from_pretrained(DIR)` and `AutoTokenizer.from_pretrained(DIR)` (no
+network). DIR appears only when complete. Only `model.arch=gpt` maps onto GPT-2.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from hvdlm import cli
+from hvdlm.config import config_from_dict
+from hvdlm.errors import CheckpointError, DataError, UsageError
+from hvdlm.models import gpt2_format, safetensors
+from hvdlm.training import checkpoint
+from hvdlm.training.runfiles import run_tokenizer
+
+PROG = "hvdlm.export"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def _state(run: Path, path: str | None) -> checkpoint.TrainingState:
+    if path:
+        return checkpoint.load(path)
+    found = checkpoint.load_latest(run)
+    if found is None:
+        raise CheckpointError(f"{checkpoint.checkpoint_dir(run)}: no checkpoint to export")
+    return found[1]
+
+
+def _json(value: dict) -> bytes:
+    return (json.dumps(value, indent=1) + "\n").encode()
+
+
+def export(run: Path, out: Path, checkpoint_path: str | None = None, dtype: str = "fp32",
+           tokenizer_path: str | None = None) -> None:
+    """Write the Hugging Face folder `out` for the run's (or the given) checkpoint."""
+    state = _state(run, checkpoint_path)
+    cfg = config_from_dict(state.config).model
+    if cfg.arch != "gpt":
+        raise UsageError(f"{run}: model.arch={cfg.arch} cannot be exported; Hugging Face export "
+                         "supports model.arch=gpt (as GPT-2)")
+    tokenizer = run_tokenizer(run, state, tokenizer_path)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"{out}: already exists; choose a new --out")
+    config, tensors = gpt2_format.to_gpt2(cfg, state.model, tokenizer.eos_id, DTYPES[dtype])
+    files = {"config.json": _json(config),
+             "generation_config.json": _json({"bos_token_id": tokenizer.eos_id,
+                                              "eos_token_id": tokenizer.eos_id,
+                                              "pad_token_id": tokenizer.eos_id}),
+             "tokenizer.json": Path(tokenizer.source).read_bytes(),
+             **tokenizer.transformers_files(cfg.seq_len)}
+    stage = out.with_name(out.name + ".partial")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        safetensors.save(stage / "model.safetensors", tensors, {"format": "pt"})
+        for name, data in files.items():
+            (stage / name).write_bytes(data)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        stage.rename(out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    parser = cli.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    parser.add_argument("--run", required=True, help="run folder with checkpoints/")
+    parser.add_argument("--out", required=True, metavar="DIR", help="model folder to create")
+    parser.add_argument("--checkpoint", metavar="PATH",
+                        help="export this checkpoint file (default: the run's newest)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
+                        help="weights' type in model.safetensors (default fp32)")
+    parser.add_argument("--tokenizer", metavar="FILE",
+                        help="tokenizer.json (default: the run's dataset's)")
+    args = parser.parse_args(argv)
+    export(Path(args.run), Path(args.out), args.checkpoint, args.dtype, args.tokenizer)
+    print(f"{PROG}: wrote {args.out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.run(_main, argv, prog=PROG)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
