@@ -3,6 +3,12 @@
     python -m benchmarks.allreduce --np 2 --sizes 4M,16M,64M --out runs/allreduce
     python -m benchmarks.allreduce --np 2 --sizes 4M --backends horovod,torch --iters 20 --rounds 5
     python -m benchmarks.allreduce --hosts 2 --rate 1gbit --delay 0.2ms --out runs/ar-2h  (root)
+    taskset -c 0 python -m benchmarks.allreduce --np 2 --sizes 64K --iters 200 --out runs/ar-1c
+
+The last puts both ranks on one core, the case of scripts/horovod-patches/gloo-yield-on-busy-
+pair.patch: before it a 64 KiB allreduce through Horovod cost scheduler ticks (7.9 ms against
+torch's 0.4 ms at HZ=250); after it, about what torch.distributed's Gloo costs (here 0.26 ms
+with hvdlm's settings, 0.19 ms for Gloo).
 
 Every configuration runs as its own job of N ranks (hvdlm.launch's `run_on_hosts`, each rank
 pinned to an equal share of the cores), in rounds that interleave the configurations, so a

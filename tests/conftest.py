@@ -1,4 +1,5 @@
-"""Test-wide fixtures and the CI rule: a skipped test of a required real part fails in CI."""
+"""Test-wide fixtures and helpers; the CI rule (a required test that does not run fails in CI)
+is the plugin tests/ci_rule.py, loaded here."""
 from __future__ import annotations
 
 import os
@@ -10,21 +11,8 @@ import pytest
 
 
 ROOT = Path(__file__).resolve().parents[1]
-pytest_plugins = ["tests.attacker"]  # the `attacker` fixture: a real second Unix user
-REQUIRED_MARKERS = ("horovod", "hdf5", "slurm", "netns", "security")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    report = outcome.get_result()
-    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
-        required = [m for m in REQUIRED_MARKERS if item.get_closest_marker(m)]
-        if required:
-            reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else report.longrepr
-            report.outcome = "failed"
-            report.longrepr = f"required part ({', '.join(required)}) skipped in CI: {reason}"
+# the `attacker` fixture (a real second Unix user); the CI rule and the required markers
+pytest_plugins = ["tests.attacker", "tests.ci_rule"]
 
 
 def run_module(module: str, *args: str, timeout: float = 300, env: dict | None = None,

@@ -1,8 +1,13 @@
 """Config: defaults < TOML < overrides; unknown keys and bad values are one-line UsageErrors."""
 import pytest
 
-from hvdlm.config import config_from_dict, load_config, to_toml
+import hvdlm.train
+from hvdlm.config import Config, config_from_dict, load_config, to_toml
+from hvdlm.config import tomllib  # tomli on Python 3.10
 from hvdlm.errors import UsageError
+from hvdlm.text.shards import load_manifest
+from hvdlm.training.checkpoint import load_latest
+from tests.conftest import TINY_RUN
 
 
 def test_precedence_toml_then_overrides(tmp_path):
@@ -52,3 +57,28 @@ def test_bad_toml_names_the_file(tmp_path):
     wrong_type.write_text('[train]\nlr = "fast"\n')
     with pytest.raises(UsageError, match="train.lr"):
         load_config(wrong_type)
+
+
+def test_run_config_toml_is_the_config_the_run_used(tiny_run, byte_dataset):
+    """The tiny run was started with TINY_RUN's overrides: RUN/config.toml, parsed back, holds
+    them over the defaults, with the vocabulary size the dataset gave; so does the checkpoint."""
+    expected = load_config(None, TINY_RUN).to_dict()
+    expected["model"]["vocab_size"] = load_manifest(byte_dataset).vocab_size
+    assert expected["model"]["n_layer"] == 1 != Config().model.n_layer  # overrides, not defaults
+    assert tomllib.loads((tiny_run / "config.toml").read_text()) == expected
+    assert load_latest(tiny_run)[1].config == expected
+
+
+def test_train_command_resolves_file_then_overrides(tmp_path, monkeypatch):
+    """`python -m hvdlm.train --config FILE key=value`: the config handed to training."""
+    toml = tmp_path / "run.toml"
+    toml.write_text('[model]\nn_layer = 3\nn_embd = 24\n[train]\nlr = 1e-3\n')
+    handed = {}
+    monkeypatch.setattr(hvdlm.train, "train",
+                        lambda cfg, data, out, resume, callbacks: handed.update(cfg=cfg) or 0)
+    assert hvdlm.train.main(["--data", "D", "--out", "R", "--config", str(toml),
+                             "model.n_layer=2", "train.max_steps=7"]) == 0
+    expected = Config()
+    expected.model.n_layer, expected.model.n_embd = 2, 24  # the override beats the file
+    expected.train.lr, expected.train.max_steps = 1e-3, 7
+    assert handed["cfg"] == expected

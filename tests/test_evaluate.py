@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from hvdlm.errors import DataError
+from hvdlm.evaluate import main as evaluate_main
 from hvdlm.text.shards import load_manifest, open_tokens
 from hvdlm.text.tokenizer import load_tokenizer
 from hvdlm.training.checkpoint import load_run_model
@@ -23,7 +24,6 @@ from hvdlm.training.scoring import score_windows
 from tests.conftest import TINY_SEQ_LEN as SEQ_LEN
 from tests.conftest import run_module
 
-pytestmark = pytest.mark.hdf5
 
 def evaluate(*args: object) -> dict:
     proc = run_module("hvdlm.evaluate", *args, check=True, timeout=240)
@@ -32,11 +32,11 @@ def evaluate(*args: object) -> dict:
     return json.loads(lines[0])
 
 
-def val_windows(data: Path, seq_len: int) -> torch.Tensor:
-    """Every val window, cut here from the raw shard tokens: (N, seq_len + 1)."""
+def val_windows(data: Path, seq_len: int, split: str = "val") -> torch.Tensor:
+    """Every window of a split, cut here from the raw shard tokens: (N, seq_len + 1)."""
     manifest = load_manifest(data)
     rows = []
-    for shard in manifest.splits["val"]:
+    for shard in manifest.splits[split]:
         tokens = np.asarray(open_tokens(manifest.shard_path(shard)), dtype=np.int64)
         rows += [tokens[j * seq_len:j * seq_len + seq_len + 1]
                  for j in range((len(tokens) - 1) // seq_len)]
@@ -94,6 +94,51 @@ def test_unigram_baseline(byte_dataset):
     assert scores["accuracy"] == pytest.approx((targets == counts.argmax()).mean())
     assert scores["perplexity"] == pytest.approx(math.exp(scores["loss"]), rel=1e-9)
 
+
+
+def gpt2_byte_of_char() -> dict[str, int]:
+    """Byte-level BPE's printable stand-in for each byte (GPT-2's bytes_to_unicode), inverted."""
+    kept = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+            *range(ord("®"), ord("ÿ") + 1)]
+    moved = [b for b in range(256) if b not in kept]
+    return {chr(b): b for b in kept} | {chr(256 + i): b for i, b in enumerate(moved)}
+
+
+def bytes_of_each_token(tokenizer_json: Path) -> dict[int, bytes]:
+    """The raw bytes each id of a byte-level BPE stands for, read from tokenizer.json itself;
+    special tokens (end-of-text) stand for none."""
+    spec = json.loads(tokenizer_json.read_text())
+    byte_of = gpt2_byte_of_char()
+    out = {i: bytes(byte_of[c] for c in text) for text, i in spec["model"]["vocab"].items()
+           if all(c in byte_of for c in text)}
+    return out | {t["id"]: b"" for t in spec["added_tokens"] if t["special"]}
+
+
+def test_unigram_bits_per_byte_on_bpe_tokens_by_hand(bpe_dataset, capsys):
+    """Bits per byte where tokens are several bytes long: the unigram's summed loss (closed
+    form) over ln 2 over the predicted tokens' bytes, all computed here. Scored on the train
+    split, whose windows cross documents: end-of-text targets must count no bytes."""
+    assert evaluate_main(["--baseline", "unigram", "--data", str(bpe_dataset), "--split",
+                          "train", "--seq-len", str(SEQ_LEN)]) == 0
+    scores = json.loads(capsys.readouterr().out)
+
+    manifest = load_manifest(bpe_dataset)
+    token_bytes = bytes_of_each_token(manifest.tokenizer_path)
+    tokenizer = load_tokenizer(manifest.tokenizer_path)
+    counts = np.zeros(manifest.vocab_size)
+    for shard in manifest.splits["train"]:
+        tokens = open_tokens(manifest.shard_path(shard)).tolist()
+        # The byte table is right: it spells the documents.
+        assert b"".join(token_bytes[t] for t in tokens).decode() == tokenizer.decode(tokens)
+        counts += np.bincount(tokens, minlength=manifest.vocab_size)
+    log_p = np.log((counts + 1) / (counts.sum() + manifest.vocab_size))
+    targets = val_windows(bpe_dataset, SEQ_LEN, "train")[:, 1:].numpy().ravel()
+    assert tokenizer.eos_id in targets
+    n_bytes = sum(len(token_bytes[t]) for t in targets.tolist())
+    assert n_bytes > 1.3 * len(targets)  # merged tokens: bytes and tokens differ a lot
+    assert scores["tokens"] == len(targets)
+    assert scores["bits_per_byte"] == pytest.approx(
+        -log_p[targets].sum() / math.log(2) / n_bytes, rel=1e-5)
 
 def test_wrong_tokenizer_is_refused_in_one_line(tiny_run, bpe_dataset):
     proc = run_module("hvdlm.evaluate", "--run", tiny_run, "--data", bpe_dataset, timeout=120)

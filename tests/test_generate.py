@@ -11,14 +11,17 @@ import shutil
 import pytest
 import torch
 
+from hvdlm.config import load_config
+from hvdlm.models import build_model
 from hvdlm.models.sampling import sample
+from hvdlm.text.tokenizer import build_byte_tokenizer, hf_to_json_bytes
+from hvdlm.training import checkpoint
 from hvdlm.text.shards import load_manifest
 from hvdlm.text.tokenizer import load_tokenizer
 from hvdlm.training.checkpoint import load_run_model
 from tests.conftest import TINY_SEQ_LEN as SEQ_LEN
-from tests.conftest import run_module
+from tests.conftest import TINY_RUN, run_module
 
-pytestmark = pytest.mark.hdf5
 PROMPT = "def main("
 
 
@@ -77,6 +80,44 @@ def test_explicit_tokenizer_when_the_dataset_moved(tiny_run, byte_dataset, tmp_p
     assert generate(moved, *opts, "--tokenizer", byte_dataset / "tokenizer.json").stdout == \
         generate(tiny_run, *opts).stdout
 
+
+
+def a_then_b_then_eos_gpt(tokenizer) -> tuple[torch.nn.Module, dict]:
+    """A GPT whose next token is certain: after 'a' comes 'b', after 'b' end-of-text, after
+    anything else 'a'. Blocks and positions are zeroed, so the logits are head(ln_f(wte[t])):
+    each input embedding is a one-hot "state", each head row picks the state it follows."""
+    cfg = load_config(None, [*TINY_RUN, "model.tie_embeddings=false"])
+    cfg.model.vocab_size = tokenizer.vocab_size
+    model = build_model(cfg.model)
+    a, b, eos = ord("a"), ord("b"), tokenizer.eos_id
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.ln_f.weight.fill_(1.0)
+        model.wte.weight[:, 2] = 1.0          # state 2: any token but 'a' and 'b'
+        model.wte.weight[a] = torch.eye(cfg.model.n_embd)[0]   # state 0
+        model.wte.weight[b] = torch.eye(cfg.model.n_embd)[1]   # state 1
+        for nxt, state in ((b, 0), (eos, 1), (a, 2)):
+            model.head.weight[nxt, state] = 20.0  # ~75 nats above every other token
+    return model, cfg.to_dict()
+
+
+def test_generation_stops_at_end_of_text(tmp_path):
+    tokenizer_file = tmp_path / "tokenizer.json"
+    tokenizer_file.write_bytes(hf_to_json_bytes(build_byte_tokenizer()))
+    tokenizer = load_tokenizer(tokenizer_file)
+    model, config = a_then_b_then_eos_gpt(tokenizer)
+    nxt = model(torch.tensor([[ord("x"), ord("a"), ord("b")]]))[0].softmax(-1)
+    assert nxt.argmax(-1).tolist() == [ord("a"), ord("b"), tokenizer.eos_id]
+    assert nxt.max(-1).values.min().item() > 1 - 1e-9  # each certain
+    run = tmp_path / "run"
+    checkpoint.save(run, checkpoint.TrainingState(
+        model=model.state_dict(), optimizer={}, step=1, consumed_samples=0, config=config,
+        tokenizer_sha256=tokenizer.sha256), keep=1)
+    # Sampled (temperature 1, no top-k), with room for 50 tokens: "ab", then end-of-text.
+    out = generate(run, "--prompt", "x", "--max-new-tokens", "50", "--temperature", "1",
+                   "--top-k", "0", "--tokenizer", tokenizer_file).stdout
+    assert out == "xab\n"
 
 def test_wrong_tokenizer_is_refused_in_one_line(tiny_run, bpe_dataset):
     proc = generate(tiny_run, "--prompt", PROMPT, "--tokenizer", bpe_dataset / "tokenizer.json",
@@ -140,6 +181,18 @@ def test_a_model_whose_argmax_is_eos_generates_nothing():
     assert sample(AlwaysEos(), [0, 1, 2], 50, seq_len=4, temperature=0.7, eos_id=6,
                   generator=torch.Generator().manual_seed(1)) == []
 
+
+
+def test_draws_come_from_the_seeded_generator_alone():
+    class Flat(torch.nn.Module):  # 50 equally likely tokens: any seed gives another sequence
+        def forward(self, idx):
+            return torch.zeros(*idx.shape, 50)
+
+    def draw(seed: int, global_seed: int) -> list[int]:
+        torch.manual_seed(global_seed)  # torch's global RNG must not matter
+        return sample(Flat(), [0], 40, seq_len=4, generator=torch.Generator().manual_seed(seed))
+    assert draw(7, global_seed=1) == draw(7, global_seed=2)
+    assert draw(7, global_seed=1) != draw(8, global_seed=1)
 
 def test_context_is_cropped_to_seq_len_and_zero_tokens_calls_nothing():
     model = Successor(vocab=40, eos=39, last=30)

@@ -5,16 +5,19 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from hvdlm.text.shards import load_manifest, open_tokens, read_doc_offsets
 from hvdlm.text.tokenizer import load_tokenizer
-from tests.conftest import run_module
+from tests.conftest import ROOT, run_module, small_corpus
+from tests.small_disk import needs_root, small_disk
 
-pytestmark = pytest.mark.hdf5
 BPE = ["--vocab-size", "300", "--val-fraction", "0.2", "--shard-tokens", "300", "--seed", "1"]
 MANY = [f"record number {i}: the quick brown fox jumps over {i * 7} lazy dogs" for i in range(40)]
 # Every non-empty document, in the order the corpus is read (folders sorted, files first).
@@ -266,5 +269,92 @@ def test_val_fraction_one_and_zero(tmp_path):
         preprocess(tmp_path / "in", "--out", out, "--val-fraction", frac, "--vocab-size", "260")
         docs = read_dataset(out)
         assert sorted(docs[split]) == [f"document {i}" for i in range(5)]
-        assert load_manifest(out).splits[{"val": "train", "train": "val"}[split]] == []
-        assert np.all(load_manifest(out).vocab_size >= 257)
+        manifest = load_manifest(out)
+        assert manifest.splits[{"val": "train", "train": "val"}[split]] == []
+        # The BPE reached the requested size: 256 bytes + end-of-text + 3 merges, each of a pair
+        # inside "document", which all five documents share: 10 bytes -> 7 tokens + end-of-text.
+        tok = load_tokenizer(manifest.tokenizer_path)
+        assert manifest.vocab_size == tok.vocab_size == 260 and not tok.is_byte
+        assert [len(tok.encode(f"document {i}")) for i in range(5)] == [7] * 5
+        assert sum(len(open_tokens(manifest.shard_path(s))) for s in manifest.splits[split]) \
+            == 5 * 8
+
+
+# ---- faults from outside: kill -9 while writing, a real full disk ----------------------------
+
+def _many_documents(dest: Path) -> Path:
+    """~1 MB of real text as ~1,200 jsonl documents: the encoding and the merge (one shard per
+    few documents) each take long enough to be caught in the act."""
+    src = small_corpus(dest.parent / "src", n_files=60)
+    text = "".join(p.read_text() for p in sorted(src.iterdir())) * 2
+    dest.mkdir()
+    (dest / "docs.jsonl").write_bytes(_jsonl([{"text": text[i:i + 1000]}
+                                              for i in range(0, len(text), 1000)]))
+    return dest
+
+
+def _kill_when(proc, condition, timeout: float = 60) -> None:
+    """SIGKILL `proc` as soon as `condition()` holds; fail if it ends or times out first."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if condition():
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+            return
+        time.sleep(0.002)
+    proc.kill()
+    raise AssertionError(f"the process ended (exit {proc.wait()}) before the moment to kill it")
+
+
+def test_killed_while_writing_the_part_or_the_shards_leaves_no_dataset(tmp_path):
+    corpus = _many_documents(tmp_path / "corpus")
+    out, stage = tmp_path / "data", tmp_path / "data.partial"
+    args = [sys.executable, "-m", "hvdlm.preprocess", corpus, "--out", out, "--tokenizer",
+            "byte", "--redact-pii", "--shard-tokens", "4000", "--workers", "1"]
+    part = stage / "parts" / "00000-of-00001"
+    moments = {  # what holds at the kill, wherever the files go: mid-encoding, then mid-merge
+        "part": lambda: any(tmp_path.glob("data*/parts/*/tokens.bin")),
+        "merge": lambda: any(tmp_path.glob("data*/train/*.h5")),
+    }
+    for moment, condition in moments.items():
+        proc = subprocess.Popen(list(map(str, args)), cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        _kill_when(proc, condition)
+        assert not out.exists(), moment
+        assert (part.exists(), (stage / "manifest.json").exists()) == (moment == "merge", False)
+    preprocess(*args[3:])
+    assert not stage.exists() and run_module("hvdlm.verify", out).returncode == 0
+
+
+@needs_root
+@pytest.mark.parametrize("room,where", [(0.5, "tokens.bin"), (3.0, ".h5.tmp")])
+def test_full_disk_is_one_line_and_leaves_nothing(room, where, tmp_path):
+    """Room for half the encoded part (2 bytes a token), or for the part but not the shards."""
+    corpus = small_corpus(tmp_path / "corpus")
+    size = int(room * sum(p.stat().st_size for p in corpus.iterdir()))
+    with small_disk(tmp_path / "disk", str(size)) as disk:
+        proc = preprocess(corpus, "--out", disk / "data", "--tokenizer", "byte", "--workers", "1",
+                          check=False)
+        errors = [line for line in proc.stderr.splitlines() if "error" in line]
+        assert proc.returncode == 1 and len(errors) == 1 and "Traceback" not in proc.stderr
+        assert re.match(rf"hvdlm\.preprocess: error: {disk}/data\.partial/\S*{re.escape(where)}: "
+                        r"cannot write \(No space left on device\)$", errors[0]), proc.stderr
+        assert list(disk.iterdir()) == []
+
+
+@needs_root
+def test_full_disk_in_an_array_merge_keeps_the_parts_for_a_retry(tmp_path):
+    corpus = small_corpus(tmp_path / "corpus")
+    size = 3 * sum(p.stat().st_size for p in corpus.iterdir())  # the part fits, shards do not
+    with small_disk(tmp_path / "disk", str(size)) as disk:
+        args = [corpus, "--out", disk / "data", "--tokenizer", "byte", "--num-tasks", "1"]
+        preprocess(*args, "--tokenizer-only")
+        preprocess(*args, "--task-index", "0", "--workers", "1")
+        proc = preprocess(*args, "--merge", check=False)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert re.fullmatch(rf"hvdlm\.preprocess: error: {disk}/data\.partial/train/\S*\.h5\.tmp: "
+                            r"cannot write \(No space left on device\)\n", proc.stderr)
+        assert not (disk / "data").exists()
+        subprocess.run(["mount", "-o", f"remount,size={2 * size}", str(disk)], check=True)
+        preprocess(*args, "--merge")  # the encoded part was kept: only the merge runs again
+        assert run_module("hvdlm.verify", disk / "data").returncode == 0

@@ -7,11 +7,8 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.hdf5
 SBATCH = ROOT / "slurm" / "preprocess.sbatch"
 
 

@@ -5,11 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import ROOT, small_corpus
-
-pytestmark = pytest.mark.hdf5
 
 
 def test_no_shell_true_anywhere():

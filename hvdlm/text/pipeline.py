@@ -13,6 +13,7 @@ why the dataset is identical for any number of workers and any K.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import shutil
@@ -35,6 +36,7 @@ from hvdlm.text.tokenizer import (Tokenizer, build_byte_tokenizer, hf_to_json_by
                                   train_bpe)
 
 REPORT = "preprocess_report.json"
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 @dataclass(frozen=True)
@@ -87,10 +89,25 @@ def staging_dir(out: Path) -> Path:
 
 
 @contextmanager
+def full_disk_is_one_line(folder: Path) -> Iterator[None]:
+    """A full disk or quota while writing under `folder` becomes a DataError naming the file."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in FULL_DISK:
+            raise
+        # A failed write() (or h5py's) names no file; the one being written was modified last.
+        files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+        name = err.filename or max(files, key=lambda p: p.stat().st_mtime_ns, default=folder)
+        raise DataError(f"{name}: cannot write ({os.strerror(err.errno)})") from None
+
+
+@contextmanager
 def removed_on_error(path: Path) -> Iterator[None]:
     """Delete `path` if the block fails, so no half-written output is left behind."""
     try:
-        yield
+        with full_disk_is_one_line(path):
+            yield
     except BaseException:
         shutil.rmtree(path, ignore_errors=True)
         raise
@@ -253,6 +270,12 @@ def task_step(opts: PreprocessOptions, files: Sequence[CorpusFile], stage: Path,
 def merge_step(opts: PreprocessOptions, files: Sequence[CorpusFile], stage: Path,
                started: float | None) -> dict:
     """Build DIR from the K parts: dedup, split, shards, manifest (last), report, rename."""
+    with full_disk_is_one_line(stage):  # half-written shards are redone by the next merge
+        return _merge(opts, files, stage, started)
+
+
+def _merge(opts: PreprocessOptions, files: Sequence[CorpusFile], stage: Path,
+           started: float | None) -> dict:
     plan = read_plan(stage, opts, files)
     out = Path(opts.out)
     refuse_existing(out, opts.overwrite)

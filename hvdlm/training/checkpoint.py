@@ -3,10 +3,13 @@
 `TrainingState` is everything a run needs to continue exactly (model and optimizer state
 dicts, step, consumed samples, per-rank RNG states, the config, the tokenizer's digest, the
 world size); RUN/checkpoints/step-NNNNNNNN.pt holds it as a plain dict,
-step-NNNNNNNN.pt.sha256 its checksum, and `latest` names the newest file. Each file is
-written to a temporary name, fsynced and renamed, so a crash or a full disk leaves the previous
-checkpoint intact. Loading uses `torch.load(weights_only=True)`: a file that needs any other
-unpickling is refused. A corrupt newest checkpoint is reported and the one before it is used.
+step-NNNNNNNN.pt.sha256 its checksum, and `latest` names the newest file of the run's lineage.
+The data and its checksum are written to temporary names and fsynced, then renamed (data first),
+then `latest` is rewritten: a crash or a full disk leaves the previous checkpoint intact, and
+only a pair on disk is ever named. A save at step S removes the checkpoints above S (an
+abandoned lineage: the run went back to an older checkpoint), then all but the newest `keep`.
+Loading uses `torch.load(weights_only=True)`: a file that needs any other unpickling is refused.
+A corrupt newest checkpoint is reported and the one before it is used.
 """
 from __future__ import annotations
 
@@ -64,17 +67,22 @@ def checkpoint_dir(run: str | Path) -> Path:
     return Path(run) / "checkpoints"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_temp(path: Path, data: bytes) -> Path:
+    """`data` in a fsynced temporary file beside `path` (removed again if writing fails)."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return tmp
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    os.replace(_write_temp(path, data), path)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -85,29 +93,69 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _step_of(path: Path) -> int:
+    return int(NAME.match(path.name)[1])
+
+
+def _remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    path.with_name(path.name + ".sha256").unlink(missing_ok=True)
+
+
+def _remove_debris(folder: Path) -> None:
+    """Temporary files of a writer killed mid-save (one writer per run: RUN is locked)."""
+    for tmp in folder.glob(".*.tmp*"):
+        tmp.unlink(missing_ok=True)
+
+
+def _commit(folder: Path, path: Path, data: bytes) -> None:
+    """Both files on disk under temporary names, then renamed: data, checksum, `latest`."""
+    sidecar = path.with_name(path.name + ".sha256")
+    temps = []
+    try:
+        temps.append(_write_temp(path, data))
+        temps.append(_write_temp(sidecar, hashlib.sha256(data).hexdigest().encode()))
+        # Renames take no space, so a full disk cannot split the pair; a crash between them
+        # leaves new data beside no or an old checksum, which `load` refuses.
+        os.replace(temps[0], path)
+        os.replace(temps[1], sidecar)
+        _fsync_dir(folder)  # the pair is durable before `latest` names it
+        _write_atomic(folder / "latest", path.name.encode())
+        _fsync_dir(folder)
+    finally:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+
+
 def save(run: str | Path, state: TrainingState, keep: int) -> Path:
-    """Write step-NNNNNNNN.pt (+ .sha256, then `latest`), then drop all but the newest `keep`."""
+    """Write step-NNNNNNNN.pt (+ .sha256, then `latest`), then prune: the checkpoints above
+    this step (an abandoned lineage) and all but the newest `keep` of the rest."""
     folder = checkpoint_dir(run)
     folder.mkdir(parents=True, exist_ok=True)
+    _remove_debris(folder)
     path = folder / f"step-{state.step:08d}.pt"
     buffer = io.BytesIO()
     torch.save(state.to_dict(), buffer)
-    data = buffer.getvalue()
-    sidecar = path.with_name(path.name + ".sha256")
     try:
-        _write_atomic(sidecar, hashlib.sha256(data).hexdigest().encode())
-        _write_atomic(path, data)
-        _write_atomic(folder / "latest", path.name.encode())
-        _fsync_dir(folder)
+        _commit(folder, path, buffer.getvalue())
     except OSError as err:
-        if not path.exists():
-            sidecar.unlink(missing_ok=True)
         raise CheckpointError(f"{path}: could not save checkpoint ({err.strerror or err}); "
                               "the previous checkpoint is intact") from None
-    for old in list_checkpoints(run)[:-keep]:
-        old.unlink(missing_ok=True)
-        old.with_name(old.name + ".sha256").unlink(missing_ok=True)
+    found = list_checkpoints(run)
+    abandoned = [p for p in found if _step_of(p) > state.step]
+    lineage = [p for p in found if _step_of(p) <= state.step]  # this one last: never pruned
+    for old in abandoned + lineage[:-keep]:
+        _remove(old)
     return path
+
+
+def adopt(run: str | Path, path: Path) -> None:
+    """Point `latest` at `path` when the run resumed from one of its own older checkpoints, so
+    the next `--resume auto` continues this lineage even before it saves."""
+    folder = checkpoint_dir(run)
+    if NAME.match(path.name) and path.parent.resolve() == folder.resolve():
+        _write_atomic(folder / "latest", path.name.encode())
+        _fsync_dir(folder)
 
 
 def list_checkpoints(run: str | Path) -> list[Path]:
@@ -142,15 +190,17 @@ def load(path: str | Path) -> TrainingState:
 
 
 def load_latest(run: str | Path) -> tuple[Path, TrainingState] | None:
-    """The newest sound checkpoint of a run, skipping (and reporting) corrupt ones.
+    """The newest sound checkpoint of the run's lineage, skipping (and reporting) corrupt ones.
 
-    The file `latest` names comes first (a run that went back to an older checkpoint wrote
-    it last), then the others, newest first. None if the run has no checkpoint at all;
-    CheckpointError if none of them is sound.
+    The file `latest` names comes first, then the others up to its step, newest first (those
+    above it belong to an abandoned lineage, or were never committed). None if the run has no
+    checkpoint at all; CheckpointError if none of them is sound.
     """
     candidates = list(reversed(list_checkpoints(run)))
     pointer = checkpoint_dir(run) / "latest"
     named = pointer.read_text().strip() if pointer.is_file() else ""
+    if NAME.match(named):
+        candidates = [p for p in candidates if _step_of(p) <= _step_of(Path(named))]
     first = [p for p in candidates if p.name == named]
     problems = []
     for path in first + [p for p in candidates if p not in first]:

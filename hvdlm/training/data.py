@@ -153,8 +153,11 @@ def loader(dataset: TokenWindows, batches: Sampler, num_workers: int) -> DataLoa
     """Micro-batches of windows; worker processes open the shards themselves after the fork."""
     if num_workers == 0:
         return InlineLoader(dataset, batches)
+    # Each iterator draws its workers' base seed from `generator`, else from torch's global
+    # RNG: that would shift the dropout stream a resumed run restores. Windows need no seed.
     return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
-                      collate_fn=_as_batch, persistent_workers=False, prefetch_factor=4)
+                      collate_fn=_as_batch, persistent_workers=False, prefetch_factor=4,
+                      generator=torch.Generator().manual_seed(0))
 
 
 def open_dataset(data_dir: str | Path) -> shards.Manifest:

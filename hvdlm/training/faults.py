@@ -2,20 +2,29 @@
 
     HVDLM_FAULT_NONFINITE="RANK:STEP,..."   that rank's loss is NaN at that step
     HVDLM_FAULT_KILL="RANK:STEP"            that rank kills itself with SIGKILL before that step
+    HVDLM_FAULT_PAUSE="RANK:STEP"           that rank waits after STEP steps until it is asked
+                                            to stop (SIGUSR1/SIGTERM); the others wait for it
 
-The variables are read once, when the run starts. Real faults, placed exactly: a test can then
-check what a user would see after them.
+The variables are read once, when the run starts; none set, no callback is added. Real faults,
+placed exactly: a test can then check what a user would see after them. The pause replaces a
+race: a test that signals a run once step STEP is logged knows the run is still there, and
+that all ranks stop after step STEP + 1 (with train.log_interval=1; else one step later, as the
+stop flag is then read one step late).
 """
 from __future__ import annotations
 
 import os
 import signal
+import time
 from typing import Mapping
 
 import torch
 
 from hvdlm.errors import UsageError
+from hvdlm.training.runlog import log
 from hvdlm.training.trainer import Callback, Trainer
+
+PAUSE_POLL_S = 0.05
 
 
 def _spec(env: Mapping[str, str], name: str) -> set[tuple[int, int]]:
@@ -27,12 +36,16 @@ def _spec(env: Mapping[str, str], name: str) -> set[tuple[int, int]]:
 
 
 class InjectedFaults(Callback):
-    def __init__(self, nonfinite: set[tuple[int, int]], kill: set[tuple[int, int]]):
-        self.nonfinite, self.kill = nonfinite, kill
+    def __init__(self, nonfinite: set[tuple[int, int]], kill: set[tuple[int, int]],
+                 pause: set[tuple[int, int]] = frozenset()):
+        self.nonfinite, self.kill, self.pause = nonfinite, kill, pause
 
     def on_step_start(self, trainer: Trainer) -> None:
-        if (trainer.world.rank, trainer.step) in self.kill:
+        here = (trainer.world.rank, trainer.step)
+        if here in self.kill:
             os.kill(os.getpid(), signal.SIGKILL)
+        if here in self.pause:
+            wait_for_stop_request(trainer)
 
     def on_loss(self, trainer: Trainer, loss: torch.Tensor) -> torch.Tensor:
         if (trainer.world.rank, trainer.step) in self.nonfinite:
@@ -40,7 +53,17 @@ class InjectedFaults(Callback):
         return loss
 
 
+def wait_for_stop_request(trainer: Trainer) -> None:
+    """Block until this rank's SIGUSR1/SIGTERM handler has run (the handler runs in this, the
+    main, thread between sleeps; Horovod's own thread goes on)."""
+    log.warning("fault injected: rank %d paused after step %d until asked to stop",
+                trainer.world.rank, trainer.step)
+    while trainer.stop.signal is None:
+        time.sleep(PAUSE_POLL_S)
+
+
 def from_environ(env: Mapping[str, str] = os.environ) -> list[Callback]:
     """The faults the environment asks for, as callbacks (none if it asks for none)."""
     nonfinite, kill = _spec(env, "HVDLM_FAULT_NONFINITE"), _spec(env, "HVDLM_FAULT_KILL")
-    return [InjectedFaults(nonfinite, kill)] if nonfinite or kill else []
+    pause = _spec(env, "HVDLM_FAULT_PAUSE")
+    return [InjectedFaults(nonfinite, kill, pause)] if nonfinite or kill or pause else []

@@ -1,12 +1,15 @@
 """What a run writes besides checkpoints: RUN/metrics.jsonl, RUN/tb/, RUN/log.txt.
 
-Only rank 0 writes. Every metrics record is one JSON object with a `step`; on resume the
-files are appended to, never truncated.
+Only rank 0 writes. Every metrics record is one JSON object with a `step`. A run that starts
+at step S (resumed from a checkpoint, or 0) keeps the records up to S and writes the later steps
+again: metrics.jsonl drops the others, TensorBoard purges them (`purge_step`), so each step is
+there once.
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,6 +27,7 @@ def setup_logging(rank: int) -> None:
     console.setFormatter(logging.Formatter(f"%(asctime)s [rank {rank}] %(levelname)s "
                                            "%(message)s", "%H:%M:%S"))
     console.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    console.addFilter(lambda record: getattr(record, "console", True))  # False: log.txt only
     log.addHandler(console)
 
 
@@ -35,14 +39,16 @@ def log_to_file(path: Path) -> None:
 
 
 class MetricsWriter:
-    """Appends records to metrics.jsonl and mirrors numbers to TensorBoard."""
+    """Appends records to metrics.jsonl and mirrors numbers to TensorBoard, from `start_step`
+    on (the step the run starts at: records after it are dropped first)."""
 
-    def __init__(self, run: Path):
+    def __init__(self, run: Path, start_step: int = 0):
         self.path = run / "metrics.jsonl"
+        drop_records_after(self.path, start_step)
         self.file = open(self.path, "a", buffering=1)
         try:
             from torch.utils.tensorboard import SummaryWriter
-            self.tb = SummaryWriter(str(run / "tb"))
+            self.tb = SummaryWriter(str(run / "tb"), purge_step=start_step + 1)
         except ImportError:  # tensorboard is a dependency; keep training if it is broken
             log.warning("tensorboard unavailable; metrics go to metrics.jsonl only")
             self.tb = None
@@ -59,6 +65,26 @@ class MetricsWriter:
         self.file.close()
         if self.tb is not None:
             self.tb.close()
+
+
+def drop_records_after(path: Path, step: int) -> None:
+    """Keep metrics.jsonl's lines up to `step` (and no partial line), replacing it atomically."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if (at := _step(line)) is not None and at <= step]
+    if kept == lines:
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+
+
+def _step(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None  # a partial line, or not a record
 
 
 def read_metrics(run: str | Path) -> list[dict[str, Any]]:

@@ -174,6 +174,8 @@ class Trainer:
         else:  # another world size: a fresh, still deterministic, per-rank stream
             torch.manual_seed(self.t.seed + 1_000_003 * self.world.rank + self.step)
         log.info("resumed from %s (step %d, %d samples consumed)", path, self.step, self.consumed)
+        if self.world.is_main:
+            checkpoint.adopt(self.run_dir, path)  # the next --resume auto continues from here
 
     def save(self) -> Path | None:
         state = self.capture()
@@ -210,7 +212,8 @@ class Trainer:
 
     def run(self) -> int:
         t, world = self.t, self.world
-        writer = MetricsWriter(self.run_dir) if world.is_main else None
+        # Records after self.step are dropped: a resumed run writes those steps again.
+        writer = MetricsWriter(self.run_dir, self.step) if world.is_main else None
         log.info("world size %d (rank %d, %s, %d threads); %s, %.2fM parameters; global batch %d",
                  world.size, world.rank, world.device, torch.get_num_threads(),
                  self.cfg.model.arch, count_parameters(self.model) / 1e6, self.global_batch)

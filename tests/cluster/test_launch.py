@@ -64,13 +64,13 @@ def test_signals_reach_the_command_and_its_status_comes_back(tmp_path):
     assert not list(tmp_path.iterdir())  # rank 0 removed its rendezvous file
 
 
-def srun_like(ntasks: int, tmp_path: Path, cmd: list[str], timeout: float = 60):
+def srun_like(ntasks: int, tmp_path: Path, cmd: list[str], timeout: float = 180):
     """Start one launcher per task with the variables srun gives a 1-node, N-task step."""
     procs = []
     for i in range(ntasks):
         env = {**os.environ, **slurm_env(i, i, 0, "cn1", str(ntasks), ntasks),
                "HVDLM_RENDEZVOUS_DIR": str(tmp_path), "PYTHONUNBUFFERED": "1"}
-        procs.append(subprocess.Popen([sys.executable, "-m", "hvdlm.launch", "--timeout", "30",
+        procs.append(subprocess.Popen([sys.executable, "-m", "hvdlm.launch", "--timeout", "120",
                                        "--", *cmd], stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT))
     return [(p.wait(timeout=timeout), p.stdout.read()) for p in procs]
@@ -88,9 +88,9 @@ def test_srun_style_tasks_become_horovod_ranks(tmp_path):
 @pytest.mark.horovod
 def test_hosts_mode_without_namespaces():
     pytest.importorskip("horovod.torch")
-    proc = run_module("hvdlm.launch", "--hosts", "ha:1,hb:1", "--timeout", "30", "--",
+    proc = run_module("hvdlm.launch", "--hosts", "ha:1,hb:1", "--timeout", "120", "--",
                       sys.executable, str(CHECK), "--hosts", "ha:1,hb:1", "--elements", "1024",
-                      timeout=120)
+                      timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "rank 0 ok on ha" in proc.stdout and "rank 1 ok on hb" in proc.stdout
 

@@ -139,7 +139,7 @@ def test_requeued_job_goes_on_when_its_previous_run_does_not_let_go(run):
     try:
         started = time.monotonic()
         requeued = holding(start(run, job="404", restart=3, wait_s=0.5))
-        assert time.monotonic() - started < 10
+        assert time.monotonic() - started < 20  # ~1 s: it went on instead of waiting forever
         assert "still locked by this job's previous run" in requeued.stderr.readline()
         assert recorded(run)["restart"] == 3
         # Once the previous run lets go, the requeued one holds the flock: others are refused.

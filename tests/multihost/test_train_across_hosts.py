@@ -11,7 +11,7 @@ from tests.conftest import run_module
 from tests.multihost.test_emulated_cluster import cluster  # noqa: F401  (module fixture)
 from tests.multiproc.test_train import TINY, final_params, flat, losses, train
 
-pytestmark = [pytest.mark.netns, pytest.mark.horovod, pytest.mark.hdf5]
+pytestmark = [pytest.mark.netns, pytest.mark.horovod]
 COMMON = ["train.max_steps=4", "model.dropout=0.0", "train.precision=fp32"]
 
 

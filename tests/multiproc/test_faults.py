@@ -19,7 +19,7 @@ from hvdlm.training.runlog import read_metrics
 from tests.conftest import ROOT, run_module
 from tests.multiproc.test_train import TINY, final_params, flat, losses, train
 
-pytestmark = [pytest.mark.horovod, pytest.mark.hdf5]
+pytestmark = pytest.mark.horovod
 
 
 def test_kill_minus_9_ends_the_job_fast_and_names_the_rank(byte_dataset, tmp_path):
@@ -28,7 +28,9 @@ def test_kill_minus_9_ends_the_job_fast_and_names_the_rank(byte_dataset, tmp_pat
                  "train.ckpt_interval=2", env={"HVDLM_FAULT_KILL": "1:3"}, check=False)
     elapsed = time.monotonic() - started
     assert proc.returncode != 0
-    assert elapsed < 60, f"job took {elapsed:.1f} s to exit after a rank died"
+    # ~8 s on 2 loaded cores; a survivor left waiting in allreduce would hang until the
+    # horovodrun timeout. The bound only guards against that, at over 10x the typical time.
+    assert elapsed < 120, f"job took {elapsed:.1f} s to exit after a rank died"
     assert "Process name: 1" in proc.stderr and "Exit code: 137" in proc.stderr
     steps = [r["step"] for r in read_metrics(tmp_path / "run") if "loss" in r]
     assert max(steps) <= 3  # the other rank did not carry on alone

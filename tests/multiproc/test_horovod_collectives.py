@@ -26,8 +26,9 @@ def test_build_lists_pytorch_and_gloo():
 @pytest.mark.parametrize("wake", ["1", "0"])
 def test_wake_on_enqueue_starts_a_cycle_at_once(wake):
     """The build's wake-on-enqueue patch: with 3 s idle cycles, 8 allreduces in a row take
-    under one cycle when an enqueue wakes the background thread, and more than 3 cycles'
-    worth without it (the control, which shows the patch is what makes the difference)."""
+    under one cycle when an enqueue wakes the background thread (typically 0.01 s: the 2 s
+    bound is 200x that), and more than 3 cycles' worth without it (typically 8 cycles; the
+    control, which shows the patch is what makes the difference)."""
     import re
     proc = horovodrun(2, sys.executable, HERE / "wake_check.py", timeout=180,
                       env={"HOROVOD_CYCLE_TIME": "3000", "HOROVOD_WAKE_ON_ENQUEUE": wake})
@@ -39,18 +40,10 @@ def test_wake_on_enqueue_starts_a_cycle_at_once(wake):
         assert min(took) > 9.0, took
 
 
-def test_small_allreduce_on_a_shared_core_costs_no_scheduler_tick():
-    """The build's Gloo patch: with both ranks on one core, a 64 KiB allreduce through
-    Horovod costs about what torch.distributed's Gloo does, not scheduler ticks (before the
-    patch: 7.9 ms against torch's 0.4 ms here, two 4 ms ticks at HZ=250; after: 1.1 ms against
-    0.4-1.5 ms). The bound, 3x torch's median from the same run but at least 2.5 ms, leaves
-    room for Horovod's own negotiation and for a loaded machine."""
-    import re
-
-    from benchmarks.harness import free_port
-    proc = horovodrun(2, sys.executable, HERE / "shared_core_check.py", timeout=180,
-                      env={"HVDLM_TEST_TORCH_PORT": str(free_port())})
-    got = re.findall(r"horovod ([\d.]+) ms, torch ([\d.]+) ms", proc.stdout)
-    assert len(got) == 2, proc.stdout
-    for horovod_ms, torch_ms in got:
-        assert float(horovod_ms) < max(2.5, 3 * float(torch_ms)), got
+def test_allreduces_of_two_ranks_on_one_core_are_right():
+    """Both ranks pinned to one core, where the build's Gloo patch (yield on a busy pair)
+    matters: the results are right and nothing livelocks. Its speed (a scheduler tick per
+    allreduce before the patch) is benchmarks.allreduce's to measure, not a test bound."""
+    proc = horovodrun(2, sys.executable, HERE / "shared_core_check.py", timeout=180)
+    for rank in (0, 1):
+        assert f"rank {rank}: 200 allreduces on one core ok" in proc.stdout, proc.stdout

@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import ROOT, horovodrun, logged_steps, run_module
 from tests.multiproc.test_train import TINY
 
-pytestmark = [pytest.mark.horovod, pytest.mark.hdf5]
+pytestmark = pytest.mark.horovod
 
 
 def start_training(data: Path, run: Path, *overrides: str) -> subprocess.Popen:
@@ -46,25 +46,23 @@ def test_second_run_on_a_run_folder_in_use_is_refused_and_the_first_is_unharmed(
         first.send_signal(signal.SIGSTOP)  # it holds the folder while the others try
         try:
             # Refused before any checkpoint is read: not "already has checkpoints" (exit 2).
-            started = time.monotonic()
+            # A run that waited for the lock would hang: the subprocess timeouts (over 10x the
+            # 5 s and 11 s these take on 2 loaded cores) fail it; no tighter time bound.
             second = run_module("hvdlm.train", "--data", byte_dataset, "--out", run, *TINY,
                                 "train.max_steps=60", "--resume", "never", timeout=120)
             lines = second.stderr.strip().splitlines()
             assert second.returncode == 1 and len(lines) == 1, second.stderr
             assert lines[0].startswith(f"hvdlm.train: error: {run} is in use by a job outside "
                                        f"Slurm on ") and f"pid {first.pid}" in lines[0], lines
-            assert time.monotonic() - started < 60
 
             # A 2-rank job: rank 0 is refused before hvd.init(), horovodrun ends rank 1.
-            started = time.monotonic()
             job = horovodrun(2, sys.executable, "-m", "hvdlm.train", "--data", byte_dataset,
                              "--out", run, *TINY, "train.max_steps=60", check=False,
-                             timeout=120)
+                             timeout=180)
             assert job.returncode != 0
             ours = [ln for ln in job.stderr.splitlines() if "hvdlm.train: error:" in ln]
             assert len(ours) == 1 and ours[0].startswith("[0]<stderr>:") and \
                 f"pid {first.pid}" in ours[0], job.stderr
-            assert time.monotonic() - started < 90
         finally:
             first.send_signal(signal.SIGCONT)
         _, err = first.communicate(timeout=240)

@@ -9,7 +9,7 @@ import torch
 from hvdlm.training.runlog import read_metrics
 from tests.conftest import horovodrun, run_module
 
-pytestmark = [pytest.mark.horovod, pytest.mark.hdf5]
+pytestmark = pytest.mark.horovod
 
 TINY = ["model.n_layer=2", "model.n_head=2", "model.n_embd=32", "model.seq_len=32",
         "train.warmup_steps=0", "train.log_interval=1", "train.lr=3e-3"]
@@ -81,7 +81,7 @@ def test_killed_rank_then_resume_is_bitwise_exact(byte_dataset, tmp_path):
     proc = train(2, byte_dataset, tmp_path / "cut", *common, env={"HVDLM_FAULT_KILL": "1:5"},
                  check=False)
     assert proc.returncode != 0
-    assert time.monotonic() - started < 120
+    assert time.monotonic() - started < 180  # a hang guard: ~12 s typical
     assert (tmp_path / "cut" / "checkpoints" / "step-00000003.pt").exists()
     assert not (tmp_path / "cut" / "checkpoints" / "step-00000006.pt").exists()
 

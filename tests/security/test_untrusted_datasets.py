@@ -19,7 +19,6 @@ import pytest
 from hvdlm.text.shards import sha256_file
 from tests.conftest import TINY_RUN, run_module
 
-pytestmark = pytest.mark.hdf5
 
 
 def _manifest(data: Path) -> dict:

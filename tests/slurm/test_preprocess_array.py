@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import ROOT, run_module, small_corpus
 
-pytestmark = [pytest.mark.slurm, pytest.mark.hdf5]
+pytestmark = pytest.mark.slurm
 
 OPTIONS = ["--tokenizer", "bpe", "--vocab-size", "300", "--shard-tokens", "40000",
            "--val-fraction", "0.2", "--seed", "1"]

@@ -12,7 +12,6 @@ from hvdlm.errors import DataError
 from hvdlm.text.shards import (Manifest, ShardWriter, check_shard_files, load_manifest, open_tokens,
                                read_doc_offsets, save_manifest, write_shard)
 
-pytestmark = pytest.mark.hdf5
 META = dict(vocab_size=300, eos_id=0, tokenizer_sha256="ab" * 32)
 
 

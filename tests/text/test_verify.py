@@ -13,7 +13,6 @@ from hvdlm.errors import DataError
 from hvdlm.text.shards import sha256_file, verify_dataset
 from tests.conftest import run_module
 
-pytestmark = pytest.mark.hdf5
 
 
 @pytest.fixture(scope="module")
