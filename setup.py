@@ -26,10 +26,12 @@ setup(
             "hypothesis>=6.80,<7",
             # Only to prove exported models load in transformers; tests never reach the hub.
             "transformers==5.24.0",
+            "wandb==0.31.0",  # offline mode only
         ],
         # Plots of the benchmark reports (benchmarks/report.py); without it they write only
         # report.json and report.md.
         "bench": ["matplotlib>=3.7,<4"],
+        "wandb": ["wandb>=0.17,<1"],
     },
     entry_points={
         "console_scripts": [

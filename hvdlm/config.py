@@ -61,6 +61,11 @@ class TrainConfig:
     num_workers: int = 0         # DataLoader worker processes per rank
     max_bad_steps: int = 3       # non-finite steps skipped before the run stops
     peak_flops: float = 989e12   # per device, for MFU on GPU (H100/H200 dense bf16)
+    init_from: str = ""          # weights from an hvdlm checkpoint or a GPT-2 folder (export)
+    log_format: str = "auto"     # auto (bar on a terminal, else lines) | bar | lines
+    wandb_project: str = ""      # W&B project; "" = no W&B (pip install 'hvdlm[wandb]')
+    wandb_name: str = ""         # W&B run name ("" = the run folder's name)
+    wandb_mode: str = "online"   # online | offline | disabled
 
 
 @dataclass
@@ -170,6 +175,10 @@ def validate(cfg: Config) -> None:
         (t.device in ("auto", "cpu", "cuda"), "train.device", "must be auto, cpu or cuda"),
         (t.num_workers >= 0, "train.num_workers", "must be >= 0"),
         (t.max_bad_steps >= 0, "train.max_bad_steps", "must be >= 0"),
+        (t.log_format in ("auto", "bar", "lines"), "train.log_format",
+         "must be auto, bar or lines"),
+        (t.wandb_mode in ("online", "offline", "disabled"), "train.wandb_mode",
+         "must be online, offline or disabled"),
     ]
     for ok, key, message in checks:
         if not ok:

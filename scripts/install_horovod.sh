@@ -109,6 +109,13 @@ else
 fi
 
 "$PYTHON" -m pip install --quiet --no-deps --force-reinstall "$wheel_dir"/horovod-*.whl
+# What was built, for RUN/env.json (hvdlm/cluster/environment.py): the key names the Horovod
+# and torch versions, the Python and the hash of the build flags and patches.
+"$PYTHON" - "$key" <<'PY'
+import importlib.util, pathlib, sys
+origin = pathlib.Path(importlib.util.find_spec("horovod").origin)
+origin.with_name("hvdlm_build.txt").write_text(sys.argv[1] + "\n")
+PY
 # Horovod's own runtime dependencies (the wheel was installed without them): only those not
 # already installed at a suitable version, so that a machine without a package index works.
 missing=$("$PYTHON" - "cffi>=1.4" "cloudpickle>=2,<4" "psutil>=5,<8" "pyyaml>=6,<7" "packaging>=21" <<'PY'

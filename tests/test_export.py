@@ -104,3 +104,33 @@ def test_bf16_export_and_refusals(gpt_run, byte_dataset, exported, tmp_path):
     again = run_module("hvdlm.export", "--run", gpt_run, "--out", exported)
     assert again.returncode == 1 and again.stderr.count("\n") == 1
     assert f"{exported}: already exists" in again.stderr
+
+
+def test_init_from_the_export_then_export_again_gives_identical_tensors(
+        gpt_run, exported, bpe_dataset, tmp_path):
+    # lr 1e-30: the one step it must take cannot move an fp32 weight, so any difference
+    # would come from the mapping in and out.
+    still = ["train.max_steps=1", "train.lr=1e-30", "train.min_lr=0", "train.warmup_steps=0"]
+    run = tmp_path / "from_hf"
+    run_module("hvdlm.train", "--data", bpe_dataset, "--out", run, *GPT, *still,
+               f"train.init_from={exported}", check=True)
+    run_module("hvdlm.export", "--run", run, "--out", tmp_path / "again", check=True)
+    before = safetensors.load(exported / "model.safetensors")
+    after = safetensors.load(tmp_path / "again" / "model.safetensors")
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+    ckpt = sorted((gpt_run / "checkpoints").glob("step-*.pt"))[-1]
+    from_ckpt = tmp_path / "from_ckpt"
+    run_module("hvdlm.train", "--data", bpe_dataset, "--out", from_ckpt, *GPT, *still,
+               f"train.init_from={ckpt}", check=True)
+    assert sorted(p.name for p in (from_ckpt / "checkpoints").glob("*.pt")) == [
+        "step-00000001.pt"]  # a fresh step counter, not the source's
+
+
+def test_init_from_with_another_shape_is_one_line(exported, bpe_dataset, tmp_path):
+    proc = run_module("hvdlm.train", "--data", bpe_dataset, "--out", tmp_path / "r", *GPT,
+                      "model.n_embd=64", f"train.init_from={exported}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"train.init_from={exported}: model.n_embd is 32 there, 64 here" in proc.stderr
+    assert not (tmp_path / "r").exists()

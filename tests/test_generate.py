@@ -73,6 +73,7 @@ def test_explicit_tokenizer_when_the_dataset_moved(tiny_run, byte_dataset, tmp_p
     moved = tmp_path / "run"
     shutil.copytree(tiny_run, moved)
     (moved / "data_dir.txt").unlink()
+    (moved / "tokenizer.json").unlink()  # a run from before runs kept their tokenizer
     proc = generate(moved, "--prompt", PROMPT, check=False)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1
     assert "cannot find the run's tokenizer; pass --tokenizer FILE" in proc.stderr

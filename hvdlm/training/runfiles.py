@@ -1,24 +1,64 @@
 """What a run folder holds beside its checkpoints, and how commands find it again.
 
-`RUN/data_dir.txt` names the dataset the run trained on; its tokenizer is the run's tokenizer.
-Used by `hvdlm.generate` and `hvdlm.export`.
+    RUN/config.toml      the resolved config of the newest start
+    RUN/env.json         one entry per (re)start: versions, commit, hosts, Slurm job and restart,
+                         and that start's resolved config
+    RUN/tokenizer.json   a copy of the dataset's tokenizer, so the run stands on its own
+    RUN/data_dir.txt     the dataset it trained on
+
+Written by rank 0 at each start (`record_start`); read by generate, evaluate and export.
 """
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+from typing import Any
 
 from hvdlm.errors import DataError
 from hvdlm.text import shards
 from hvdlm.text.tokenizer import Tokenizer, load_tokenizer
 from hvdlm.training.checkpoint import TrainingState
 
+ENV = "env.json"
+TOKENIZER = "tokenizer.json"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def read_starts(run: str | Path) -> list[dict[str, Any]]:
+    """RUN/env.json's entries, oldest first (none for a run that never started)."""
+    path = Path(run) / ENV
+    try:
+        return json.loads(path.read_text()) if path.exists() else []
+    except json.JSONDecodeError:
+        raise DataError(f"{path}: not valid JSON") from None
+
+
+def record_start(run: Path, environment: dict[str, Any], config: dict[str, Any], toml: str,
+                 data_dir: str | Path, tokenizer_file: Path) -> None:
+    """Append this start to env.json, and write config.toml, data_dir.txt and the tokenizer."""
+    starts = read_starts(run) + [{**environment, "config": config}]
+    _write_atomic(run / ENV, (json.dumps(starts, indent=1) + "\n").encode())
+    _write_atomic(run / "config.toml", toml.encode())
+    _write_atomic(run / "data_dir.txt", (str(Path(data_dir).resolve()) + "\n").encode())
+    tokenizer = tokenizer_file.read_bytes()
+    if not (run / TOKENIZER).exists() or (run / TOKENIZER).read_bytes() != tokenizer:
+        _write_atomic(run / TOKENIZER, tokenizer)
+
 
 def run_tokenizer(run: Path, state: TrainingState, override: str | None) -> Tokenizer:
-    """The run's tokenizer: `override`, else that of the dataset in RUN/data_dir.txt; it must
-    be the one the checkpoint was trained with."""
+    """The run's tokenizer: `override`, else RUN/tokenizer.json, else that of the dataset in
+    RUN/data_dir.txt (runs from before the copy); it must be the one the checkpoint used."""
     data_dir_file = run / "data_dir.txt"
     if override:
         path = Path(override)
+    elif (run / TOKENIZER).exists():
+        path = run / TOKENIZER
     elif data_dir_file.exists():
         path = shards.load_manifest(data_dir_file.read_text().strip()).tokenizer_path
     else:

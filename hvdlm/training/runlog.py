@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 log = logging.getLogger("hvdlm")
 
@@ -42,7 +42,9 @@ class MetricsWriter:
     """Appends records to metrics.jsonl and mirrors numbers to TensorBoard, from `start_step`
     on (the step the run starts at: records after it are dropped first)."""
 
-    def __init__(self, run: Path, start_step: int = 0):
+    def __init__(self, run: Path, start_step: int = 0, config: dict | None = None,
+                 mirrors: Sequence[Any] = ()):
+        self.mirrors = list(mirrors)  # e.g. W&B: write(step, scalars), close()
         self.path = run / "metrics.jsonl"
         drop_records_after(self.path, start_step)
         self.file = open(self.path, "a", buffering=1)
@@ -52,19 +54,37 @@ class MetricsWriter:
         except ImportError:  # tensorboard is a dependency; keep training if it is broken
             log.warning("tensorboard unavailable; metrics go to metrics.jsonl only")
             self.tb = None
+        if self.tb is not None and config is not None and start_step == 0:
+            self.tb.add_text("config", f"```\n{json.dumps(config, indent=1)}\n```", 0)
+            self.tb.add_hparams(flat_config(config), {}, run_name=".")
 
     def write(self, record: dict[str, Any]) -> None:
         record = {"time": round(time.time(), 3), **record}
         self.file.write(json.dumps(record) + "\n")
-        if self.tb is not None:
-            for key, value in record.items():
-                if key not in ("step", "time") and isinstance(value, (int, float)):
-                    self.tb.add_scalar(key, value, record["step"])
+        scalars = {tag(k): v for k, v in record.items() if k not in ("step", "time")
+                   and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for key, value in scalars.items() if self.tb is not None else ():
+            self.tb.add_scalar(key, value, record["step"])
+        for mirror in self.mirrors:
+            mirror.write(record["step"], scalars)
 
     def close(self) -> None:
         self.file.close()
         if self.tb is not None:
             self.tb.close()
+        for mirror in self.mirrors:
+            mirror.close()
+
+
+def tag(key: str) -> str:
+    """TensorBoard and W&B name of a record key: val_loss -> val/loss, loss -> train/loss."""
+    return "val/" + key[4:] if key.startswith("val_") else "train/" + key
+
+
+def flat_config(config: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """{"model.n_layer": 4, ...}: the config as TensorBoard hyperparameters."""
+    return {f"{section}.{key}": value for section, table in config.items()
+            for key, value in table.items()}
 
 
 def drop_records_after(path: Path, step: int) -> None:

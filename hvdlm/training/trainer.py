@@ -13,22 +13,22 @@ from __future__ import annotations
 import dataclasses
 import math
 import signal
-import sys
 import time
 from collections import deque
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from tqdm import tqdm
 
-from hvdlm.cluster import distributed, malloc
+from hvdlm.cluster import distributed, environment, malloc
 from hvdlm.config import Config, to_toml
 from hvdlm.errors import EXIT_STOPPED, HvdlmError, UsageError
 from hvdlm.models import build_model, count_parameters
-from hvdlm.training import checkpoint, data
+from hvdlm.training import checkpoint, data, runfiles, wandb_log
 from hvdlm.training.checkpoint import TrainingState
+from hvdlm.training.init_from import check_shapes, initial_weights
 from hvdlm.training.optim import lr_at, make_optimizer
+from hvdlm.training.progress import Progress
 from hvdlm.training.runlog import MetricsWriter, log, log_to_file, setup_logging
 from hvdlm.training.scoring import byte_lengths, score_windows, window_loss
 
@@ -122,6 +122,8 @@ class Trainer:
         if found is not None:
             self.restore(*found)
         else:
+            if t.init_from:
+                self._init_from(t.init_from)
             distributed.broadcast_model(self.model)
             torch.manual_seed(t.seed + 1_000_003 * world.rank)  # per-rank dropout streams
         self.sampler = data.TrainBatches(
@@ -145,6 +147,12 @@ class Trainer:
         if resume == "auto":
             return checkpoint.load_latest(self.run_dir)
         return Path(resume), checkpoint.load(resume)
+
+    def _init_from(self, path: str) -> None:
+        state = initial_weights(path, self.cfg.model)  # refused in one line if shapes differ
+        check_shapes(path, self.model, state)
+        self.model.load_state_dict(state)
+        log.info("weights from %s (train.init_from); step, optimizer and data start fresh", path)
 
     def capture(self) -> TrainingState | None:
         """This run's state on rank 0 (None elsewhere); every rank must call it."""
@@ -213,13 +221,14 @@ class Trainer:
     def run(self) -> int:
         t, world = self.t, self.world
         # Records after self.step are dropped: a resumed run writes those steps again.
-        writer = MetricsWriter(self.run_dir, self.step) if world.is_main else None
+        writer = MetricsWriter(self.run_dir, self.step, self.cfg.to_dict(),
+                               wandb_log.mirrors(self.run_dir, self.cfg)) \
+            if world.is_main else None
         log.info("world size %d (rank %d, %s, %d threads); %s, %.2fM parameters; global batch %d",
                  world.size, world.rank, world.device, torch.get_num_threads(),
                  self.cfg.model.arch, count_parameters(self.model) / 1e6, self.global_batch)
         micro_batches = iter(data.loader(self.train_set, self.sampler, t.num_workers))
-        bar = tqdm(total=t.max_steps, initial=self.step, disable=not world.is_main,
-                   dynamic_ncols=True, mininterval=1.0, file=sys.stderr)
+        progress = Progress(t.log_format, t.max_steps, self.step, world.is_main)
         tick, steps_since, exit_code = time.perf_counter(), 0, 0
         first_record = {"resumed_from": self.resumed_from} if self.resumed_from is not None else {}
         self.model.train()
@@ -234,7 +243,7 @@ class Trainer:
             self.step += 1
             self.consumed += self.global_batch
             steps_since += 1
-            bar.update(1)
+            progress.step_done()
             for callback in self.callbacks:
                 callback.on_step_end(self, loss)
             logging_now = self.step % t.log_interval == 0 or self.step == t.max_steps
@@ -250,7 +259,7 @@ class Trainer:
                 first_record = {}
                 if writer:
                     writer.write(record)
-                bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{tps:,.0f}")
+                progress.report(record, elapsed / steps_since)
                 tick, steps_since = time.perf_counter(), 0
             if self.step % t.eval_interval == 0 or self.step == t.max_steps:
                 self._log_eval(writer, t.eval_batches)
@@ -265,7 +274,7 @@ class Trainer:
                 break
             if self.step % t.ckpt_interval == 0 or self.step == t.max_steps:
                 self.save()
-        bar.close()
+        progress.close()
         if writer:
             writer.close()
         if exit_code == 0:
@@ -304,10 +313,11 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, resume: str = 
     setup_logging(world.rank)
     # Under the lock, the trainer checks data, config and checkpoint before RUN is written.
     trainer = Trainer(cfg, data_dir, run_dir, world, resume, callbacks, **trainer_options)
+    start = environment.describe(world)  # every rank: the hostnames are gathered
     if world.is_main:
         run = Path(run_dir)
         run.mkdir(parents=True, exist_ok=True)
         log_to_file(run / "log.txt")
-        (run / "config.toml").write_text(to_toml(trainer.cfg))
-        (run / "data_dir.txt").write_text(str(Path(data_dir).resolve()) + "\n")
+        runfiles.record_start(run, start, trainer.cfg.to_dict(), to_toml(trainer.cfg), data_dir,
+                              trainer.tokenizer_file)
     return trainer.run()

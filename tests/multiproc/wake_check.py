@@ -1,8 +1,8 @@
-"""Run by test_horovod_collectives under horovodrun -np 2 with a 3 s HOROVOD_CYCLE_TIME.
+"""Run by test_horovod_collectives under horovodrun -np 2 with a 1 s HOROVOD_CYCLE_TIME.
 
 Prints how long 8 synchronous allreduces took (and that their results are right): with
 HOROVOD_WAKE_ON_ENQUEUE=1 each one starts a cycle when it is enqueued; without it, each waits
-for the next 3 s cycle.
+for the next 1 s cycle.
 """
 import time
 

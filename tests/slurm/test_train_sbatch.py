@@ -5,6 +5,7 @@ script (as Slurm sends it before the time limit) checkpoints, requeues and resum
 """
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from hvdlm.training.runfiles import read_starts
 from tests.conftest import ROOT, horovodrun, logged_steps
 
 pytestmark = [pytest.mark.slurm, pytest.mark.horovod]
@@ -53,6 +55,10 @@ def test_two_rank_job_completes(slurm_cluster, byte_dataset, tmp_path):
     log = (run / "log.txt").read_text()
     assert "world size 2" in log and "finished: step 12 of 12" in log
     assert checkpoint_steps(run) == [12]
+    # The .out is a file: one readable line per log interval, no carriage-return frames.
+    text = out.read_text()
+    assert "\r" not in text
+    assert [int(n) for n in re.findall(r"step (\d+)/12 \| loss", text)] == list(range(1, 13))
     print(f"wall time {time.monotonic() - started:.1f} s")
 
 
@@ -95,6 +101,9 @@ def test_usr1_checkpoints_requeues_and_resumes_exactly(slurm_cluster, byte_datas
 
     assert slurm_cluster.wait(job, timeout=240) == "COMPLETED", out.read_text()
     assert slurm_cluster.restart_count(job) == 1
+    starts = read_starts(run)  # RUN/env.json: the first start and the requeued one
+    assert [(s["slurm_job_id"], s["slurm_restart_count"]) for s in starts] == [(job, 0), (job, 1)]
+    assert all(s["world_size"] == 2 and len(s["hosts"]) == 2 for s in starts)
     records = logged_steps(run)
     assert [r.get("resumed_from") for r in records if "resumed_from" in r] == stopped_at
     assert records[-1]["step"] == steps

@@ -256,8 +256,8 @@ def test_run_resumed_from_an_older_checkpoint_continues_its_own_lineage(
     records = read_metrics(run)
     assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5]
     assert [r["step"] for r in records if "val_loss" in r] == [2, 4, 5]
-    assert _tensorboard_steps(run, "loss") == [1, 2, 3, 4, 5]
-    assert _tensorboard_steps(run, "val_loss") == [2, 4, 5]
+    assert _tensorboard_steps(run, "train/loss") == [1, 2, 3, 4, 5]
+    assert _tensorboard_steps(run, "val/loss") == [2, 4, 5]
 
 
 @needs_root
