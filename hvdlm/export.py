@@ -19,22 +19,13 @@ import torch
 
 from hvdlm import cli
 from hvdlm.config import config_from_dict
-from hvdlm.errors import CheckpointError, DataError, UsageError
+from hvdlm.errors import DataError, UsageError
 from hvdlm.models import gpt2_format, safetensors
 from hvdlm.training import checkpoint
 from hvdlm.training.runfiles import run_tokenizer
 
 PROG = "hvdlm.export"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def _state(run: Path, path: str | None) -> checkpoint.TrainingState:
-    if path:
-        return checkpoint.load(path)
-    found = checkpoint.load_latest(run)
-    if found is None:
-        raise CheckpointError(f"{checkpoint.checkpoint_dir(run)}: no checkpoint to export")
-    return found[1]
 
 
 def _json(value: dict) -> bytes:
@@ -44,7 +35,8 @@ def _json(value: dict) -> bytes:
 def export(run: Path, out: Path, checkpoint_path: str | None = None, dtype: str = "fp32",
            tokenizer_path: str | None = None) -> None:
     """Write the Hugging Face folder `out` for the run's (or the given) checkpoint."""
-    state = _state(run, checkpoint_path)
+    state = checkpoint.load(checkpoint_path) if checkpoint_path else \
+        checkpoint.load_run_state(run)
     cfg = config_from_dict(state.config).model
     if cfg.arch != "gpt":
         raise UsageError(f"{run}: model.arch={cfg.arch} cannot be exported; Hugging Face export "

@@ -76,10 +76,11 @@ def _walk(top: str, follow_symlinks: bool, skipped: dict[str, int]) -> Iterator[
     """Paths of the files under folder `top`, sorted, links that leave it not followed."""
     real_top, seen = os.path.realpath(top), set()
     for root, dirs, names in os.walk(top, onerror=_walk_error, followlinks=True):
-        if os.path.realpath(root) in seen:  # a link loop, or a second way into one folder
+        real = os.path.realpath(root)
+        if real in seen:  # a link loop, or a second way into one folder
             dirs[:] = []
             continue
-        seen.add(os.path.realpath(root))
+        seen.add(real)
         for entries in (dirs, names):
             paths = [os.path.join(root, n) for n in sorted(entries)]
             allowed = [p for p in paths if follow_symlinks or not os.path.islink(p)

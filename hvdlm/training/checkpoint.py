@@ -81,7 +81,8 @@ def _write_temp(path: Path, data: bytes) -> Path:
     return tmp
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` by `data` all at once: readers see the old file or the new, whole."""
     os.replace(_write_temp(path, data), path)
 
 
@@ -120,7 +121,7 @@ def _commit(folder: Path, path: Path, data: bytes) -> None:
         os.replace(temps[0], path)
         os.replace(temps[1], sidecar)
         _fsync_dir(folder)  # the pair is durable before `latest` names it
-        _write_atomic(folder / "latest", path.name.encode())
+        write_atomic(folder / "latest", path.name.encode())
         _fsync_dir(folder)
     finally:
         for tmp in temps:
@@ -154,7 +155,7 @@ def adopt(run: str | Path, path: Path) -> None:
     the next `--resume auto` continues this lineage even before it saves."""
     folder = checkpoint_dir(run)
     if NAME.match(path.name) and path.parent.resolve() == folder.resolve():
-        _write_atomic(folder / "latest", path.name.encode())
+        write_atomic(folder / "latest", path.name.encode())
         _fsync_dir(folder)
 
 
@@ -214,11 +215,17 @@ def load_latest(run: str | Path) -> tuple[Path, TrainingState] | None:
     return None
 
 
-def load_run_model(run: str | Path) -> tuple[torch.nn.Module, TrainingState]:
-    """The model of the run's newest sound checkpoint (CPU, eval mode) and its training state."""
+def load_run_state(run: str | Path) -> TrainingState:
+    """The training state of the run's newest sound checkpoint; CheckpointError if none."""
     found = load_latest(run)
     if found is None:
         raise CheckpointError(f"{checkpoint_dir(run)}: no checkpoint to load")
-    model = build_model(config_from_dict(found[1].config).model)
-    model.load_state_dict(found[1].model)
-    return model.eval(), found[1]
+    return found[1]
+
+
+def load_run_model(run: str | Path) -> tuple[torch.nn.Module, TrainingState]:
+    """The model of the run's newest sound checkpoint (CPU, eval mode) and its training state."""
+    state = load_run_state(run)
+    model = build_model(config_from_dict(state.config).model)
+    model.load_state_dict(state.model)
+    return model.eval(), state

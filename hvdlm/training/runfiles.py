@@ -11,23 +11,16 @@ Written by rank 0 at each start (`record_start`); read by generate, evaluate and
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from hvdlm.errors import DataError
 from hvdlm.text import shards
 from hvdlm.text.tokenizer import Tokenizer, load_tokenizer
-from hvdlm.training.checkpoint import TrainingState
+from hvdlm.training.checkpoint import TrainingState, write_atomic
 
 ENV = "env.json"
 TOKENIZER = "tokenizer.json"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def read_starts(run: str | Path) -> list[dict[str, Any]]:
@@ -43,12 +36,12 @@ def record_start(run: Path, environment: dict[str, Any], config: dict[str, Any],
                  data_dir: str | Path, tokenizer_file: Path) -> None:
     """Append this start to env.json, and write config.toml, data_dir.txt and the tokenizer."""
     starts = read_starts(run) + [{**environment, "config": config}]
-    _write_atomic(run / ENV, (json.dumps(starts, indent=1) + "\n").encode())
-    _write_atomic(run / "config.toml", toml.encode())
-    _write_atomic(run / "data_dir.txt", (str(Path(data_dir).resolve()) + "\n").encode())
+    write_atomic(run / ENV, (json.dumps(starts, indent=1) + "\n").encode())
+    write_atomic(run / "config.toml", toml.encode())
+    write_atomic(run / "data_dir.txt", (str(Path(data_dir).resolve()) + "\n").encode())
     tokenizer = tokenizer_file.read_bytes()
     if not (run / TOKENIZER).exists() or (run / TOKENIZER).read_bytes() != tokenizer:
-        _write_atomic(run / TOKENIZER, tokenizer)
+        write_atomic(run / TOKENIZER, tokenizer)
 
 
 def run_tokenizer(run: Path, state: TrainingState, override: str | None) -> Tokenizer:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
+
+from hvdlm.training.checkpoint import write_atomic
 
 log = logging.getLogger("hvdlm")
 
@@ -95,9 +96,7 @@ def drop_records_after(path: Path, step: int) -> None:
     kept = [line for line in lines if (at := _step(line)) is not None and at <= step]
     if kept == lines:
         return
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    write_atomic(path, "".join(line + "\n" for line in kept).encode())
 
 
 def _step(line: str) -> int | None:
