@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.hvdlm-setup
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo clean
+.PHONY: setup test demo install clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,18 @@ test: setup
 
 demo: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" scripts/demo.sh
+
+# Into an existing environment (a cluster module's or conda's Python), not .venv:
+#   make install PYTHON=/path/to/python
+# torch only if that Python lacks it, then the patched Horovod (cached wheel, else built), then
+# hvdlm itself with its console scripts.
+install:
+	@$(PYTHON) -c 'import torch' 2>/dev/null || \
+		$(PYTHON) -m pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check wheel setuptools numpy
+	PYTHON=$(PYTHON) scripts/install_horovod.sh
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-build-isolation .
+	@$(PYTHON) -m hvdlm --version
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache demo-out

@@ -16,7 +16,6 @@ from typing import Sequence
 from hvdlm import cli
 from hvdlm.config import load_config
 from hvdlm.training import faults
-from hvdlm.training.trainer import train
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -29,6 +28,7 @@ def _main(argv: Sequence[str] | None) -> int:
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
+    from hvdlm.training.trainer import train  # here: a missing Horovod is one line (cli.run)
     return train(cfg, args.data, args.out, args.resume, callbacks=faults.from_environ())
 
 

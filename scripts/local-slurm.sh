@@ -30,7 +30,7 @@
 # Environment: SLURM_STATE (state folder), SLURM_CLUSTER (cluster name, default hvdlm),
 # SLURM_DB_PORT (MariaDB TCP port on 127.0.0.1, default 3307), SLURM_START_TIMEOUT (seconds per
 # wait, default 90), SLURM_CRED_EXPIRE (job credential lifetime, which is also how long a
-# requeued job waits before it runs again; default 20, Slurm's own 120). A changed setting
+# requeued job waits before it runs again; default 8, Slurm's own 120). A changed setting
 # takes effect after `stop` and `start`; `start` leaves a running cluster as it is.
 set -euo pipefail
 
@@ -38,7 +38,7 @@ DEFAULT_STATE=/var/lib/hvdlm-slurm
 CLUSTER=${SLURM_CLUSTER:-hvdlm}
 DB_PORT=${SLURM_DB_PORT:-3307}
 DEADLINE=${SLURM_START_TIMEOUT:-90}
-CRED_EXPIRE=${SLURM_CRED_EXPIRE:-20}
+CRED_EXPIRE=${SLURM_CRED_EXPIRE:-8}
 NODE=$(hostname -s)
 PACKAGES=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server)
 MARKER="# written by hvdlm scripts/local-slurm.sh"
@@ -341,7 +341,7 @@ AccountingStorageHost=127.0.0.1
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=30
 JobCompType=jobcomp/none
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem Features=hvdlm State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
 

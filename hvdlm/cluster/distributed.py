@@ -20,15 +20,22 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-import horovod.torch as hvd
 import torch
 
 from hvdlm.cluster import runlock
-from hvdlm.errors import UsageError
+from hvdlm.errors import HvdlmError, UsageError
+
+try:
+    import horovod.torch as hvd
+except ModuleNotFoundError as err:  # reported in one line by the command that needs it
+    raise HvdlmError(f"Horovod is not installed for {sys.executable}: run "
+                     f"`make install PYTHON={sys.executable}` in the hvdlm checkout") from err
+
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,6 @@ rank 0 appends the result to RUN/env.json (hvdlm/training/runfiles.py).
 """
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import os
 import platform
 import socket
@@ -18,6 +16,7 @@ import torch
 
 import hvdlm
 from hvdlm.cluster import distributed
+from hvdlm.versions import horovod_build, version
 
 HOST_BYTES = 64
 
@@ -28,15 +27,6 @@ def hostnames() -> list[str]:
     rows = distributed.gather_tensor(torch.frombuffer(bytearray(raw), dtype=torch.uint8),
                                      name="hostnames")
     return [bytes(row.tolist()).rstrip(b"\0").decode(errors="replace") for row in rows]
-
-
-def horovod_build() -> str | None:
-    """The key scripts/install_horovod.sh recorded (version, torch, Python, patch-set hash)."""
-    spec = importlib.util.find_spec("horovod")  # finds, does not import
-    if spec is None or spec.origin is None:
-        return None
-    record = Path(spec.origin).with_name("hvdlm_build.txt")
-    return record.read_text().strip() if record.is_file() else None
 
 
 def git_commit(start: Path = Path(hvdlm.__file__).parent) -> str | None:
@@ -59,13 +49,6 @@ def git_commit(start: Path = Path(hvdlm.__file__).parent) -> str | None:
     return None
 
 
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def describe(world: distributed.World, env: Mapping[str, str] = os.environ) -> dict[str, Any]:
     """This start of the run, as env.json records it."""
     devices = ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
@@ -73,7 +56,7 @@ def describe(world: distributed.World, env: Mapping[str, str] = os.environ) -> d
     return {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "hvdlm": hvdlm.__version__, "torch": torch.__version__,
-        "horovod": _version("horovod"), "horovod_build": horovod_build(),
+        "horovod": version("horovod"), "horovod_build": horovod_build(),
         "python": platform.python_version(), "commit": git_commit(),
         "hosts": hostnames(), "world_size": world.size, "device": str(world.device),
         "device_names": devices,

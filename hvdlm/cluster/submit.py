@@ -1,14 +1,16 @@
 """Submit a training run with submitit: one Horovod rank per task, on Slurm or on this machine.
 
-    python -m hvdlm.submit --nodes 2 --tasks-per-node 4 --gpus-per-node 4 --time 240 -- \\
+    python -m hvdlm.submit --nodes 2 --ntasks-per-node 4 --gpus-per-node 4 --time 1-00:00:00 \\
+        --slurm account=proj --slurm constraint=a100 --setup "module load cuda" -- \\
         --data data --out runs/gpt model.n_layer=12
-    python -m hvdlm.submit --nodes 1 --tasks-per-node 2 --wait -- --data data --out runs/x
-    python -m hvdlm.submit --cluster local --tasks-per-node 2 --wait -- --data data --out runs/x
+    python -m hvdlm.submit --nodes 1 --ntasks-per-node 2 --wait -- --data data --out runs/x
+    python -m hvdlm.submit --cluster local --ntasks-per-node 2 --wait -- --data data --out runs/x
 
 From Python:
 
     from hvdlm.cluster.submit import submit_training, wait_for_ranks
-    job = submit_training(["--data", "data", "--out", "runs/x"], tasks_per_node=2)
+    job = submit_training(["--data", "data", "--out", "runs/x"], ntasks_per_node=2,
+                          time="12:00:00", slurm={"qos": "high"}, setup=["module load cuda"])
     wait_for_ranks(job, timeout_s=3600)     # HvdlmError naming the failed rank, if any
 
 Everything after `--` goes to `python -m hvdlm.train`. Each submitit task runs
@@ -17,7 +19,9 @@ place from Slurm's or submitit-local's environment). On preemption or near the t
 Slurm sends submitit's signal (USR2, `--signal=USR2@90`); rank 0's `TrainRank.checkpoint()`
 asks the ranks to stop at the next step boundary (SIGUSR1: all ranks agree on the step, rank 0
 writes a checkpoint), and submitit requeues the job with the same arguments plus
-`--resume auto`: the arguments are pickled, never the model.
+`--resume auto`: the arguments are pickled, never the model. Each stop counts against
+`--max-requeues` (timeouts and preemptions alike); past it the ranks still checkpoint, and the
+job ends saying so instead of requeueing.
 """
 from __future__ import annotations
 
@@ -28,19 +32,21 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import submitit
 
 from hvdlm import cli
 from hvdlm.cluster.process import describe_status, exit_status, split_command
+from hvdlm.cluster.slurm_options import sbatch_options, slurm_minutes
 from hvdlm.errors import EXIT_STOPPED, HvdlmError, UsageError
 
 PROG = "hvdlm.submit"
 STOP_TIMEOUT_S = 60.0    # rank 0's wait for the ranks to checkpoint; inside submitit's 90 s notice
 REQUEUE_WAIT_S = 120.0   # a stopped rank > 0 waits this long for the requeue to end its task
+MAX_REQUEUES = 100       # default: about four days of one-hour jobs
 
 
 class RankFailed(HvdlmError):
@@ -52,15 +58,18 @@ class Resources:
     """What one job asks Slurm (or this machine) for."""
 
     nodes: int = 1
-    tasks_per_node: int = 1   # ranks per node; one per GPU when there are GPUs
+    ntasks_per_node: int = 1  # ranks per node; one per GPU when there are GPUs
     gpus_per_node: int = 0
     cpus_per_task: int = 1
     time_min: int = 60
     partition: str | None = None
+    slurm: dict[str, str | bool] = field(default_factory=dict)  # more sbatch options
+    setup: list[str] = field(default_factory=list)  # shell lines before the ranks start
+    max_requeues: int = MAX_REQUEUES
 
     @property
     def ranks(self) -> int:
-        return self.nodes * self.tasks_per_node
+        return self.nodes * self.ntasks_per_node
 
 
 def with_resume_auto(train_args: Sequence[str]) -> list[str]:
@@ -110,16 +119,27 @@ def _exited(pid: int) -> int | None:
 class TrainRank(submitit.helpers.Checkpointable):
     """The submitit callable: this task becomes one rank of the run (picklable: arguments only)."""
 
-    def __init__(self, train_args: Sequence[str], python: str = sys.executable):
+    def __init__(self, train_args: Sequence[str], python: str = sys.executable,
+                 max_requeues: int = MAX_REQUEUES, requeues: int = 0):
         self.train_args = list(train_args)
         self.python = python
+        self.max_requeues, self.requeues = max_requeues, requeues
         self._child: subprocess.Popen | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"train_args": self.train_args, "python": self.python}  # never the live process
+        return {"train_args": self.train_args, "python": self.python,  # never the live process
+                "max_requeues": self.max_requeues, "requeues": self.requeues}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["train_args"], state["python"])
+        self.__init__(**state)
+
+    @property
+    def may_requeue(self) -> bool:
+        return self.requeues < self.max_requeues
+
+    def _no_requeue(self) -> str:
+        return (f"not requeued: --max-requeues {self.max_requeues} reached; "
+                "submit again to resume from the checkpoint")
 
     def command(self) -> list[str]:
         return [self.python, "-m", "hvdlm.launch", "--", self.python, "-m", "hvdlm.train",
@@ -132,8 +152,10 @@ class TrainRank(submitit.helpers.Checkpointable):
         with _blocked(_preempt_signal()):
             self._child = subprocess.Popen(self.command())
         status = exit_status(self._child.wait())
-        if status == EXIT_STOPPED and rank != 0:
+        if status == EXIT_STOPPED and rank != 0 and self.may_requeue:
             self._await_requeue(rank)
+        if status == EXIT_STOPPED and not self.may_requeue:
+            raise RankFailed(f"rank {rank} stopped after a checkpoint; {self._no_requeue()}")
         if status == EXIT_STOPPED:
             raise RankFailed(f"rank {rank} stopped after a checkpoint (status {EXIT_STOPPED}) "
                              "without a requeue; submit again to resume")
@@ -166,8 +188,11 @@ class TrainRank(submitit.helpers.Checkpointable):
                   if status is not None else f"{PROG}: ranks did not stop within "
                   f"{STOP_TIMEOUT_S:g} s; requeueing from the latest periodic checkpoint",
                   flush=True)
-        return submitit.helpers.DelayedSubmission(
-            TrainRank(with_resume_auto(self.train_args), self.python))
+        if not self.may_requeue:
+            print(f"{PROG}: {self._no_requeue()}", flush=True)
+            return None  # submitit then ends the job instead of requeueing it
+        return submitit.helpers.DelayedSubmission(TrainRank(
+            with_resume_auto(self.train_args), self.python, self.max_requeues, self.requeues + 1))
 
 
 def make_executor(cluster: str, folder: str | Path, res: Resources):
@@ -177,9 +202,11 @@ def make_executor(cluster: str, folder: str | Path, res: Resources):
                          "node, or use --cluster local")
     if cluster == "local" and res.nodes != 1:
         raise UsageError("--cluster local runs on this machine: --nodes must be 1")
+    if cluster == "local" and (res.slurm or res.setup):
+        raise UsageError("--slurm and --setup are for --cluster slurm")
     executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
     params: dict[str, Any] = dict(name="hvdlm-train", nodes=res.nodes,
-                                  tasks_per_node=res.tasks_per_node, timeout_min=res.time_min)
+                                  tasks_per_node=res.ntasks_per_node, timeout_min=res.time_min)
     if res.gpus_per_node:
         params["gpus_per_node"] = res.gpus_per_node
     if cluster == "slurm":
@@ -188,7 +215,11 @@ def make_executor(cluster: str, folder: str | Path, res: Resources):
         # srun does not take --cpus-per-task from the allocation (Slurm 22.05+): repeat it.
         params["slurm_srun_args"] = ["--kill-on-bad-exit=1",
                                      f"--cpus-per-task={res.cpus_per_task}"]
-        params["slurm_additional_parameters"] = {"requeue": True}
+        params["slurm_additional_parameters"] = {"requeue": True, **res.slurm}
+        # TrainRank counts every requeue; submitit's own limit (3 timeouts) must not come first.
+        params["slurm_max_num_timeout"] = res.max_requeues
+        if res.setup:
+            params["slurm_setup"] = list(res.setup)
         if res.partition:
             params["slurm_partition"] = res.partition
     executor.update_parameters(**params)
@@ -196,20 +227,31 @@ def make_executor(cluster: str, folder: str | Path, res: Resources):
 
 
 def submit_training(train_args: Sequence[str], cluster: str = "slurm", nodes: int = 1,
-                    tasks_per_node: int = 1, gpus_per_node: int = 0, cpus_per_task: int = 1,
-                    time_min: int = 60, partition: str | None = None,
+                    ntasks_per_node: int = 1, gpus_per_node: int = 0, cpus_per_task: int = 1,
+                    time: str | int = 60, partition: str | None = None,
+                    slurm: Mapping[str, str | bool] | Sequence[str] = (),
+                    setup: Sequence[str] = (), max_requeues: int = MAX_REQUEUES,
                     folder: str | Path = "logs/submitit/%j", python: str = sys.executable):
-    """Submit `python -m hvdlm.train TRAIN_ARGS` as nodes x tasks_per_node ranks; return the
-    submitit Job (multi-task: use `job.results()` or `wait_for_ranks`)."""
+    """Submit `python -m hvdlm.train TRAIN_ARGS` as nodes x ntasks_per_node ranks; return the
+    submitit Job (multi-task: use `job.results()` or `wait_for_ranks`).
+
+    time: minutes or any sbatch format ("HH:MM:SS", "D-HH:MM"); slurm: more sbatch options,
+    {"constraint": "a100", "exclusive": True} or ["constraint=a100", "exclusive"]; setup: shell
+    lines run before the ranks (e.g. "module load cuda")."""
     if cluster not in ("slurm", "local"):
         raise UsageError(f"--cluster must be slurm or local, not {cluster!r}")
-    res = Resources(nodes, tasks_per_node, gpus_per_node, cpus_per_task, time_min, partition)
-    for name in ("nodes", "tasks_per_node", "cpus_per_task", "time_min"):
+    items = [f"{k}={v}" if v is not True else k for k, v in slurm.items()] \
+        if isinstance(slurm, Mapping) else list(slurm)
+    res = Resources(nodes, ntasks_per_node, gpus_per_node, cpus_per_task, slurm_minutes(time),
+                    partition, sbatch_options(items), list(setup), max_requeues)
+    for name in ("nodes", "ntasks_per_node", "cpus_per_task"):
         if getattr(res, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-').replace('-min', '')} must be >= 1")
-    if res.gpus_per_node < 0:
-        raise UsageError("--gpus-per-node must be >= 0")
-    return make_executor(cluster, folder, res).submit(TrainRank(train_args, python))
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1")
+    for name in ("gpus_per_node", "max_requeues"):
+        if getattr(res, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 0")
+    return make_executor(cluster, folder, res).submit(
+        TrainRank(train_args, python, res.max_requeues))
 
 
 def log_paths(job) -> list[Path]:
@@ -263,11 +305,19 @@ def _main(argv: Sequence[str] | None) -> int:
                                   "--out RUN model.n_layer=4")
     p.add_argument("--cluster", choices=("slurm", "local"), default="slurm")
     p.add_argument("--nodes", type=int, default=1)
-    p.add_argument("--tasks-per-node", type=int, default=1, help="ranks per node (one per GPU)")
+    p.add_argument("--ntasks-per-node", "--tasks-per-node", type=int, default=1,
+                   help="ranks per node (one per GPU)")
     p.add_argument("--gpus-per-node", type=int, default=0)
     p.add_argument("--cpus-per-task", type=int, default=1)
-    p.add_argument("--time", type=int, default=60, metavar="MIN", help="time limit (minutes)")
+    p.add_argument("--time", default="60", help="time limit: minutes, HH:MM:SS, D-HH:MM, ...")
     p.add_argument("--partition")
+    p.add_argument("--slurm", action="append", default=[], metavar="KEY=VALUE",
+                   help="another sbatch option, e.g. account=proj, mem=64G, exclusive "
+                        "(repeatable)")
+    p.add_argument("--setup", action="append", default=[], metavar="CMD",
+                   help="shell line run before the ranks, e.g. 'module load cuda' (repeatable)")
+    p.add_argument("--max-requeues", type=int, default=MAX_REQUEUES, metavar="N",
+                   help="requeue after at most N timeouts or preemptions (default %(default)s)")
     p.add_argument("--folder", default="logs/submitit/%j",
                    help="submitit's folder for pickles and logs (%%j = job id)")
     p.add_argument("--wait", action="store_true", help="block until every rank has ended")
@@ -276,16 +326,16 @@ def _main(argv: Sequence[str] | None) -> int:
     args = p.parse_args(opts)
     if not train_args:
         raise UsageError("give hvdlm.train's arguments after --, e.g. -- --data DIR --out RUN")
-    job = submit_training(train_args, args.cluster, args.nodes, args.tasks_per_node,
+    job = submit_training(train_args, args.cluster, args.nodes, args.ntasks_per_node,
                           args.gpus_per_node, args.cpus_per_task, args.time, args.partition,
-                          args.folder)
-    print(f"{PROG}: job {job.job_id} submitted ({args.nodes * args.tasks_per_node} ranks, "
+                          args.slurm, args.setup, args.max_requeues, args.folder)
+    print(f"{PROG}: job {job.job_id} submitted ({args.nodes * args.ntasks_per_node} ranks, "
           f"{args.cluster})", flush=True)
     for path in log_paths(job):
         print(f"  {path}", flush=True)
     if not args.wait:
         return 0
-    timeout = args.wait_timeout or 2 * args.time * 60 + 600
+    timeout = args.wait_timeout or 2 * slurm_minutes(args.time) * 60 + 600
     results = wait_for_ranks(job, timeout)
     print(f"{PROG}: job {job.job_id} finished: {len(results)} ranks succeeded", flush=True)
     return 0

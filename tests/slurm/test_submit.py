@@ -6,6 +6,7 @@ rank named, a preempted job (submitit's USR2) checkpointed, requeued and resumed
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import sys
 import time
@@ -13,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from hvdlm.cluster.submit import submit_training, wait_for_ranks, with_resume_auto
-from hvdlm.errors import HvdlmError
+from hvdlm.cluster.slurm_options import sbatch_options, slurm_minutes
+from hvdlm.cluster.submit import TrainRank, submit_training, wait_for_ranks, with_resume_auto
+from hvdlm.errors import HvdlmError, UsageError
 from tests.conftest import ROOT, logged_steps, run_module
 
 TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.seq_len=32",
@@ -32,10 +34,10 @@ def job_env(tmp_path, monkeypatch) -> dict[str, str]:
 
 
 def submit_cli(cluster: str, data: Path, run: Path, tmp_path: Path, env: dict,
-               *train: str) -> tuple[str, object]:
+               *train: str, options: tuple[str, ...] = ("--time", "5")) -> tuple[str, object]:
     started = time.monotonic()
     proc = run_module("hvdlm.submit", "--cluster", cluster, "--nodes", "1",
-                      "--tasks-per-node", "2", "--time", "5", "--folder", tmp_path / "jobs" / "%j",
+                      "--ntasks-per-node", "2", *options, "--folder", tmp_path / "jobs" / "%j",
                       "--wait", "--wait-timeout", "240", "--", "--data", data, "--out", run,
                       *TINY, *train, env=env, timeout=300)
     print(f"{cluster}: wall time {time.monotonic() - started:.1f} s")
@@ -47,12 +49,22 @@ def submit_cli(cluster: str, data: Path, run: Path, tmp_path: Path, env: dict,
 @pytest.mark.slurm
 @pytest.mark.horovod
 def test_cli_two_ranks_on_slurm(slurm_cluster, byte_dataset, tmp_path, job_env):
-    run = tmp_path / "run"
-    job, proc = submit_cli("slurm", byte_dataset, run, tmp_path, job_env, "train.max_steps=8")
+    """With sbatch options passed through (the node has the feature `hvdlm`), a time limit in
+    sbatch's format and a setup line that leaves a file with a space in its name."""
+    run, marker = tmp_path / "run", tmp_path / "set up"
+    options = ("--time", "0:07:30", "--slurm", "constraint=hvdlm", "--slurm", "mem=300M",
+               "--slurm", "comment=hvdlm test", "--setup", f"echo ran > '{marker}'")
+    job, proc = submit_cli("slurm", byte_dataset, run, tmp_path, job_env, "train.max_steps=8",
+                           options=options)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"job {job} finished: 2 ranks succeeded" in proc.stdout
     assert f"{tmp_path}/jobs/{job}/{job}_1_log.err" in proc.stdout  # every rank's logs listed
     assert slurm_cluster.wait(job, timeout=60) == "COMPLETED"
+    shown = slurm_cluster.scontrol("show", "job", job)
+    for field in ("Features=hvdlm", "MinMemoryNode=300M", "TimeLimit=00:08:00",
+                  "Comment=hvdlm test"):
+        assert field in shown, shown
+    assert marker.read_text() == "ran\n"
     log = (run / "log.txt").read_text()
     assert "world size 2" in log and "finished: step 8 of 8" in log
 
@@ -93,7 +105,7 @@ def test_preempted_job_checkpoints_requeues_and_resumes(slurm_cluster, byte_data
     monkeypatch.setenv("HVDLM_FAULT_PAUSE", "0:3")  # the job inherits it
     args = ["--data", str(byte_dataset), "--out", str(run), *TINY, f"train.max_steps={steps}",
             "train.ckpt_interval=100000", "train.eval_interval=100000"]
-    job = submit_training(args, cluster="slurm", tasks_per_node=2, time_min=20,
+    job = submit_training(args, cluster="slurm", ntasks_per_node=2, time=20,
                           folder=tmp_path / "jobs" / "%j")
     slurm_cluster.wait_for(lambda: len(logged_steps(run)) >= 3, 180,
                            f"job {job.job_id} to log 3 steps", interval=0.1)
@@ -110,6 +122,47 @@ def test_preempted_job_checkpoints_requeues_and_resumes(slurm_cluster, byte_data
     print(f"stopped at step {resumed[0]}; wall time {time.monotonic() - started:.1f} s")
 
 
+@pytest.mark.slurm
+@pytest.mark.horovod
+def test_max_requeues_0_checkpoints_and_ends_without_requeue(slurm_cluster, byte_dataset,
+                                                              tmp_path, job_env, monkeypatch):
+    run = tmp_path / "run"
+    monkeypatch.setenv("HVDLM_FAULT_PAUSE", "0:2")
+    args = ["--data", str(byte_dataset), "--out", str(run), *TINY, "train.max_steps=12",
+            "train.ckpt_interval=100000", "train.eval_interval=100000"]
+    job = submit_training(args, ntasks_per_node=2, time="0:20:00", max_requeues=0,
+                          folder=tmp_path / "jobs" / "%j")
+    slurm_cluster.wait_for(lambda: len(logged_steps(run)) >= 2, 180,
+                           f"job {job.job_id} to log 2 steps", interval=0.1)
+    slurm_cluster.scancel("--signal=USR2", job.job_id)
+    with pytest.raises(HvdlmError, match="not requeued: --max-requeues 0 reached"):
+        wait_for_ranks(job, timeout_s=180)
+    slurm_cluster.wait(job.job_id, timeout=60)
+    assert slurm_cluster.restart_count(job.job_id) == 0
+    assert sorted(p.name for p in (run / "checkpoints").glob("step-*.pt")) == \
+        ["step-00000003.pt"]
+
+
+def test_each_requeue_counts_against_max_requeues():
+    rank = TrainRank(["--data", "d"], max_requeues=2)
+    for expected in (1, 2):
+        rank = rank.checkpoint().function  # no child: nothing to stop
+        assert rank.requeues == expected and rank.train_args[-2:] == ["--resume", "auto"]
+        assert pickle.loads(pickle.dumps(rank)).requeues == expected
+    assert rank.checkpoint() is None
+
+
+def test_time_limits_in_sbatch_formats():
+    assert [slurm_minutes(t) for t in ("45", "90:30", "2:00:00", "1-0", "1-12:30", "0-0:0:1")] \
+        == [45, 91, 120, 1440, 2190, 1]
+    for bad in ("1:2:3:4", "1h", "0"):
+        with pytest.raises(UsageError, match="--time"):
+            slurm_minutes(bad)
+    with pytest.raises(UsageError, match="--slurm time: use --time"):
+        sbatch_options(["time=5"])
+    assert sbatch_options(["--qos=high", "exclusive"]) == {"qos": "high", "exclusive": True}
+
+
 def test_no_slurm_is_one_line(tmp_path):
     env = {"PATH": str(Path(sys.executable).parent) + os.pathsep + "/nonexistent"}
     proc = run_module("hvdlm.submit", "--folder", tmp_path / "%j", "--", "--data", "d",
@@ -124,7 +177,10 @@ def test_usage_errors_are_one_line(tmp_path):
                            "--nodes must be 1"),
                           (["--cluster", "local"], "give hvdlm.train's arguments after --"),
                           (["--tasks-per-node", "0", "--cluster", "local", "--", "x"],
-                           "--tasks-per-node must be >= 1")):
+                           "--ntasks-per-node must be >= 1"),  # the old name still works
+                          (["--cluster", "local", "--setup", "true", "--", "x"],
+                           "--slurm and --setup are for --cluster slurm"),
+                          (["--cluster", "local", "--time", "2h", "--", "x"], "--time '2h'")):
         proc = run_module("hvdlm.submit", "--folder", tmp_path / "%j", *argv, timeout=60)
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert message in proc.stderr

@@ -25,12 +25,13 @@ TINY = ["model.n_layer=1", "model.n_head=2", "model.n_embd=32", "model.seq_len=3
         "train.eval_batches=1"]
 
 
-def export(data: Path, run: Path, args: list[str], tmp_path: Path) -> str:
-    """sbatch --export value: the venv's python (hvdlm importable from any folder), the run's
-    settings, a private rendezvous dir."""
-    settings = {"HVDLM_PYTHON": sys.executable, "PYTHONPATH": ROOT, "HVDLM_DATA": data,
-                "HVDLM_OUT": run, "HVDLM_ARGS": " ".join(args),
+def export(data: Path | None, run: Path | None, args: list[str], tmp_path: Path) -> str:
+    """sbatch --export value: the venv's python (hvdlm importable from any folder), a private
+    rendezvous dir, and the run's settings in the environment form (None: given as arguments)."""
+    settings = {"HVDLM_PYTHON": sys.executable, "PYTHONPATH": ROOT,
                 "HVDLM_RENDEZVOUS_DIR": tmp_path / "rendezvous"}
+    if data is not None:
+        settings.update(HVDLM_DATA=data, HVDLM_OUT=run, HVDLM_ARGS=" ".join(args))
     return "--export=ALL," + ",".join(f"{k}={v}" for k, v in settings.items())
 
 
@@ -44,13 +45,17 @@ def final_model(run: Path, step: int) -> dict[str, torch.Tensor]:
 
 
 def test_two_rank_job_completes(slurm_cluster, byte_dataset, tmp_path):
+    """The argument form (`sbatch train.sbatch --data D --out R overrides...`, a value with a
+    space in it) and the default --output, in the submission folder (no logs/ made first)."""
     started = time.monotonic()
-    run, out = tmp_path / "run", tmp_path / "job.out"
+    run = tmp_path / "run"
     job = slurm_cluster.sbatch(
         "--wait", "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1", "--time=5",
-        "--output", out, export(byte_dataset, run, [*TINY, "train.max_steps=12"], tmp_path),
-        SCRIPT, timeout=300)
+        export(None, None, [], tmp_path), SCRIPT, "--data", byte_dataset, "--out", run, *TINY,
+        "train.max_steps=12", "train.wandb_name=a name with spaces", cwd=tmp_path, timeout=300)
+    out = tmp_path / f"hvdlm-train-{job}.out"
     assert slurm_cluster.wait(job, timeout=60) == "COMPLETED", out.read_text()
+    assert 'wandb_name = "a name with spaces"' in (run / "config.toml").read_text()
     assert [r["step"] for r in logged_steps(run)] == list(range(1, 13))
     log = (run / "log.txt").read_text()
     assert "world size 2" in log and "finished: step 12 of 12" in log
@@ -67,9 +72,9 @@ def test_missing_out_is_one_line_and_fails(slurm_cluster, tmp_path):
     job = slurm_cluster.sbatch("--wait", "-n1", "--time=1", "--output", out,
                                f"--export=ALL,HVDLM_DATA={tmp_path}", SCRIPT, timeout=120)
     assert slurm_cluster.wait(job, timeout=60) == "FAILED"
-    assert out.read_text().strip() == ("train.sbatch: error: HVDLM_OUT is not set (the run "
-                                       "folder); e.g. sbatch --export=ALL,HVDLM_DATA=data,"
-                                       "HVDLM_OUT=runs/x slurm/train.sbatch")
+    assert out.read_text().strip() == ("train.sbatch: error: no run folder: give --out DIR (or "
+                                       "HVDLM_OUT); e.g. sbatch slurm/train.sbatch --data data "
+                                       "--out runs/x")
 
 
 def test_usr1_checkpoints_requeues_and_resumes_exactly(slurm_cluster, byte_dataset, tmp_path):
