@@ -1,6 +1,7 @@
 """Train a GPT or RNN language model with Horovod data parallelism.
 
     python -m hvdlm.train --data DATA --out RUN [--config FILE.toml] [section.key=value ...]
+    python -m hvdlm.train --print-config --config configs/gpt2-124m.toml [--ranks 16]
     horovodrun -np 4 -H localhost:4 --gloo python -m hvdlm.train --data DATA --out RUN
     sbatch slurm/train.sbatch            (srun + python -m hvdlm.launch, see README)
 
@@ -11,25 +12,55 @@ The loop is hvdlm/training/trainer.py.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from typing import Sequence
 
 from hvdlm import cli
-from hvdlm.config import load_config
-from hvdlm.training import faults
+from hvdlm.config import Config, for_world_size, load_config, to_toml
+from hvdlm.errors import UsageError
+from hvdlm.text.shards import load_manifest
+from hvdlm.training import estimate, faults
+
+GPT2_VOCAB = 50257
 
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = cli.ArgumentParser(prog="hvdlm.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--data", required=True, help="dataset folder (manifest.json)")
-    parser.add_argument("--out", required=True, help="run folder")
+    parser.add_argument("--data", help="dataset folder (manifest.json); required to train")
+    parser.add_argument("--out", help="run folder; required to train")
     parser.add_argument("--config", help="TOML file with [model] and [train] tables")
     parser.add_argument("--resume", default="auto",
                         help="auto (newest checkpoint of --out, if any) | never | PATH")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config, parameter count and memory per rank, "
+                             "then exit (no Horovod; --data, if given, sets the vocabulary)")
+    parser.add_argument("--ranks", type=int, default=1,
+                        help="with --print-config: the world size to resolve for (default 1)")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
     args = parser.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        print(resolved(cfg, args.data, args.ranks))
+        return 0
+    for option in ("data", "out"):
+        if getattr(args, option) is None:
+            parser.error(f"the following arguments are required: --{option}")
     from hvdlm.training.trainer import train  # here: a missing Horovod is one line (cli.run)
     return train(cfg, args.data, args.out, args.resume, callbacks=faults.from_environ())
+
+
+def resolved(cfg: Config, data_dir: str | None, ranks: int) -> str:
+    """The TOML hvdlm.train would run with on `ranks` ranks, and what it costs."""
+    if ranks < 1:
+        raise UsageError("--ranks must be >= 1")
+    if data_dir is not None:
+        vocab, source = load_manifest(data_dir).vocab_size, f"from {data_dir}"
+    elif cfg.model.vocab_size > 0:
+        vocab, source = cfg.model.vocab_size, "from model.vocab_size"
+    else:
+        vocab, source = GPT2_VOCAB, "GPT-2's, assumed: give --data for the dataset's"
+    cfg = for_world_size(replace(cfg, model=replace(cfg.model, vocab_size=vocab)), ranks)
+    return to_toml(cfg) + estimate.describe(cfg, ranks, source)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,75 @@
+"""What a config costs before it runs: parameters and a memory estimate per rank, for
+`python -m hvdlm.train --print-config`.
+
+The model is built on the meta device (shapes only, no memory), so a 124M-parameter count is
+instant. Memory per rank = weights + gradients + AdamW's two moments (fp32 each: 16 bytes a
+parameter) + activations kept for backward. Activations are a rough estimate: for the GPT,
+Korthikanti et al. (2022): s·b·h·(34 + 5·a·s/h) bytes a layer at 16 bits (twice at fp32), plus
+the logits; for the recurrent and convolutional models, a few tensors of s·b·h a layer. The
+real peak also holds allocator slack and temporary buffers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from hvdlm.config import Config
+from hvdlm.models import build_model, count_parameters
+
+BYTES_PER_PARAMETER = 4 + 4 + 8   # fp32 weight, its gradient, AdamW's two moments
+RECURRENT_TENSORS = {"lstm": 10, "gru": 8, "rnn": 3, "cnn": 6}  # s·b·h tensors a layer
+
+
+@dataclass
+class Estimate:
+    parameters: int
+    weights: int       # bytes, each of the following
+    gradients: int
+    optimizer: int
+    activations: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.activations
+
+
+def count(cfg: Config) -> int:
+    """The model's parameters (tied ones once), built on the meta device."""
+    with torch.device("meta"):
+        return count_parameters(build_model(cfg.model))
+
+
+def activation_bytes(cfg: Config) -> int:
+    m, t = cfg.model, cfg.train
+    s, b, h = m.seq_len, t.micro_batch, m.n_embd
+    word = 2 if t.precision == "bf16" else 4
+    logits = s * b * m.vocab_size * 4 * 2   # fp32 logits and their softmax for the loss
+    if m.arch == "gpt":
+        per_layer = s * b * h * (34 + 5 * m.n_head * s / h) * word / 2
+    else:
+        per_layer = s * b * h * RECURRENT_TENSORS[m.arch] * word
+    return int(m.n_layer * per_layer + logits)
+
+
+def estimate(cfg: Config) -> Estimate:
+    n = count(cfg)
+    return Estimate(n, weights=4 * n, gradients=4 * n, optimizer=8 * n,
+                    activations=activation_bytes(cfg))
+
+
+def describe(cfg: Config, world_size: int, vocab_source: str) -> str:
+    """The lines --print-config prints after the resolved TOML."""
+    e = estimate(cfg)
+    t = cfg.train
+
+    def gib(n: int) -> str:
+        return f"{n / 2**30:.2f} GiB"
+    return "\n".join([
+        f"# {cfg.model.arch}: {e.parameters:,} parameters (vocabulary {cfg.model.vocab_size:,}, "
+        f"{vocab_source})",
+        f"# global batch: {t.micro_batch} x {t.grad_accum} passes x {world_size} ranks = "
+        f"{t.micro_batch * t.grad_accum * world_size} windows of {cfg.model.seq_len} tokens",
+        f"# memory per rank (estimate): weights {gib(e.weights)}, gradients {gib(e.gradients)}, "
+        f"AdamW {gib(e.optimizer)}, activations ~{gib(e.activations)}; total ~{gib(e.total)}",
+    ])
