@@ -204,7 +204,9 @@ def make_executor(cluster: str, folder: str | Path, res: Resources):
         raise UsageError("--cluster local runs on this machine: --nodes must be 1")
     if cluster == "local" and (res.slurm or res.setup):
         raise UsageError("--slurm and --setup are for --cluster slurm")
-    executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+    # TrainRank counts every requeue; submitit's own limit (3 timeouts) must not come first.
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster,
+                                     slurm_max_num_timeout=res.max_requeues)
     params: dict[str, Any] = dict(name="hvdlm-train", nodes=res.nodes,
                                   tasks_per_node=res.ntasks_per_node, timeout_min=res.time_min)
     if res.gpus_per_node:
@@ -216,8 +218,6 @@ def make_executor(cluster: str, folder: str | Path, res: Resources):
         params["slurm_srun_args"] = ["--kill-on-bad-exit=1",
                                      f"--cpus-per-task={res.cpus_per_task}"]
         params["slurm_additional_parameters"] = {"requeue": True, **res.slurm}
-        # TrainRank counts every requeue; submitit's own limit (3 timeouts) must not come first.
-        params["slurm_max_num_timeout"] = res.max_requeues
         if res.setup:
             params["slurm_setup"] = list(res.setup)
         if res.partition:
