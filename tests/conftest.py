@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.forkserver import FORK_SERVER
 
 ROOT = Path(__file__).resolve().parents[1]
 # the `attacker` fixture (a real second Unix user); the CI rule and the required markers
@@ -16,11 +17,20 @@ pytest_plugins = ["tests.attacker", "tests.ci_rule"]
 
 
 def run_module(module: str, *args: str, timeout: float = 300, env: dict | None = None,
-               check: bool = False, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m module args...` in a subprocess; text output captured."""
+               check: bool = False, cwd: Path | None = None,
+               fresh: bool = False) -> subprocess.CompletedProcess:
+    """Run `python -m module args...` as its own process; text output captured. The process
+    is forked from a server that has torch and hvdlm imported (tests/forkserver.py) unless
+    `fresh` or the environment changes what an interpreter reads at start-up."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, env=full_env, cwd=cwd or ROOT)
+    fork = not fresh and not os.environ.get("HVDLM_TEST_NO_FORK")  # the latter: to compare
+    if fork and FORK_SERVER.serves(full_env):
+        proc = FORK_SERVER.run(module, list(map(str, args)), full_env, Path(cwd or ROOT),
+                               timeout, ROOT)
+    else:
+        proc = subprocess.run([sys.executable, "-m", module, *map(str, args)],
+                              capture_output=True, text=True, timeout=timeout, env=full_env,
+                              cwd=cwd or ROOT)
     if check and proc.returncode != 0:
         raise AssertionError(f"{module} {args} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc

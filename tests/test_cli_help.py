@@ -12,7 +12,7 @@ COMMANDS = ["preprocess", "verify", "train", "evaluate", "generate", "launch", "
 def test_help(command):
     if importlib.util.find_spec(f"hvdlm.{command}") is None:
         pytest.fail(f"hvdlm.{command} does not exist")
-    proc = run_module(f"hvdlm.{command}", "--help", timeout=60)
+    proc = run_module(f"hvdlm.{command}", "--help", timeout=60, fresh=True)  # imports too
     assert proc.returncode == 0, proc.stderr
     assert "usage:" in proc.stdout
 
