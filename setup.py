@@ -11,8 +11,8 @@ setup(
         "torch>=2.1,<2.15",
         "numpy>=1.24,<3",
         "h5py>=3.8,<4",
-        # Built from source by scripts/install_horovod.sh (patched for C++17), not from PyPI.
-        "horovod==0.28.1",
+        # Not here: Horovod 0.28.1 is built from source, patched, by scripts/install_horovod.sh
+        # (`make install PYTHON=...`); pip would build it unpatched, which fails on torch 2.x.
         "submitit>=1.5,<2",
         "tokenizers>=0.15,<0.24",
         "tqdm>=4.60,<5",
@@ -27,7 +27,13 @@ setup(
             # Only to prove exported models load in transformers; tests never reach the hub.
             "transformers==5.24.0",
             "wandb==0.31.0",  # offline mode only
+            # the formats extra, pinned: the tests read parquet and .zst corpora
+            "pyarrow==26.0.1",
+            "zstandard==0.25.0",
         ],
+        # More corpus formats for hvdlm.preprocess: .parquet (pyarrow) and .jsonl.zst/.txt.zst
+        # (zstandard).
+        "formats": ["pyarrow>=14,<27", "zstandard>=0.22,<0.26"],
         # Plots of the benchmark reports (benchmarks/report.py); without it they write only
         # report.json and report.md.
         "bench": ["matplotlib>=3.7,<4"],
@@ -35,12 +41,15 @@ setup(
     },
     entry_points={
         "console_scripts": [
+            "hvdlm=hvdlm.__main__:main",
             "hvdlm-preprocess=hvdlm.preprocess:main",
             "hvdlm-verify=hvdlm.verify:main",
             "hvdlm-train=hvdlm.train:main",
             "hvdlm-evaluate=hvdlm.evaluate:main",
             "hvdlm-generate=hvdlm.generate:main",
             "hvdlm-export=hvdlm.export:main",
+            "hvdlm-explain=hvdlm.explain:main",
+            "hvdlm-audit=hvdlm.audit:main",
             "hvdlm-launch=hvdlm.launch:main",
             "hvdlm-submit=hvdlm.submit:main",
         ],

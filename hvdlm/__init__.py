@@ -1,7 +1,8 @@
 """hvdlm: raw text in; a trained language model, its evaluation and a scaling report out.
 
     text/       corpus → tokenizer → shards (+ manifest, verify): `python -m hvdlm.preprocess`
-    models/     GPT decoder and LSTM/GRU/RNN language models, pure PyTorch
+    models/     GPT decoder, LSTM/GRU/RNN and gated convolutional language models, decoding:
+                pure PyTorch
     training/   data → trainer (optim, scoring) → checkpoint: pure PyTorch
     cluster/    hostlist, rendezvous, launch, submit, requeue: where ranks come from (srun,
                 submitit, local hosts); distributed: every Horovod call of the training loop

@@ -16,6 +16,8 @@ COMMANDS = {
     "evaluate": "perplexity, token accuracy and bits per byte of a run",
     "generate": "continue a prompt with a run's model",
     "export": "a run's GPT as a Hugging Face GPT-2 folder",
+    "explain": "an interpretability report of a run's model (one HTML page)",
+    "audit": "what a run's model memorised: canaries, extraction, PII in samples",
     "launch": "start one rank per Slurm task or per --hosts slot",
     "submit": "submit a training run with submitit",
 }

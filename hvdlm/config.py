@@ -22,18 +22,20 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-ARCHES = ("gpt", "lstm", "gru", "rnn")
+ARCHES = ("gpt", "lstm", "gru", "rnn", "cnn")
 
 
 @dataclass
 class ModelConfig:
-    arch: str = "gpt"            # gpt | lstm | gru | rnn
+    arch: str = "gpt"            # gpt | lstm | gru | rnn | cnn
     n_layer: int = 4
     n_head: int = 4              # gpt only
     n_embd: int = 128
     seq_len: int = 128
     dropout: float = 0.0
     tie_embeddings: bool = True
+    kernel_size: int = 4         # cnn only: width of each causal convolution
+    dilation_growth: int = 2     # cnn only: layer i dilates by dilation_growth**i (1 = none)
     vocab_size: int = 0          # taken from the dataset's manifest; 0 = not yet known
 
 
@@ -41,6 +43,7 @@ class ModelConfig:
 class TrainConfig:
     micro_batch: int = 8         # windows per rank per forward/backward
     grad_accum: int = 1          # micro-batches per optimizer step
+    global_batch: int = 0        # windows per optimizer step, all ranks; > 0 sets grad_accum
     max_steps: int = 200
     lr: float = 3e-3
     min_lr: float = 3e-4
@@ -145,6 +148,22 @@ def config_from_dict(data: dict[str, dict[str, Any]]) -> Config:
     return cfg
 
 
+def receptive_field(m: ModelConfig) -> int:
+    """Tokens a cnn output depends on: itself and (kernel_size - 1) x dilation per layer
+    (capped at 10**9: validate() only compares it with seq_len)."""
+    if m.kernel_size <= 1:
+        return 1
+    if m.n_layer > 10**6:
+        return 10**9
+    span, dilation = 0, 1
+    for _ in range(max(m.n_layer, 0)):
+        span += max(m.kernel_size - 1, 0) * dilation
+        dilation *= max(m.dilation_growth, 1)
+        if span >= 10**9:
+            return 10**9
+    return 1 + span
+
+
 def validate(cfg: Config) -> None:
     """Range checks that a type alone cannot express; each error names its key."""
     m, t = cfg.model, cfg.train
@@ -156,9 +175,16 @@ def validate(cfg: Config) -> None:
         (m.arch != "gpt" or m.n_embd % max(m.n_head, 1) == 0, "model.n_embd",
          f"({m.n_embd}) must be divisible by model.n_head ({m.n_head})"),
         (m.seq_len >= 1, "model.seq_len", "must be >= 1"),
+        (m.kernel_size >= 1, "model.kernel_size", "must be >= 1"),
+        (m.dilation_growth >= 1, "model.dilation_growth", "must be >= 1 (1 = no dilation)"),
+        (m.arch != "cnn" or receptive_field(m) <= m.seq_len, "model.kernel_size",
+         f"({m.kernel_size}) with model.dilation_growth ({m.dilation_growth}) over "
+         f"{m.n_layer} layers sees {receptive_field(m):,} tokens, more than model.seq_len "
+         f"({m.seq_len}); lower them or raise model.seq_len"),
         (0.0 <= m.dropout < 1.0, "model.dropout", "must be in [0, 1)"),
         (t.micro_batch >= 1, "train.micro_batch", "must be >= 1"),
         (t.grad_accum >= 1, "train.grad_accum", "must be >= 1"),
+        (t.global_batch >= 0, "train.global_batch", "must be >= 0 (0 = use train.grad_accum)"),
         (t.max_steps >= 1, "train.max_steps", "must be >= 1"),
         (t.lr > 0, "train.lr", "must be > 0"),
         (0 <= t.min_lr <= t.lr, "train.min_lr", "must be in [0, train.lr]"),
@@ -183,6 +209,22 @@ def validate(cfg: Config) -> None:
     for ok, key, message in checks:
         if not ok:
             raise UsageError(f"config key {key} {message}")
+
+
+def for_world_size(cfg: Config, world_size: int) -> Config:
+    """`cfg` with grad_accum = global_batch / (micro_batch x world_size) when train.global_batch
+    is set, so a run keeps its optimisation whatever the number of ranks (a resume on another
+    node count included)."""
+    t = cfg.train
+    if t.global_batch <= 0:
+        return cfg
+    per_pass = t.micro_batch * world_size
+    if t.global_batch % per_pass:
+        raise UsageError(f"config key train.global_batch ({t.global_batch}) is not a multiple of "
+                         f"train.micro_batch x ranks ({t.micro_batch} x {world_size} = "
+                         f"{per_pass}); change one of them")
+    return dataclasses.replace(cfg, train=dataclasses.replace(
+        t, grad_accum=t.global_batch // per_pass))
 
 
 def to_toml(cfg: Config) -> str:

@@ -1,46 +1,99 @@
-"""Sample a continuation from a run's latest checkpoint.
+"""Sample continuations from a run's latest checkpoint, with controls.
 
     python -m hvdlm.generate --run RUN --prompt "def main(" [--max-new-tokens 200]
-        [--temperature 0.8] [--top-k 50] [--seed 0]
+        [--temperature 0.8] [--top-k 50] [--top-p 1.0] [--repetition-penalty 1.0]
+        [--stop STR ...] [--ban STR ...] [--num-samples 1] [--max-time S] [--redact-pii]
+        [--seed 0]
 
-Prints the prompt and its continuation (hvdlm/models/sampling.py), which stops at end-of-text.
-The tokenizer is the run's (`--tokenizer FILE` when the run's dataset has moved).
+Prints the prompt and its continuation, which ends at end-of-text, before a --stop string, after
+--max-new-tokens, or at --max-time (the whole command's seconds). A --ban string never appears
+in the output, even where it would span tokens (hvdlm/models/decoding.py). --temperature 0 is
+greedy. --num-samples N prints N continuations, each under a `==> sample i of N <==` line, drawn
+one after another from the one --seed. --redact-pii passes the printed text through the
+preprocessing's detector (hvdlm/text/pii.py). The tokenizer is the run's (`--tokenizer FILE`
+when the run's dataset has moved).
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from hvdlm import cli
-from hvdlm.models.sampling import sample
+from hvdlm.errors import UsageError
+from hvdlm.models.decoding import DecodeOptions, continue_text
+from hvdlm.text.pii import redact_pii
 from hvdlm.training.checkpoint import load_run_model
 from hvdlm.training.runfiles import run_tokenizer
 
+ENDED_EARLY = {"banned": "every possible next token would complete a --ban string",
+               "time": "--max-time reached"}
 
-def _main(argv: Sequence[str] | None) -> int:
+
+def _parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(prog="hvdlm.generate", description=__doc__.split("\n")[0])
     parser.add_argument("--run", required=True, help="run folder with checkpoints/")
     parser.add_argument("--prompt", required=True, help="text to continue")
     parser.add_argument("--max-new-tokens", type=int, default=200)
     parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     parser.add_argument("--top-k", type=int, default=50, help="0 = no top-k filter")
+    parser.add_argument("--top-p", type=float, default=1.0,
+                        help="nucleus: keep the most likely tokens up to this probability")
+    parser.add_argument("--repetition-penalty", type=float, default=1.0,
+                        help="> 1 makes tokens already in the text less likely (1 = none)")
+    parser.add_argument("--stop", action="append", default=[], metavar="STR",
+                        help="end the continuation before this string (repeatable)")
+    parser.add_argument("--ban", action="append", default=[], metavar="STR",
+                        help="never output this string (repeatable)")
+    parser.add_argument("--num-samples", type=int, default=1)
+    parser.add_argument("--max-time", type=float, help="seconds for all samples together")
+    parser.add_argument("--redact-pii", action="store_true",
+                        help="replace e-mails, phone numbers, IPs and card numbers in the output")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tokenizer", help="tokenizer.json (default: the run's dataset's)")
-    args = parser.parse_args(argv)
-    if args.max_new_tokens < 0 or args.temperature < 0 or args.top_k < 0:
-        parser.error("--max-new-tokens, --temperature and --top-k must be >= 0")
+    return parser
 
+
+def _main(argv: Sequence[str] | None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    options = DecodeOptions(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                            top_k=args.top_k, top_p=args.top_p,
+                            repetition_penalty=args.repetition_penalty, stop=tuple(args.stop),
+                            ban=tuple(args.ban), max_time=args.max_time)
+    try:
+        options.validate()
+    except UsageError as err:
+        parser.error(str(err))
+    if args.num_samples < 1:
+        parser.error(f"--num-samples must be >= 1, got {args.num_samples}")
+
+    deadline = time.monotonic() + args.max_time if args.max_time else None
     run = Path(args.run)
     model, state = load_run_model(run)
     tokenizer = run_tokenizer(run, state, args.tokenizer)
     ids = tokenizer.encode(args.prompt) or [tokenizer.eos_id]
     generator = torch.Generator().manual_seed(args.seed)
-    new = sample(model, ids, args.max_new_tokens, state.config["model"]["seq_len"],
-                 args.temperature, args.top_k, tokenizer.eos_id, generator)
-    print(args.prompt + tokenizer.decode(new))
+    for i in range(1, args.num_samples + 1):
+        if deadline is not None:  # what is left of the command's time, for this sample
+            options = dataclasses.replace(options, max_time=max(deadline - time.monotonic(),
+                                                                1e-9))
+        out = continue_text(model, ids, options, seq_len=state.config["model"]["seq_len"],
+                            eos_id=tokenizer.eos_id, generator=generator,
+                            detokenize=tokenizer.decode, prompt=args.prompt)
+        text = args.prompt + out.text
+        if args.redact_pii:
+            text, _ = redact_pii(text)
+        if args.num_samples > 1:
+            print(f"==> sample {i} of {args.num_samples} <==")
+        print(text, flush=True)
+        if out.reason in ENDED_EARLY:
+            sys.stderr.write(f"hvdlm.generate: sample {i} ended after {len(out.tokens)} tokens: "
+                             f"{ENDED_EARLY[out.reason]}\n")
     return 0
 
 

@@ -24,7 +24,7 @@ from typing import Sequence
 
 from hvdlm import cli
 from hvdlm.errors import UsageError
-from hvdlm.text import corpus, pipeline
+from hvdlm.text import canaries, corpus, formats, pipeline
 from hvdlm.text.pipeline import PreprocessOptions
 
 PROG = "hvdlm.preprocess"
@@ -38,6 +38,7 @@ wrote {out}
   replaced       {replaced_chars} invalid UTF-8 sequences in {replaced_documents} documents
   redacted       {redacted}
   duplicates     {duplicates}
+  formats        {formats}
   seconds        {seconds} ({mb_per_s} MB/s)"""
 
 
@@ -80,6 +81,23 @@ def build_parser() -> cli.ArgumentParser:
     p.add_argument("--max-document-bytes", type=int, metavar="N",
                    default=corpus.ReadOptions.max_document_bytes,
                    help="skip (and count) documents larger than N bytes (default 16 MiB)")
+    p.add_argument("--code-extensions", type=formats.parse_code_extensions, metavar="EXTS",
+                   default=formats.DEFAULT_CODE_EXTENSIONS,
+                   help="source files read as one document each, e.g. .py,.c,.rs (default: "
+                   f"{','.join(formats.DEFAULT_CODE_EXTENSIONS)})")
+    p.add_argument("--split-bytes", type=int, metavar="N",
+                   default=pipeline.PreprocessOptions.split_bytes,
+                   help="read .jsonl/.parquet files over N bytes in pieces shared by workers "
+                   "and array tasks (default 16 MiB; .gz/.zst streams are never split)")
+    p.add_argument("--canaries", type=int, metavar="N",
+                   help="plant N random secrets per --canary-repeats count in train, and draw "
+                   "N controls; both listed in DIR/canaries.json for python -m hvdlm.audit")
+    p.add_argument("--canary-repeats", type=canaries.parse_repeats, metavar="R,R,...",
+                   help="copies of each secret (default 1,10,100)")
+    p.add_argument("--canary-format", metavar="TEXT",
+                   help="a canary's text; {dK} is K random digits (default 'my pin is {d6}')")
+    p.add_argument("--canary-seed", type=int, metavar="S",
+                   help="draws the secrets and their places (default: --seed)")
     p.add_argument("--follow-symlinks", action="store_true",
                    help="also read through symlinks that lead out of an input folder")
     p.add_argument("--overwrite", action="store_true",
@@ -99,7 +117,20 @@ def options_from_args(a) -> PreprocessOptions:
     given.update(inputs=tuple(a.inputs), workers=workers,
                  tokenizer="file" if a.tokenizer_file else (a.tokenizer or "bpe"),
                  tokenizer_file=os.path.abspath(a.tokenizer_file) if a.tokenizer_file else None)
+    given.update(canaries=canary_spec(a))
     return PreprocessOptions(**given)
+
+
+def canary_spec(a) -> canaries.CanarySpec | None:
+    """--canaries N and its --canary-* options (which need it); None without."""
+    extra = {"repeats": a.canary_repeats, "format": a.canary_format, "seed": a.canary_seed}
+    if not a.canaries:
+        given = [k for k, v in extra.items() if v is not None]
+        if given:
+            raise UsageError(f"--canary-{given[0]} needs --canaries N")
+        return None
+    extra["seed"] = a.seed if a.canary_seed is None else a.canary_seed
+    return canaries.CanarySpec(a.canaries, **{k: v for k, v in extra.items() if v is not None})
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -113,7 +144,8 @@ def _main(argv: Sequence[str] | None) -> int:
     if single and a.num_tasks > 1:
         raise UsageError("--num-tasks K needs --tokenizer-only, --task-index or --merge")
     started = time.time()
-    files, skipped = corpus.collect_files(opts.inputs, opts.follow_symlinks)
+    files, skipped = corpus.collect_files(opts.inputs, opts.follow_symlinks,
+                                          opts.code_extensions)
     out = Path(opts.out)
     stage = pipeline.staging_dir(out)
     if a.tokenizer_only:
@@ -133,7 +165,10 @@ def _main(argv: Sequence[str] | None) -> int:
             report = pipeline.merge_step(opts, files, stage, started)
     def counts(d: dict) -> str:
         return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in d.items())
+    per_format = ", ".join(f"{k} {v['files']} files / {v['documents']} documents"
+                           for k, v in report["formats"].items())
     print(SUMMARY.format(**{**report, "redacted": counts(report["redacted"]),
+                            "formats": per_format,
                             "skipped": counts(report["skipped"])}, out=out))
     return 0
 

@@ -26,6 +26,8 @@ REQUIRED_MARKERS = {
     "netns": "emulated hosts in network namespaces, needs root (required in CI)",
     "security": "attacks from a real second Unix user, needs root (required in CI)",
     "root": "real full disks (a small tmpfs mounted as root) (required in CI)",
+    "browser": "renders pages in Debian's headless Chromium, which the test setup installs as "
+               "root (scripts/install-chromium.sh) (required in CI)",
 }
 SHOWN = 10  # deselected tests named in the message; the rest are counted
 _DESELECTED = pytest.StashKey[list]()

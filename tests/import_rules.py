@@ -16,7 +16,7 @@ from pathlib import Path
 PACKAGES = ("hvdlm", "benchmarks")
 COMMANDS = frozenset(f"hvdlm.{c}" for c in
                      ("preprocess", "verify", "train", "evaluate", "generate", "export", "launch",
-                      "submit"))
+                      "submit", "explain", "audit"))
 SHIMS = ("hvdlm.launch", "hvdlm.submit")  # the cluster commands re-export hvdlm.cluster.*
 SHIM_STDLIB = frozenset({"sys", "__future__"})
 LINE_LIMIT = 400

@@ -222,3 +222,20 @@ def test_train_overhead_and_dataloader(tmp_path, byte_dataset):
                "--steps", "20", "--repeats", "1", "--out", tmp_path / "loader", check=True)
     got = json.loads((tmp_path / "loader" / "report.json").read_text())
     assert got["ratio"] > 0 and got["raw_memmap_windows_per_s"] > 0
+
+
+def test_families_train_each_family_at_one_size_and_write_the_reports(tmp_path, byte_dataset):
+    from benchmarks import families  # in this process: no interpreter start
+    assert families.main(["--data", str(byte_dataset), "--budget", "0.3", "--params", "20000",
+                          "--out", str(tmp_path)]) == 0
+    got = json.loads((tmp_path / "families.json").read_text())
+    runs = got["families"]
+    assert list(runs) == ["gpt", "lstm", "gru", "cnn"]
+    for name, run in runs.items():
+        assert run["config"]["arch"] == name and abs(run["params"] - 20000) <= 6000, run["params"]
+        assert run["steps"] >= 1 and run["train_s"] >= 0.3 and run["tokens_per_s"] > 0
+        assert [c["step"] for c in run["curve"]][0] == 0 and len(run["curve"]) >= 2
+        assert 0 < run["final"]["bits_per_byte"] < 20
+    table = (tmp_path / "families.md").read_text()
+    assert "| cnn | 4 x " in table and "python -m benchmarks.families --budget 0.3" in table
+    assert (tmp_path / "families.png").stat().st_size > 1000

@@ -5,7 +5,8 @@ import pytest
 
 from tests.conftest import run_module
 
-COMMANDS = ["preprocess", "verify", "train", "evaluate", "generate", "launch", "submit"]
+COMMANDS = ["preprocess", "verify", "train", "evaluate", "generate", "export", "explain", "audit",
+            "launch", "submit"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -1,26 +1,31 @@
 """python -m hvdlm.generate on a tiny trained run: seeds, greedy decoding, the prompt alone,
-refusals in one line; and hvdlm.models.sampling.sample with hand-made models (end-of-text, top-k,
-the context window).
+refusals in one line; hvdlm.models.sampling.sample with hand-made models (end-of-text, top-k,
+the context window); the decoding controls (stop, ban, repetition penalty, max time, samples,
+PII redaction, top-p) on a hand-built checkpoint whose continuation is certain.
 
     .venv/bin/python -m pytest tests/test_generate.py
 """
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 import torch
 
+from hvdlm import generate as generate_command
 from hvdlm.config import load_config
+from hvdlm.generate import main as generate_main
 from hvdlm.models import build_model
+from hvdlm.models.decoding import Continuation
 from hvdlm.models.sampling import sample
-from hvdlm.text.tokenizer import build_byte_tokenizer, hf_to_json_bytes
-from hvdlm.training import checkpoint
 from hvdlm.text.shards import load_manifest
-from hvdlm.text.tokenizer import load_tokenizer
+from hvdlm.text.tokenizer import build_byte_tokenizer, hf_to_json_bytes, load_tokenizer
+from hvdlm.training import checkpoint
 from hvdlm.training.checkpoint import load_run_model
+from tests.conftest import TINY_RUN
 from tests.conftest import TINY_SEQ_LEN as SEQ_LEN
-from tests.conftest import TINY_RUN, run_module
+from tests.conftest import run_module
 
 PROMPT = "def main("
 
@@ -214,3 +219,133 @@ def test_top_k_keeps_only_the_k_most_likely():
     assert set(drawn) == {3, 4}  # a high temperature, but only the top two survive
     gen = torch.Generator().manual_seed(0)
     assert len(set(sample(Fixed(), [0], 300, seq_len=4, temperature=5.0, generator=gen))) == 5
+
+
+# -- decoding controls on the command line, on a checkpoint whose continuation is certain ----
+
+def bigram_gpt(tokenizer, table: dict[str, list[tuple[str, float]]],
+               default: list[tuple[str, float]]) -> tuple[torch.nn.Module, dict]:
+    """A GPT (blocks and positions zeroed: logits = head(ln_f(wte[t]))) whose next token
+    depends on the last one only: `table[char]` lists (next char, weight), the weight being
+    ~4 nats each; every other token follows `default`. "" stands for end-of-text."""
+    cfg = load_config(None, [*TINY_RUN, "model.tie_embeddings=false"])
+    cfg.model.vocab_size = tokenizer.vocab_size
+    model = build_model(cfg.model)
+    token = lambda ch: tokenizer.eos_id if ch == "" else ord(ch)  # noqa: E731 (byte ids)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        model.ln_f.weight.fill_(1.0)
+        model.wte.weight[:, len(table)] = 1.0  # the default state
+        for state, (ch, _) in enumerate(table.items()):
+            model.wte.weight[token(ch)] = torch.eye(cfg.model.n_embd)[state]
+        for state, nexts in [*enumerate(table.values()), (len(table), default)]:
+            for ch, weight in nexts:
+                model.head.weight[token(ch), state] = weight
+    return model, cfg.to_dict()
+
+
+# "x" -> "ab@cd.fg;" then end-of-text: an e-mail address; after "c" the runner-up is "e",
+# after any other character "a", then "z".
+CHAIN = {"x": [("a", 20)], "a": [("b", 20)], "b": [("@", 20)], "@": [("c", 20)],
+         "c": [("d", 20), ("e", 10)], "d": [(".", 20)], ".": [("f", 20)], "f": [("g", 20)],
+         "g": [(";", 20)], ";": [("", 20)]}
+
+
+@pytest.fixture(scope="module")
+def chain_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("chain") / "run"
+    run.mkdir()
+    (run / "tokenizer.json").write_bytes(hf_to_json_bytes(build_byte_tokenizer()))
+    tokenizer = load_tokenizer(run / "tokenizer.json")
+    model, config = bigram_gpt(tokenizer, CHAIN, default=[("a", 20), ("z", 15)])
+    checkpoint.save(run, checkpoint.TrainingState(
+        model=model.state_dict(), optimizer={}, step=1, consumed_samples=0, config=config,
+        tokenizer_sha256=tokenizer.sha256), keep=1)
+    return run
+
+
+def generated(run, capsys, *args: str) -> tuple[str, str]:
+    """hvdlm.generate in this process (no interpreter start): (stdout, stderr)."""
+    assert generate_main(["--run", str(run), *args]) == 0
+    captured = capsys.readouterr()
+    return captured.out, captured.err
+
+
+SAMPLED = ["--temperature", "1", "--top-k", "0", "--max-new-tokens", "30"]
+
+
+def test_the_chain_is_certain_and_redact_pii_hides_its_address(chain_run, capsys):
+    assert generated(chain_run, capsys, "--prompt", "x", *SAMPLED)[0] == "xab@cd.fg;\n"
+    out, _ = generated(chain_run, capsys, "--prompt", "x", *SAMPLED, "--redact-pii")
+    assert out == "<EMAIL>;\n"
+
+
+def test_stop_strings_end_the_output_before_them(chain_run, capsys):
+    assert generated(chain_run, capsys, "--prompt", "x", *SAMPLED, "--stop", "@c")[0] == "xab\n"
+    # The first occurrence of any of them wins.
+    out, _ = generated(chain_run, capsys, "--prompt", "x", *SAMPLED, "--stop", "fg",
+                       "--stop", "b@")
+    assert out == "xa\n"
+
+
+def test_a_banned_string_spanning_two_tokens_is_never_output(chain_run, capsys):
+    out, _ = generated(chain_run, capsys, "--prompt", "x", *SAMPLED, "--ban", "cd")
+    # Each time "d" would follow "c" its runner-up "e" comes instead, and the chain restarts.
+    assert out == "x" + "ab@ce" * 6 + "\n"
+    # The prompt's last character counts: "c" + "d" would be the banned string.
+    assert generated(chain_run, capsys, "--prompt", "c", *SAMPLED, "--ban", "cd",
+                     "--max-new-tokens", "3")[0] == "ceab\n"
+
+
+def test_repetition_penalty_and_max_time_and_several_samples(chain_run, capsys):
+    # From "e" the chain restarts with "a" (weight 20) over "z" (15); "a" already in the text,
+    # penalised 2x, loses to "z".
+    out, _ = generated(chain_run, capsys, "--prompt", "x", *SAMPLED, "--ban", "cd",
+                       "--repetition-penalty", "2")
+    assert out.startswith("xab@cez")
+    out, err = generated(chain_run, capsys, "--prompt", "x", *SAMPLED, "--ban", "cd",
+                         "--max-time", "1e-6", "--num-samples", "2")
+    assert out == "==> sample 1 of 2 <==\nx\n==> sample 2 of 2 <==\nx\n"
+    assert err.count("--max-time reached") == 2
+
+
+def test_samples_follow_the_seed_and_top_p_towards_zero_is_greedy(tiny_run, capsys):
+    opts = ["--prompt", PROMPT, "--max-new-tokens", "24", "--temperature", "1", "--top-k", "0"]
+    one, _ = generated(tiny_run, capsys, *opts, "--seed", "3")
+    three, _ = generated(tiny_run, capsys, *opts, "--seed", "3", "--num-samples", "3")
+    samples = three.split("==> sample ")[1:]
+    assert [s.split("\n", 1)[0] for s in samples] == ["1 of 3 <==", "2 of 3 <==", "3 of 3 <=="]
+    texts = [s.split("\n", 1)[1] for s in samples]
+    assert texts[0] == one and len(set(texts)) == 3  # the first is the single sample
+    greedy, _ = generated(tiny_run, capsys, "--prompt", PROMPT, "--max-new-tokens", "24",
+                          "--temperature", "0")
+    nucleus, _ = generated(tiny_run, capsys, *opts, "--top-p", "1e-9", "--seed", "4")
+    assert nucleus == greedy
+
+
+def test_max_time_is_shared_by_all_samples(chain_run, capsys, monkeypatch):
+    budgets = []
+
+    def slow(*args, **kwargs):  # each sample takes 0.2 s and says what time it was given
+        budgets.append(args[2].max_time)
+        time.sleep(0.2)
+        return Continuation("", [], "time")
+    monkeypatch.setattr(generate_command, "continue_text", slow)
+    generated(chain_run, capsys, "--prompt", "x", "--max-time", "0.3", "--num-samples", "3")
+    assert 0.2 < budgets[0] <= 0.3 and 0 < budgets[1] <= 0.1 and budgets[2] == 1e-9
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--top-p", "0"], "--top-p must be in (0, 1]"),
+    (["--repetition-penalty", "-1"], "--repetition-penalty must be > 0"),
+    (["--stop", ""], "--stop strings must not be empty"),
+    (["--ban", ""], "--ban strings must not be empty"),
+    (["--num-samples", "0"], "--num-samples must be >= 1"),
+    (["--max-time", "0"], "--max-time must be > 0"),
+])
+def test_bad_control_options_exit_2_in_one_line(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exit_:
+        generate_main(["--run", str(tmp_path), "--prompt", "x", *args])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1 and message in err, err

@@ -4,15 +4,18 @@ from __future__ import annotations
 from torch import nn
 
 from hvdlm.config import ModelConfig
+from hvdlm.models.cnn import GatedConvLM
 from hvdlm.models.gpt import GPT
 from hvdlm.models.rnn import RNNLM
+
+ARCH_CLASSES = {"gpt": GPT, "lstm": RNNLM, "gru": RNNLM, "rnn": RNNLM, "cnn": GatedConvLM}
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
     """A model for `cfg.arch`; `cfg.vocab_size` must be set (from the dataset's manifest)."""
     if cfg.vocab_size <= 0:
         raise ValueError("ModelConfig.vocab_size must be set before building a model")
-    return GPT(cfg) if cfg.arch == "gpt" else RNNLM(cfg)
+    return ARCH_CLASSES[cfg.arch](cfg)
 
 
 def count_parameters(model: nn.Module) -> int:

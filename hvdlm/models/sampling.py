@@ -1,27 +1,19 @@
-"""Autoregressive sampling from any of the models: temperature, top-k, end-of-text."""
+"""Autoregressive sampling from any of the models: temperature, top-k, end-of-text.
+
+The plain interface (token ids in, token ids out); hvdlm/models/decoding.py runs the loop and
+adds top-p, repetition penalty, stop and banned strings and a time limit.
+"""
 from __future__ import annotations
 
 import torch
 
+from hvdlm.models.decoding import DecodeOptions, continue_text
 
-@torch.no_grad()
+
 def sample(model: torch.nn.Module, ids: list[int], max_new_tokens: int, seq_len: int,
            temperature: float = 1.0, top_k: int = 0, eos_id: int | None = None,
            generator: torch.Generator | None = None) -> list[int]:
-    """Autoregressive sampling; the context is cropped to the model's last `seq_len` tokens."""
-    out = list(ids)
-    for _ in range(max_new_tokens):
-        context = torch.tensor([out[-seq_len:]], dtype=torch.long)
-        logits = model(context)[0, -1].float()                     # (vocab,)
-        if temperature == 0:
-            token = int(logits.argmax())
-        else:
-            logits = logits / temperature
-            if top_k:
-                kth = torch.topk(logits, min(top_k, logits.numel())).values[-1]
-                logits[logits < kth] = -float("inf")
-            token = int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
-        if token == eos_id:
-            break
-        out.append(token)
-    return out[len(ids):]
+    """Autoregressive sampling; the model sees at most the last `seq_len` tokens."""
+    options = DecodeOptions(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k)
+    return continue_text(model, ids, options, seq_len=seq_len, eos_id=eos_id,
+                         generator=generator).tokens

@@ -1,7 +1,9 @@
 """Raw text in: find corpus files, read them into documents, clean, redact PII, fingerprint.
 
-A `.txt`, `.md` or `.py` file is one document; a `.jsonl` file holds one document per line in
-a string field (`text` unless told otherwise); any of them may be gzip-compressed (`.gz`).
+A `.txt`, `.md` or source-code file is one document; a `.jsonl` file holds one document per
+line in a string field (`text` unless told otherwise), a `.parquet` file one per row in a
+string column; any but parquet may be compressed (`.gz`, `.zst`). hvdlm/text/formats.py opens
+and streams each format; hvdlm/text/ranges.py cuts large files into pieces read on their own.
 Folders are walked recursively in sorted order; other files, non-regular files and links out of
 the folder are skipped and counted. Files are streamed, so memory is bounded by the per-document
 cap whatever a file expands to. Invalid UTF-8 becomes U+FFFD (counted), never a crash.
@@ -10,34 +12,24 @@ Used by `python -m hvdlm.preprocess INPUT... --out DIR`; nothing here writes fil
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
 import re
 import stat
-import zlib
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from hvdlm.errors import DataError
+from hvdlm.text import formats
+from hvdlm.text.formats import DEFAULT_CODE_EXTENSIONS, CorpusFile, file_kind
 from hvdlm.text.pii import PII_KINDS, redact_pii
+from hvdlm.text.ranges import LineRange, Piece, parquet_groups
 
-TEXT_SUFFIXES = (".txt", ".md", ".py")
 DIGEST_BYTES = 16
-
-
-@dataclass(frozen=True)
-class CorpusFile:
-    """One input file: its path as the user will recognise it, its size on disk, its kind."""
-
-    path: str
-    size: int
-    kind: str  # "text" | "jsonl"
-    gzipped: bool
+__all__ = ["CorpusFile", "file_kind"]  # re-exported from formats
 
 
 @dataclass
@@ -50,15 +42,29 @@ class ReadStats:
     replaced_chars: int = 0
     replaced_docs: int = 0
     oversize: int = 0
+    # per format (CorpusFile.format): {"files": n, "documents": n read, before cleaning}
+    formats: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def count(self, fmt: str, files: int = 0, documents: int = 0) -> None:
+        n = self.formats.setdefault(fmt, {"files": 0, "documents": 0})
+        n["files"] += files
+        n["documents"] += documents
+
+    def add(self, other: "ReadStats") -> None:
+        """Add what another reader (a worker's piece) counted."""
+        for name, value in vars(other).items():
+            if name != "formats":
+                setattr(self, name, getattr(self, name) + value)
+        for fmt, n in other.formats.items():
+            self.count(fmt, **n)
 
 
-def file_kind(name: str) -> tuple[str, bool] | None:
-    """('text'|'jsonl', gzipped) for a supported file name, else None."""
-    gzipped = name.lower().endswith(".gz")
-    base = name.lower().removesuffix(".gz")
-    if base.endswith(TEXT_SUFFIXES):
-        return "text", gzipped
-    return ("jsonl", gzipped) if base.endswith(".jsonl") else None
+def sum_read_stats(stats: Iterable[dict]) -> dict:
+    """The sum of ReadStats as dicts (vars(stats), as the task parts record them)."""
+    total = ReadStats()
+    for d in stats:
+        total.add(ReadStats(**d))
+    return {**vars(total), "formats": dict(sorted(total.formats.items()))}
 
 
 SKIP_REASONS = ("unsupported", "not_regular", "outside_input")
@@ -90,14 +96,16 @@ def _walk(top: str, follow_symlinks: bool, skipped: dict[str, int]) -> Iterator[
         yield from (os.path.join(root, n) for n in names)
 
 
-def collect_files(inputs: Sequence[str], follow_symlinks: bool = False
+def collect_files(inputs: Sequence[str], follow_symlinks: bool = False,
+                  code_extensions: Sequence[str] = DEFAULT_CODE_EXTENSIONS
                   ) -> tuple[list[CorpusFile], dict[str, int]]:
     """All supported regular files under `inputs`, in a deterministic order, and how many
     were skipped, by reason (SKIP_REASONS).
 
     A named file must be supported; inside folders, unsupported files are skipped. FIFOs,
     devices and sockets are never read (they can block or never end); symlinks inside a
-    folder that lead out of it are followed only with `follow_symlinks`.
+    folder that lead out of it are followed only with `follow_symlinks`. A file whose format needs a package
+    that is not installed (pyarrow, zstandard) is refused, naming the package.
     """
     files: list[CorpusFile] = []
     skipped = dict.fromkeys(SKIP_REASONS, 0)
@@ -105,14 +113,14 @@ def collect_files(inputs: Sequence[str], follow_symlinks: bool = False
         if os.path.isdir(inp):
             paths = list(_walk(inp, follow_symlinks, skipped))
         elif os.path.lexists(inp):
-            if file_kind(inp) is None:
-                raise DataError(f"{inp}: unsupported file type (want .txt, .md, .py, .jsonl, "
-                                "optionally .gz)")
+            if file_kind(os.path.basename(inp), code_extensions) is None:
+                raise DataError(f"{inp}: unsupported file type (want "
+                                f"{formats.describe(code_extensions)})")
             paths = [inp]
         else:
             raise DataError(f"{inp}: no such file or directory")
         for path in paths:
-            kind = file_kind(os.path.basename(path))
+            kind = file_kind(os.path.basename(path), code_extensions)
             if kind is None:
                 skipped["unsupported"] += 1
                 continue
@@ -125,7 +133,9 @@ def collect_files(inputs: Sequence[str], follow_symlinks: bool = False
             else:
                 files.append(CorpusFile(path, st.st_size, *kind))
     if not files:
-        raise DataError(f"empty corpus: no .txt/.md/.py/.jsonl(.gz) files in {' '.join(inputs)}")
+        raise DataError(f"empty corpus: no {formats.describe(code_extensions)} files in "
+                        f"{' '.join(inputs)}")
+    formats.require_extras(files)
     return files, skipped
 
 
@@ -139,37 +149,10 @@ def decode_utf8(raw: bytes) -> tuple[str, int]:
         return text, text.count("\ufffd") - raw.count(b"\xef\xbf\xbd")
 
 
-@contextmanager
-def _open(f: CorpusFile) -> Iterator[BinaryIO]:
-    """A buffered binary stream of `f`, decompressed if gzipped; read errors are DataErrors."""
-    try:
-        # O_NONBLOCK: a file swapped for a FIFO since it was listed must not hang the open.
-        fd = os.open(f.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        with open(fd, "rb") as raw:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise DataError(f"{f.path}: no longer a regular file")
-            os.set_blocking(fd, True)
-            yield gzip.GzipFile(fileobj=raw) if f.gzipped else raw
-    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
-        raise DataError(f"{f.path}: bad gzip data: {err}") from None
-    except OSError as err:
-        raise DataError(f"{f.path}: cannot read: {err.strerror or err}") from None
-
-
-def _lines(fh: BinaryIO, max_bytes: int) -> Iterator[bytes | None]:
-    """Each line of `fh` (None for one longer than `max_bytes`), holding at most that much."""
-    while line := fh.readline(max_bytes + 1):
-        if len(line) <= max_bytes or line.endswith(b"\n"):
-            yield line
-            continue
-        while line and not line.endswith(b"\n"):  # drop the rest of an oversized line
-            line = fh.readline(1 << 20)
-        yield None
-
-
-def _jsonl_texts(f: CorpusFile, fh: BinaryIO, opts: ReadOptions,
-                 stats: ReadStats) -> Iterator[str]:
-    for lineno, line in enumerate(_lines(fh, opts.max_document_bytes), start=1):
+def _jsonl_texts(piece: Piece, fh, opts: ReadOptions, stats: ReadStats) -> Iterator[str]:
+    f = piece.file
+    lines = LineRange(fh, *piece.bounds) if piece.count > 1 else LineRange(fh)
+    for lineno, (offset, line) in enumerate(lines.lines(opts.max_document_bytes), start=1):
         if line is not None and not line.strip():
             continue
         stats.records += 1
@@ -187,9 +170,31 @@ def _jsonl_texts(f: CorpusFile, fh: BinaryIO, opts: ReadOptions,
                 yield _count_replaced(value, replaced, stats)
                 continue
             problem = f"no string field {opts.text_field!r}"
-        if not opts.skip_bad_records:
-            raise DataError(f"{f.path}:{lineno}: {problem} (--skip-bad-records to skip)")
-        stats.bad_records += 1
+        # The line's number where it is known (a whole file or its first piece), else where.
+        where = f"{f.path}:{lineno}" if piece.index == 0 else f"{f.path}: line at byte {offset}"
+        _bad_record(f"{where}: {problem}", opts, stats)
+
+
+def _bad_record(problem: str, opts: ReadOptions, stats: ReadStats) -> None:
+    if not opts.skip_bad_records:
+        raise DataError(f"{problem} (--skip-bad-records to skip)")
+    stats.bad_records += 1
+
+
+def _parquet_texts(piece: Piece, raw, opts: ReadOptions, stats: ReadStats) -> Iterator[str]:
+    f = piece.file
+    pf, _ = formats.parquet_reader(f, raw, opts.text_field)
+    meta = pf.metadata
+    sizes = [meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)]
+    for row, cell in formats.parquet_cells(f, pf, opts.text_field, parquet_groups(piece, sizes),
+                                           opts.max_document_bytes):
+        stats.records += 1
+        if cell is None:
+            stats.oversize += 1
+        elif cell is False:
+            _bad_record(f"{f.path}: row {row}: null in column {opts.text_field!r}", opts, stats)
+        else:
+            yield _count_replaced(*decode_utf8(cell), stats)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -212,27 +217,42 @@ class ReadOptions:
     max_document_bytes: int = 16 << 20  # larger documents are skipped and counted
 
 
-def read_documents(files: Sequence[CorpusFile], opts: ReadOptions = ReadOptions(),
+def read_documents(files: Sequence[CorpusFile | Piece], opts: ReadOptions = ReadOptions(),
                    stats: ReadStats | None = None,
                    progress: Callable[[int], object] | None = None) -> Iterator[str]:
-    """Yield each document's text, in file order, counting in `stats`; `progress(f.size)`
-    is called once a file has been read. Memory is bounded by `opts.max_document_bytes`,
-    whatever a file expands to."""
+    """Yield each document's text, in file order, counting in `stats`, of whole files or
+    pieces of them (hvdlm/text/ranges.py); `progress(size)` is called once one has been read.
+    Memory is bounded by `opts.max_document_bytes`, whatever a file expands to."""
     stats = stats if stats is not None else ReadStats()
-    for f in files:
-        with _open(f) as fh:
+    for item in files:
+        piece = item if isinstance(item, Piece) else Piece(item)
+        f = piece.file
+        if piece.index == 0:  # a split file counts once
             stats.files += 1
+        stats.count(f.format, files=int(piece.index == 0))
+        counts = stats.formats[f.format]
+        opener = formats.open_file if f.kind == "parquet" else formats.open_stream
+        with opener(f) as fh:
             if f.kind == "jsonl":
-                yield from _jsonl_texts(f, fh, opts, stats)
+                texts = _jsonl_texts(piece, fh, opts, stats)
+            elif f.kind == "parquet":
+                texts = _parquet_texts(piece, fh, opts, stats)
             else:
-                stats.records += 1
-                raw = fh.read(opts.max_document_bytes + 1)
-                if len(raw) > opts.max_document_bytes:
-                    stats.oversize += 1
-                else:
-                    yield _count_replaced(*decode_utf8(raw), stats)
+                texts = _whole_file(fh, opts, stats)
+            for text in texts:
+                counts["documents"] += 1
+                yield text
         if progress is not None:
-            progress(f.size)
+            progress(piece.size)
+
+
+def _whole_file(fh, opts: ReadOptions, stats: ReadStats) -> Iterator[str]:
+    stats.records += 1
+    raw = fh.read(opts.max_document_bytes + 1)
+    if len(raw) > opts.max_document_bytes:
+        stats.oversize += 1
+    else:
+        yield _count_replaced(*decode_utf8(raw), stats)
 
 
 def is_empty(text: str) -> bool:

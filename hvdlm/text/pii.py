@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Callable
 
 PII_KINDS = ("email", "phone", "ip", "card")
 
@@ -66,17 +67,33 @@ _RULES = (  # order matters: e-mails can hold digits, cards look like phone numb
 _QUICK = re.compile(r"@|\d|:")  # text without these cannot hold any PII we redact
 
 
-def redact_pii(text: str) -> tuple[str, dict[str, int]]:
-    """`text` with e-mails, phones, IPs and Luhn-valid card numbers replaced, and counts."""
-    counts = dict.fromkeys(PII_KINDS, 0)
+def _apply(text: str, found: Callable[[str, str], None]) -> str:
+    """`text` with every find replaced; `found(kind, matched text)` is called for each."""
     if not _QUICK.search(text):
-        return text, counts
+        return text
     for kind, pattern, replace in _RULES:
         def sub(m: re.Match, kind=kind, replace=replace) -> str:
             out = replace(m)
             if out is None:
                 return m.group(0)
-            counts[kind] += 1
+            found(kind, m.group(0))
             return out
         text = pattern.sub(sub, text)
-    return text, counts
+    return text
+
+
+def redact_pii(text: str) -> tuple[str, dict[str, int]]:
+    """`text` with e-mails, phones, IPs and Luhn-valid card numbers replaced, and counts."""
+    counts = dict.fromkeys(PII_KINDS, 0)
+
+    def count(kind: str, _: str) -> None:
+        counts[kind] += 1
+    return _apply(text, count), counts
+
+
+def find_pii(text: str) -> list[tuple[str, str]]:
+    """(kind, matched text) of everything `redact_pii` would replace, in the same order of
+    rules (hvdlm.privacy scans model samples with it)."""
+    found: list[tuple[str, str]] = []
+    _apply(text, lambda kind, s: found.append((kind, s)))
+    return found

@@ -3,7 +3,8 @@
 Everything is staged in `DIR.partial/` and renamed to DIR at the very end, so DIR either does
 not exist or is complete. The tokenizer step writes `tokenizer.json` and `plan.json` (the
 options and a fingerprint of the input file list). Task I takes a contiguous run of the sorted
-input files (balanced by size), cleans and encodes them and writes `parts/0000I-of-0000K/`
+input files (balanced by size; files over --split-bytes count as several pieces, see
+hvdlm/text/ranges.py), cleans and encodes them and writes `parts/0000I-of-0000K/`
 (tokens.bin, docs.npz: per-document token count, UTF-8 bytes and a 16-byte text fingerprint).
 The merge concatenates the parts in task order - the global document order - drops exact
 duplicates (dedup, first kept), holds out val documents chosen by (seed, text), packs shards
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import itertools
 import json
 import os
 import shutil
@@ -28,8 +30,10 @@ import numpy as np
 from tqdm import tqdm
 
 from hvdlm.errors import DataError, UsageError
-from hvdlm.text import corpus, workers
+from hvdlm.text import corpus, dupcounts, ranges, workers
+from hvdlm.text.canaries import CanarySpec, Inserter
 from hvdlm.text.corpus import CorpusFile, ReadStats
+from hvdlm.text.formats import DEFAULT_CODE_EXTENSIONS
 from hvdlm.text.pii import PII_KINDS
 from hvdlm.text.shards import Manifest, ShardWriter, dtype_for_vocab, save_manifest
 from hvdlm.text.tokenizer import (Tokenizer, build_byte_tokenizer, hf_to_json_bytes, load_tokenizer,
@@ -61,6 +65,9 @@ class PreprocessOptions:
     num_tasks: int
     workers: int                        # does not change the dataset
     overwrite: bool                     # nor does this
+    code_extensions: tuple[str, ...] = DEFAULT_CODE_EXTENSIONS  # source files read as text
+    split_bytes: int = 16 << 20         # files over this are read in pieces (not in output)
+    canaries: CanarySpec | None = None  # secrets planted in train (hvdlm/text/canaries.py)
 
     def __post_init__(self) -> None:
         if self.tokenizer not in ("bpe", "byte", "file"):
@@ -71,7 +78,7 @@ class PreprocessOptions:
             raise UsageError("--vocab-size must be at least 258 (256 bytes, end-of-text, a "
                              "merge)")
         for name in ("shard_tokens", "workers", "num_tasks", "tokenizer_sample_bytes",
-                     "max_document_bytes"):
+                     "max_document_bytes", "split_bytes"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
         if not 0.0 <= self.val_fraction <= 1.0:
@@ -81,7 +88,8 @@ class PreprocessOptions:
         """The options that change the dataset, as plan.json records them."""
         return {k: (list(v) if isinstance(v, tuple) else v)
                 for k, v in dataclasses.asdict(self).items()
-                if k not in ("out", "workers", "overwrite")}
+                if k not in ("out", "workers", "overwrite")
+                and not (k == "canaries" and v is None)}  # plans from before --canaries
 
 
 def staging_dir(out: Path) -> Path:
@@ -181,6 +189,7 @@ def tokenizer_step(opts: PreprocessOptions, files: Sequence[CorpusFile], skipped
 
 def training_texts(opts: PreprocessOptions, files: Sequence[CorpusFile]) -> Iterator[str]:
     """The train documents (after cleaning, dedup, val hold-out), or a seeded sample."""
+    files = ranges.split_files(files, opts.split_bytes)
     with workers.Pool(opts.workers, None) as pool:
         scans = list(pool.map(workers.scan_job, batches(opts, files, "scan"), opts.redact_pii))
         digests = np.concatenate([digests for digests, _ in scans])
@@ -203,41 +212,29 @@ def training_texts(opts: PreprocessOptions, files: Sequence[CorpusFile]) -> Iter
                 i += 1
 
 
-def batches(opts: PreprocessOptions, files: Sequence[CorpusFile], desc: str | None,
-            stats: ReadStats | None = None) -> Iterator[list[str]]:
-    """The documents of `files` in batches of about 512 kB, with a bytes/s bar on stderr."""
+def batches(opts: PreprocessOptions, files: Sequence[CorpusFile | ranges.Piece],
+            desc: str | None, stats: ReadStats | None = None) -> Iterator[workers.Work]:
+    """The documents of `files` in batches of about 512 kB, with a bytes/s bar on stderr; a
+    piece of a split file goes as it is, for the worker that gets it to read."""
     bar = tqdm(total=sum(f.size for f in files), unit="B", unit_scale=True, desc=desc,
                file=sys.stderr, disable=desc is None, mininterval=0.5 if sys.stderr.isatty()
                else 30, dynamic_ncols=True)
     read = corpus.ReadOptions(opts.text_field, opts.skip_bad_records, opts.max_document_bytes)
-    docs = corpus.read_documents(files, read, stats, bar.update)
     try:
-        batch, size = [], 0
-        for text in docs:
-            batch.append(text)
-            size += len(text)
-            if size >= 512 * 1024 or len(batch) >= 512:
-                yield batch
-                batch, size = [], 0
-        if batch:
-            yield batch
+        for split, run in itertools.groupby(
+                files, key=lambda f: isinstance(f, ranges.Piece) and f.count > 1):
+            if not split:
+                yield from workers.text_batches(
+                    corpus.read_documents(list(run), read, stats, bar.update))
+                continue
+            for piece in run:
+                yield workers.PieceWork(piece, read)
+                bar.update(piece.size)
     finally:
         bar.close()
 
 
 # ---- step 2: one task's part ---------------------------------------------------------------
-
-def task_files(files: Sequence[CorpusFile], task: int, num_tasks: int) -> list[CorpusFile]:
-    """Task `task`'s contiguous run of files: the file whose middle byte falls in its K-th."""
-    total = sum(f.size for f in files) or 1
-    out, before = [], 0
-    for f in files:
-        owner = min(num_tasks - 1, int(num_tasks * (before + f.size / 2) / total))
-        before += f.size
-        if owner == task:
-            out.append(f)
-    return out
-
 
 def task_step(opts: PreprocessOptions, files: Sequence[CorpusFile], stage: Path,
               task: int) -> None:
@@ -250,14 +247,17 @@ def task_step(opts: PreprocessOptions, files: Sequence[CorpusFile], stage: Path,
     shutil.rmtree(part, ignore_errors=True)  # a re-run array task replaces its part
     tmp.mkdir(parents=True)
     start, stats = time.time(), ReadStats()
-    mine = task_files(files, task, opts.num_tasks)
+    mine = ranges.task_pieces(ranges.split_files(files, opts.split_bytes), task, opts.num_tasks)
     with removed_on_error(tmp):
         writer = workers.PartWriter(tmp, dtype_for_vocab(tok.vocab_size))
         desc = f"task {task}/{opts.num_tasks}" if opts.num_tasks > 1 else "encode"
         with workers.Pool(opts.workers, str(stage / "tokenizer.json")) as pool:
+            # A worker reading a piece spills its ids to a file in `tmp`, not through a pipe.
             for enc in pool.map(workers.encode_job, batches(opts, mine, desc, stats),
-                                opts.redact_pii):
+                                opts.redact_pii, str(tmp)):
                 writer.add(enc)
+                if enc.read is not None:  # a piece its worker read
+                    stats.add(enc.read)
         writer.close({"task": task, "num_tasks": opts.num_tasks, "files": plan["files"],
                       "tokenizer_sha256": tok.sha256, "read": vars(stats),
                       "input_bytes": sum(f.size for f in mine), "workers": opts.workers,
@@ -287,6 +287,11 @@ def _merge(opts: PreprocessOptions, files: Sequence[CorpusFile], stage: Path,
         shutil.rmtree(p, ignore_errors=True)  # a re-run merge starts its shards afresh
     writers = {s: ShardWriter(stage, s, opts.shard_tokens, tok.vocab_size, tok.eos_id, tok.sha256)
                for s in ("train", "val")}
+    if opts.dedup:  # DATA/dedup_counts.npy: each kept document's copies, for hvdlm.audit
+        dupcounts.write(stage, np.concatenate([p.digests for p in parts]), keep, val)
+    if opts.canaries:  # whole canary documents between train documents (hvdlm/text/canaries.py)
+        writers["train"] = Inserter(writers["train"], opts.canaries, tok,
+                                    int((keep & ~val).sum()), dtype_for_vocab(tok.vocab_size))
     first = 0
     for p in parts:
         tokens, ends = p.tokens(), np.cumsum(p.n_tokens)
@@ -327,7 +332,7 @@ def make_report(plan: dict, parts: list[workers.Part], keep: np.ndarray, val: np
     def total(key: str) -> int:
         return sum(p.info[key] for p in parts)
 
-    read = {k: sum(p.info["read"][k] for p in parts) for k in parts[0].info["read"]}
+    read = corpus.sum_read_stats(p.info["read"] for p in parts)
     n_tokens = np.concatenate([p.n_tokens for p in parts])
     n_bytes = np.concatenate([p.n_bytes for p in parts])
     train, held = keep & ~val, keep & val
@@ -344,6 +349,7 @@ def make_report(plan: dict, parts: list[workers.Part], keep: np.ndarray, val: np
         "empty_documents": total("empty"),
         "replaced_chars": read["replaced_chars"], "replaced_documents": read["replaced_docs"],
         "redacted": {k: sum(p.info["redacted"][k] for p in parts) for k in PII_KINDS},
+        "formats": read["formats"],  # files and documents read, per format
         "duplicates": int(len(keep) - keep.sum()), "seconds": round(seconds, 3),
         "mb_per_s": round(total("input_bytes") / 1e6 / max(seconds, 1e-9), 3),
         "tokenizer": {"vocab_size": tok.vocab_size, "eos_id": tok.eos_id, "sha256": tok.sha256},

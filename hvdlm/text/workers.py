@@ -3,25 +3,32 @@
 Workers clean (PII), fingerprint and encode batches of documents; results come back in
 submission order, so the output never depends on the number of workers. The parent writes a
 task's part (`tokens.bin` + `docs.npz` + `part.json`), which the merge step turns into
-shards. Run through `python -m hvdlm.preprocess ... --workers N`.
+shards. A piece of a split file (hvdlm/text/ranges.py) is read by the worker that gets it, so
+reading and parsing one large file is shared too. Run through
+`python -m hvdlm.preprocess ... --workers N`.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
+import shutil
+import tempfile
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Union
 
 import numpy as np
 
 from hvdlm.errors import DataError
 from hvdlm.text import corpus
 from hvdlm.text.pii import PII_KINDS
+from hvdlm.text.ranges import Piece
+from hvdlm.text.shards import dtype_for_vocab
 from hvdlm.text.tokenizer import Tokenizer, load_tokenizer
 
 _TOKENIZER: Tokenizer | None = None  # per process: loaded once by the pool initialiser
@@ -82,6 +89,40 @@ class Pool:
 
 # ---- jobs (run in workers) -----------------------------------------------------------------
 
+BATCH_BYTES, BATCH_DOCS = 512 * 1024, 512
+
+
+def text_batches(texts: Iterable[str]) -> Iterator[list[str]]:
+    """`texts` in batches of about 512 kB (or 512 documents)."""
+    batch, size = [], 0
+    for text in texts:
+        batch.append(text)
+        size += len(text)
+        if size >= BATCH_BYTES or len(batch) >= BATCH_DOCS:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+@dataclass(frozen=True)
+class PieceWork:
+    """A piece of a split file for a worker to read itself (instead of a batch of texts)."""
+
+    piece: Piece
+    read: corpus.ReadOptions
+
+
+Work = Union[list[str], PieceWork]
+
+
+def _batches(work: Work, stats: corpus.ReadStats | None = None) -> Iterator[list[str]]:
+    if isinstance(work, PieceWork):
+        yield from text_batches(corpus.read_documents([work.piece], work.read, stats))
+    else:
+        yield work
+
+
 @dataclass
 class Encoded:
     tokens: np.ndarray  # all documents' ids, each followed by end-of-text
@@ -90,6 +131,8 @@ class Encoded:
     digests: np.ndarray  # [n, 16] uint8
     empty: int
     redacted: dict[str, int]
+    read: corpus.ReadStats | None = None  # what the worker's own reading counted (a piece)
+    tokens_file: str | None = None  # a piece's ids, spilled to disk instead of `tokens`
 
 
 def _fingerprints(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -100,20 +143,49 @@ def _fingerprints(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return digests.reshape(len(raw), corpus.DIGEST_BYTES), n_bytes
 
 
-def scan_job(texts: list[str], redact: bool) -> tuple[np.ndarray, np.ndarray]:
-    return _fingerprints(corpus.clean_batch(texts, redact).texts)
+def scan_job(work: Work, redact: bool) -> tuple[np.ndarray, np.ndarray]:
+    scans = [_fingerprints(corpus.clean_batch(texts, redact).texts) for texts in _batches(work)]
+    if len(scans) == 1:
+        return scans[0]
+    scans.append(_fingerprints([]))  # a piece without documents concatenates too
+    return np.concatenate([d for d, _ in scans]), np.concatenate([n for _, n in scans])
 
 
-def clean_job(texts: list[str], redact: bool) -> list[str]:
-    return corpus.clean_batch(texts, redact).texts
+def clean_job(work: Work, redact: bool) -> list[str]:
+    return [t for texts in _batches(work) for t in corpus.clean_batch(texts, redact).texts]
 
 
-def encode_job(texts: list[str], redact: bool) -> Encoded:
+def encode_job(work: Work, redact: bool, spill_dir: str | None = None) -> Encoded:
+    """Clean and encode a batch, or read a piece and encode it, its ids spilled to a file
+    in `spill_dir` (if given) as they come: memory stays at one batch, and the ids do not
+    travel back through a pipe."""
     assert _TOKENIZER is not None, "pool started without a tokenizer"
-    batch = corpus.clean_batch(texts, redact)
-    tokens, n_tokens = _TOKENIZER.encode_docs(batch.texts)
-    digests, n_bytes = _fingerprints(batch.texts)
-    return Encoded(tokens, n_tokens, n_bytes, digests, batch.empty, batch.redacted)
+    stats = corpus.ReadStats() if isinstance(work, PieceWork) else None
+    dtype = dtype_for_vocab(_TOKENIZER.vocab_size)  # as the part stores them
+    spill, path = None, None
+    if stats is not None and spill_dir is not None:
+        fd, path = tempfile.mkstemp(".tokens", dir=spill_dir)
+        spill = open(fd, "wb")
+    out: list[Encoded] = []
+    with spill or contextlib.nullcontext():
+        for texts in _batches(work, stats):
+            batch = corpus.clean_batch(texts, redact)
+            tokens, n_tokens = _TOKENIZER.encode_docs(batch.texts)
+            tokens = tokens.astype(dtype)
+            if spill is not None:
+                spill.write(tokens.tobytes())
+                tokens = tokens[:0]
+            digests, n_bytes = _fingerprints(batch.texts)
+            out.append(Encoded(tokens, n_tokens, n_bytes, digests, batch.empty, batch.redacted))
+    if len(out) == 1 and stats is None:
+        return out[0]
+    empty = _fingerprints([])
+    return Encoded(np.concatenate([np.zeros(0, dtype)] + [e.tokens for e in out]),
+                   np.concatenate([empty[1]] + [e.n_tokens for e in out]),
+                   np.concatenate([empty[1]] + [e.n_bytes for e in out]),
+                   np.concatenate([empty[0]] + [e.digests for e in out]),
+                   sum(e.empty for e in out),
+                   {k: sum(e.redacted[k] for e in out) for k in PII_KINDS}, stats, path)
 
 
 # ---- a task's part on disk -----------------------------------------------------------------
@@ -132,6 +204,10 @@ class PartWriter:
 
     def add(self, enc: Encoded) -> None:
         self._fh.write(enc.tokens.astype(self.dtype).tobytes())
+        if enc.tokens_file is not None:
+            with open(enc.tokens_file, "rb") as spilled:
+                shutil.copyfileobj(spilled, self._fh, 1 << 20)
+            os.unlink(enc.tokens_file)
         for name, arrays in self._docs.items():
             arrays.append(getattr(enc, name))
         self.empty += enc.empty

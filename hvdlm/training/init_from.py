@@ -16,7 +16,8 @@ from hvdlm.errors import UsageError
 from hvdlm.models import gpt2_format, safetensors
 from hvdlm.training import checkpoint
 
-SHAPE_KEYS = ("arch", "n_layer", "n_head", "n_embd", "seq_len", "vocab_size", "tie_embeddings")
+SHAPE_KEYS = ("arch", "n_layer", "n_head", "n_embd", "seq_len", "vocab_size", "tie_embeddings",
+              "kernel_size", "dilation_growth")  # cnn: a dilation changes no tensor's shape
 
 
 def _refuse_mismatch(path: Path, theirs: dict, ours: ModelConfig) -> None:

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import torch
 
 from hvdlm.cluster import distributed, environment, malloc
-from hvdlm.config import Config, to_toml
+from hvdlm.config import Config, config_from_dict, for_world_size, to_toml
 from hvdlm.errors import EXIT_STOPPED, HvdlmError, UsageError
 from hvdlm.models import build_model, count_parameters
 from hvdlm.training import checkpoint, data, runfiles, wandb_log
@@ -101,7 +101,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         manifest = data.open_dataset(data_dir)
         model_cfg = dataclasses.replace(cfg.model, vocab_size=manifest.vocab_size)
-        self.cfg = dataclasses.replace(cfg, model=model_cfg)
+        self.cfg = for_world_size(dataclasses.replace(cfg, model=model_cfg), world.size)
         self.t = t = self.cfg.train
         tokenizer = manifest.open_tokenizer()  # refused unless it matches the manifest
         self.tokenizer_sha, self.tokenizer_file = tokenizer.sha256, manifest.tokenizer_path
@@ -167,7 +167,9 @@ class Trainer:
 
     def restore(self, path: Path, state: TrainingState) -> None:
         expected = self.cfg.to_dict()["model"]
-        differ = [k for k, v in expected.items() if state.config["model"].get(k) != v]
+        # Keys added since the checkpoint was written take their defaults (as they were then).
+        theirs = config_from_dict(state.config).to_dict()["model"]
+        differ = [k for k, v in expected.items() if theirs[k] != v]
         if differ:
             raise UsageError(f"{path}: checkpoint model differs from the config in "
                              f"{', '.join('model.' + k for k in differ)}")

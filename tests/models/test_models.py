@@ -14,7 +14,7 @@ def tiny(arch: str, **kw) -> ModelConfig:
     return ModelConfig(arch=arch, n_layer=2, n_head=2, n_embd=16, seq_len=12, vocab_size=50, **kw)
 
 
-@pytest.mark.parametrize("arch", ["gpt", "lstm", "gru", "rnn"])
+@pytest.mark.parametrize("arch", ["gpt", "lstm", "gru", "rnn", "cnn"])
 def test_logits_shape_and_causality(arch):
     torch.manual_seed(0)
     model = build_model(tiny(arch)).eval()
@@ -28,7 +28,7 @@ def test_logits_shape_and_causality(arch):
     assert not torch.allclose(model(changed)[:, 8:], logits[:, 8:])
 
 
-@pytest.mark.parametrize("arch", ["gpt", "lstm"])
+@pytest.mark.parametrize("arch", ["gpt", "lstm", "cnn"])
 def test_tied_embeddings_share_one_tensor(arch):
     tied, untied = build_model(tiny(arch)), build_model(tiny(arch, tie_embeddings=False))
     assert count_parameters(untied) - count_parameters(tied) == 50 * 16

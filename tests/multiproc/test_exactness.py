@@ -2,7 +2,8 @@
 
   resume with dropout and DataLoader workers   bitwise, same world size; bounded on another
   the initial broadcast                        ranks built unequal end as ranks built equal
-  grad_accum                                   1 x 4 x 2 passes, 2 x 2 x 2 == 2 x 4 (<= 1e-5)
+  world size, grad_accum, global_batch         1 x 8, 1 x 4 x 2 passes, 2 x 2 x 2 == 2 x 4
+                                               (<= 1e-5), also across a resume from 2 to 1
   bf16, fp16_allreduce                         learn on 2 ranks; change the numbers, within
                                                the bounds the README states
 
@@ -13,6 +14,7 @@ import sys
 import pytest
 import torch
 
+from hvdlm.config import tomllib  # tomli on Python 3.10
 from hvdlm.training.runlog import read_metrics
 from tests.conftest import horovodrun, logged_steps
 from tests.multiproc.test_train import TINY, final_params, flat, losses, train
@@ -94,6 +96,10 @@ def trained(byte_dataset, tmp_path_factory):
     return make
 
 
+def read_config(run):
+    return tomllib.loads((run / "config.toml").read_text())
+
+
 def relative(a, b):
     return ((a - b).norm() / a.norm()).item()
 
@@ -116,16 +122,40 @@ def test_ranks_built_unequal_are_made_equal_by_the_broadcast(byte_dataset, train
         assert torch.equal(reference[name], got[name]), name
 
 
-@pytest.mark.parametrize("np_, micro_batch", [(1, 4), (2, 2)])
-def test_accumulating_two_passes_equals_twice_the_ranks(trained, np_, micro_batch):
-    """Global batch 8 as 2 ranks x 4 (the reference), 1 rank x 4 x 2 passes, and 2 ranks x 2 x
-    2 passes (Horovod's backward_passes_per_step)."""
-    two = trained(2)
-    accumulated = trained(np_, f"train.micro_batch={micro_batch}", "train.grad_accum=2")
-    for a, b in zip(logged_steps(two), logged_steps(accumulated), strict=True):
+def assert_same_optimisation(reference, run, steps=slice(None), step=12):
+    for a, b in zip(logged_steps(reference)[steps], logged_steps(run), strict=True):
         for key in ("loss", "grad_norm"):  # grad_norm: a wrong divisor hides behind Adam
             assert abs(a[key] - b[key]) <= 1e-5 * abs(a[key]), (key, a, b)
-    assert relative(flat(final_params(two, 12)), flat(final_params(accumulated, 12))) <= 1e-5
+    assert relative(flat(final_params(reference, step)), flat(final_params(run, step))) <= 1e-5
+
+
+def test_two_ranks_equal_one_rank_with_twice_the_micro_batch(trained):
+    assert_same_optimisation(trained(2), trained(1, "train.micro_batch=8"))
+
+
+def test_accumulating_two_passes_equals_twice_the_ranks(trained):
+    """Global batch 8 as 2 ranks x 4 (the reference) and as 1 rank x 4 x 2 passes."""
+    assert_same_optimisation(trained(2), trained(1, "train.grad_accum=2"))
+
+
+def test_global_batch_keeps_the_optimisation_across_world_sizes(trained, byte_dataset, tmp_path):
+    """train.global_batch=8 with micro-batch 2: 2 passes on 2 ranks (Horovod's
+    backward_passes_per_step), 4 on 1 rank, and a 2-rank run resumed on 1 rank at step 6 all
+    equal 2 ranks x 4."""
+    batch = ["train.micro_batch=2", "train.global_batch=8"]
+    two = trained(2, *batch, "train.ckpt_interval=6")
+    assert_same_optimisation(trained(2), two)
+    assert_same_optimisation(trained(2), trained(1, *batch))
+    resumed = tmp_path / "resumed"
+    train(1, byte_dataset, resumed, *LEARN, *batch, "--resume",
+          two / "checkpoints" / "step-00000006.pt")
+    assert_same_optimisation(two, resumed, steps=slice(6, None))
+    assert read_config(resumed)["train"]["grad_accum"] == 4
+    assert read_config(two)["train"]["grad_accum"] == 2
+    odd = train(2, byte_dataset, tmp_path / "odd", *LEARN, "train.global_batch=6", check=False)
+    assert odd.returncode != 0 and "train.global_batch (6) is not a multiple of " \
+        "train.micro_batch x ranks (4 x 2 = 8)" in odd.stderr, odd.stderr
+    assert not (tmp_path / "odd").exists()
 
 
 def test_fp16_allreduce_learns_and_rounds_the_gradients_within_the_bound(trained):

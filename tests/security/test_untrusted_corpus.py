@@ -96,3 +96,36 @@ def test_fifos_and_devices_are_not_read_even_when_named_or_linked(tmp_path):
     report = json.loads((tmp_path / "data" / "preprocess_report.json").read_text())
     assert report["skipped"] == {"unsupported": 0, "not_regular": 2, "outside_input": 0}
     assert report["documents"] == len(DOCS)
+
+
+def test_zstd_bombs_are_skipped_in_bounded_memory(tmp_path):
+    """A .jsonl.zst record and a .txt.zst document that expand to GiBs (many identical zstd
+    frames: a few kB on disk), sane records around them: the bombs are skipped and counted,
+    memory stays bounded. (A frame asking for a huge window: tests/text/test_formats.py.)"""
+    import zstandard  # the formats extra, in the dev extra
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    cctx = zstandard.ZstdCompressor(level=3)
+    frame = cctx.compress(b"a" * (64 << 20))
+    with (corpus / "bomb.jsonl.zst").open("wb") as f:
+        f.write(cctx.compress(b"".join(json.dumps({"text": d}).encode() + b"\n" for d in DOCS)
+                              + b'{"text": "'))
+        for _ in range(2 * GIB // (64 << 20)):
+            f.write(frame)
+        f.write(cctx.compress(b'"}\n' + json.dumps({"text": "after the bomb"}).encode()
+                              + b"\n"))
+    with (corpus / "bomb.txt.zst").open("wb") as f:
+        for _ in range(GIB // 2 // (64 << 20)):
+            f.write(frame)
+    assert sum(p.stat().st_size for p in corpus.iterdir()) < 10**6
+
+    out = tmp_path / "data"
+    proc, peak = _run_measured(tmp_path, corpus, "--out", out, "--tokenizer", "byte")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "preprocess_report.json").read_text())
+    assert report["oversize_documents"] == 2
+    assert report["documents"] == len(DOCS) + 1  # the record after the bomb is read
+    assert report["formats"] == {"jsonl.zst": {"files": 1, "documents": len(DOCS) + 1},
+                                 "text.zst": {"files": 1, "documents": 0}}
+    assert peak < GIB // 2, f"peak RSS {peak / GIB:.2f} GiB"
+    print(f"peak RSS {peak / 2**20:.0f} MiB")

@@ -132,3 +132,18 @@ def test_resume_path_continues_exactly_where_that_checkpoint_left_off(byte_datas
     assert_bitwise(checkpoint.load(ckpt(run, 4)).model, checkpoint.load(ckpt(whole, 4)).model)
     whole_losses = {r["step"]: r["loss"] for r in read_metrics(whole) if "loss" in r}
     assert [r["loss"] for r in steps] == [whole_losses[3], whole_losses[4]]
+
+
+def test_a_checkpoint_from_before_newer_model_keys_resumes(byte_dataset, whole_run, tmp_path):
+    """A checkpoint written before model.kernel_size and model.dilation_growth existed (a GPT:
+    they do not shape it) resumes: missing keys count as their defaults, others must match."""
+    old = checkpoint.load(ckpt(whole_run[0], 2))
+    for key in ("kernel_size", "dilation_growth"):
+        del old.config["model"][key]
+    run = tmp_path / "run"
+    checkpoint.save(run, old, keep=1)
+    assert trainer(byte_dataset, run, "auto").step == 2
+    old.config["model"]["n_embd"] = 32  # a key that is there and differs is still refused
+    checkpoint.save(tmp_path / "other", old, keep=1)
+    with pytest.raises(UsageError, match="differs from the config in model.n_embd"):
+        trainer(byte_dataset, tmp_path / "other", "auto")
