@@ -15,7 +15,6 @@ REPORT appears only when complete.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Sequence
 
 import torch
 
-from hvdlm import cli
+from hvdlm import cli, outfolder
 from hvdlm.config import config_from_dict
 from hvdlm.errors import DataError, UsageError
 from hvdlm.interpret import page
@@ -136,20 +135,9 @@ def _read_text(args) -> str:
 
 def write(report: dict, out: Path) -> None:
     """REPORT_DIR with index.html and explain.json, built beside it and renamed when whole."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DataError(f"{out}: already exists; choose a new --out")
-    stage = out.with_name(out.name + ".partial")
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    try:
+    with outfolder.staged(out) as stage:
         (stage / "explain.json").write_text(json.dumps(report, allow_nan=False) + "\n")
         (stage / "index.html").write_text(page.render(report), encoding="utf-8")
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        stage.rename(out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -157,8 +145,7 @@ def _main(argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     _check(parser, args)
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DataError(f"{out}: already exists; choose a new --out")
+    outfolder.refuse_existing(out)  # before the work
     write(build(args), out)
     print(f"{PROG}: wrote {out / 'index.html'}")
     return 0

@@ -10,16 +10,15 @@ network). DIR appears only when complete. Only `model.arch=gpt` maps onto GPT-2.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from hvdlm import cli
+from hvdlm import cli, outfolder
 from hvdlm.config import config_from_dict
-from hvdlm.errors import DataError, UsageError
+from hvdlm.errors import UsageError
 from hvdlm.models import gpt2_format, safetensors
 from hvdlm.training import checkpoint
 from hvdlm.training.runfiles import run_tokenizer
@@ -42,8 +41,7 @@ def export(run: Path, out: Path, checkpoint_path: str | None = None, dtype: str 
         raise UsageError(f"{run}: model.arch={cfg.arch} cannot be exported; Hugging Face export "
                          "supports model.arch=gpt (as GPT-2)")
     tokenizer = run_tokenizer(run, state, tokenizer_path)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DataError(f"{out}: already exists; choose a new --out")
+    outfolder.refuse_existing(out)
     config, tensors = gpt2_format.to_gpt2(cfg, state.model, tokenizer.eos_id, DTYPES[dtype])
     files = {"config.json": _json(config),
              "generation_config.json": _json({"bos_token_id": tokenizer.eos_id,
@@ -51,19 +49,10 @@ def export(run: Path, out: Path, checkpoint_path: str | None = None, dtype: str 
                                               "pad_token_id": tokenizer.eos_id}),
              "tokenizer.json": Path(tokenizer.source).read_bytes(),
              **tokenizer.transformers_files(cfg.seq_len)}
-    stage = out.with_name(out.name + ".partial")
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    try:
+    with outfolder.staged(out) as stage:
         safetensors.save(stage / "model.safetensors", tensors, {"format": "pt"})
         for name, data in files.items():
             (stage / name).write_bytes(data)
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        stage.rename(out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
 
 
 def _main(argv: Sequence[str] | None) -> int:

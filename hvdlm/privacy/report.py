@@ -3,34 +3,18 @@ DIR.partial and renamed, so DIR appears complete or not at all."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
-from hvdlm.errors import DataError
+from hvdlm import outfolder
 
 NOT_MEASURED = "Not measured (not in --sections)."
 
 
-def refuse_existing(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DataError(f"{out}: already exists; choose a new --out")
-
-
 def write(out: Path, result: dict[str, Any]) -> None:
-    refuse_existing(out)
-    stage = out.with_name(out.name + ".partial")
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    try:
+    with outfolder.staged(out) as stage:
         (stage / "audit.json").write_text(json.dumps(result, indent=1) + "\n")
         (stage / "audit.md").write_text(markdown(result))
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        stage.rename(out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
 
 
 def _fmt(x: Any) -> str:
