@@ -10,8 +10,8 @@ step count, and evaluation is not counted. After every eighth of the budget the 
 is scored on its first 8 x 16 windows for the learning curve, and on all of it at the end (the
 table). One process, one family after another, on one thread by default: on a machine that
 other jobs keep busy, a second torch thread waits for cores the others hold, and small kernels
-slowed down several-fold (measured with this benchmark at load 6.5 on 2 cores: 1 thread gave
-4-6x the tokens/s of 2).
+slowed down several-fold (measured with this benchmark on 2 cores at load 5-7.5: 1 thread gave
+3-14x the tokens/s of 2).
 Writes OUT/families.md (the table), OUT/families.json (everything, learning curves included)
 and OUT/families.png (bits per byte against training seconds; needs hvdlm[bench]).
 
@@ -151,7 +151,8 @@ def write_reports(out: Path, payload: dict[str, Any]) -> None:
     best = min(runs, key=lambda n: runs[n]["final"]["bits_per_byte"])
     fastest = max(runs, key=lambda n: runs[n]["tokens_per_s"])
     body = (f"{table}\n\nEach family: about {payload['params_target']:,} parameters, "
-            f"{payload['budget_s']:g} s of training time on {payload['threads']} threads, "
+            f"{payload['budget_s']:g} s of training time on {payload['threads']} torch "
+            f"thread{'s' if payload['threads'] != 1 else ''}, "
             f"micro-batch {MICRO_BATCH} x {SEQ_LEN} bytes, lr {payload['lr']:g} (warm-up and "
             f"cosine over the budget), one run each, one after another. Lowest bits per byte: "
             f"**{best}**; most tokens per second: **{fastest}**. The val split is "

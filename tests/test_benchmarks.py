@@ -239,3 +239,27 @@ def test_families_train_each_family_at_one_size_and_write_the_reports(tmp_path, 
     table = (tmp_path / "families.md").read_text()
     assert "| cnn | 4 x " in table and "python -m benchmarks.families --budget 0.3" in table
     assert (tmp_path / "families.png").stat().st_size > 1000
+
+
+def test_privacy_corpus_has_its_duplicates_and_the_report_remakes_from_its_json(tmp_path):
+    """benchmarks.privacy without its ~10-minute study: the corpus it builds (the deliberate
+    duplicates, tests left out), and docs/privacy/report.md made again from report.json."""
+    from benchmarks import privacy  # in this process: no interpreter start
+    root = tmp_path / "lib"
+    (root / "tests").mkdir(parents=True)
+    for i in range(24):
+        (root / f"m{i:02d}.py").write_text(f"# module {i}\n" + "x = 1\n" * (70 + 8 * i))
+    (root / "tests" / "test_a.py").write_text("assert True\n" * 100)
+    got = privacy.build_corpus(root, tmp_path / "corpus", 4000, seed=0)
+    texts = [p.read_text() for p in (tmp_path / "corpus").iterdir()]
+    copies = sorted(texts.count(t) for t in set(texts))
+    assert copies.count(16) == 8 and copies.count(4) == 8 and got["documents"] == len(texts)
+    assert not any(t.startswith("assert") for t in texts)  # tests/ is not walked
+    committed = privacy.ROOT / "docs" / "privacy"
+    if not (committed / "report.json").exists():
+        pytest.skip("no docs/privacy/report.json: run python -m benchmarks.privacy")
+    payload = json.loads((committed / "report.json").read_text())
+    privacy.write_reports(tmp_path / "out", payload)
+    made = (tmp_path / "out" / "report.md").read_text()
+    assert made == (committed / "report.md").read_text()
+    assert "| 100× | 4 |" in made and "| train, all |" in made

@@ -2,6 +2,7 @@
 import pytest
 
 import hvdlm.train
+import hvdlm.training.trainer
 from hvdlm.config import Config, config_from_dict, load_config, to_toml
 from hvdlm.config import tomllib  # tomli on Python 3.10
 from hvdlm.errors import UsageError
@@ -74,7 +75,7 @@ def test_train_command_resolves_file_then_overrides(tmp_path, monkeypatch):
     toml = tmp_path / "run.toml"
     toml.write_text('[model]\nn_layer = 3\nn_embd = 24\n[train]\nlr = 1e-3\n')
     handed = {}
-    monkeypatch.setattr(hvdlm.train, "train",
+    monkeypatch.setattr(hvdlm.training.trainer, "train",
                         lambda cfg, data, out, resume, callbacks: handed.update(cfg=cfg) or 0)
     assert hvdlm.train.main(["--data", "D", "--out", "R", "--config", str(toml),
                              "model.n_layer=2", "train.max_steps=7"]) == 0

@@ -151,6 +151,7 @@ def decode_utf8(raw: bytes) -> tuple[str, int]:
 
 def _jsonl_texts(piece: Piece, fh, opts: ReadOptions, stats: ReadStats) -> Iterator[str]:
     f = piece.file
+    # A whole file is read to its end (a compressed one expands past its size on disk).
     lines = LineRange(fh, *piece.bounds) if piece.count > 1 else LineRange(fh)
     for lineno, (offset, line) in enumerate(lines.lines(opts.max_document_bytes), start=1):
         if line is not None and not line.strip():
@@ -183,7 +184,7 @@ def _bad_record(problem: str, opts: ReadOptions, stats: ReadStats) -> None:
 
 def _parquet_texts(piece: Piece, raw, opts: ReadOptions, stats: ReadStats) -> Iterator[str]:
     f = piece.file
-    pf, _ = formats.parquet_reader(f, raw, opts.text_field)
+    pf = formats.parquet_reader(f, raw, opts.text_field)
     meta = pf.metadata
     sizes = [meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)]
     for row, cell in formats.parquet_cells(f, pf, opts.text_field, parquet_groups(piece, sizes),
@@ -212,7 +213,7 @@ def _count_replaced(text: str, replaced: int, stats: ReadStats) -> str:
 
 @dataclass(frozen=True)
 class ReadOptions:
-    text_field: str = "text"            # the jsonl field holding a document
+    text_field: str = "text"            # the jsonl field (parquet column) holding a document
     skip_bad_records: bool = False      # count bad jsonl lines instead of failing
     max_document_bytes: int = 16 << 20  # larger documents are skipped and counted
 

@@ -186,8 +186,8 @@ PARQUET_BATCH_ROWS = 64  # rows decoded at a time
 
 
 def parquet_reader(f: CorpusFile, raw: BinaryIO, text_field: str):
-    """(ParquetFile, index of the text column) of an open .parquet file; DataError if the file
-    is not parquet or has no string column `text_field`."""
+    """The ParquetFile of an open .parquet file; DataError if the file is not parquet or has no
+    string column `text_field`."""
     pq = __import__("pyarrow.parquet").parquet
     pa = __import__("pyarrow")
     try:
@@ -203,7 +203,7 @@ def parquet_reader(f: CorpusFile, raw: BinaryIO, text_field: str):
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         raise DataError(f"{f.path}: column {text_field!r} holds {kind}, not strings "
                         "(--text-field)")
-    return pf, names.index(text_field)
+    return pf
 
 
 def parquet_cells(f: CorpusFile, pf, text_field: str, groups: Sequence[int],

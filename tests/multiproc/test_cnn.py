@@ -39,6 +39,16 @@ def own_signal_handlers():
         signal.signal(sig, handler)
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread, as each of the 2 ranks has: on a busy machine a second one mostly
+    waits (the in-process runs below took 5x longer with two at load 4)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def cnn_runs(byte_dataset, tmp_path_factory):
     """ROOT/whole: 2 ranks x 8 for 40 steps; ROOT/resumed: its step-8 checkpoint continued."""
@@ -48,7 +58,7 @@ def cnn_runs(byte_dataset, tmp_path_factory):
     return root
 
 
-def test_cnn_learns_on_two_ranks_and_evaluates(cnn_runs, byte_dataset, capsys):
+def test_cnn_learns_on_two_ranks_and_evaluates(cnn_runs, byte_dataset, capsys, one_thread):
     run = cnn_runs / "whole"
     seen = losses(run)
     assert len(seen) == STEPS
@@ -74,7 +84,7 @@ def test_cnn_resume_on_two_ranks_is_bitwise_exact(cnn_runs):
 
 
 def test_two_ranks_equal_one_rank_with_twice_the_micro_batch(cnn_runs, byte_dataset, tmp_path,
-                                                             own_signal_handlers):
+                                                             own_signal_handlers, one_thread):
     one = tmp_path / "np1"
     one.mkdir()
     cfg = load_config(None, [*CNN, "train.micro_batch=16", "train.eval_interval=1000"])
@@ -87,7 +97,7 @@ def test_two_ranks_equal_one_rank_with_twice_the_micro_batch(cnn_runs, byte_data
         assert ((x - y).norm() / x.norm()).item() <= 1e-5, step
 
 
-def test_generate_through_the_cache_equals_recomputing_the_window(cnn_runs, capsys):
+def test_generate_through_the_cache_equals_recomputing_the_window(cnn_runs, capsys, one_thread):
     run = cnn_runs / "whole"
     prompt, n = "def ", 80  # 80 new tokens: well past seq_len (32), where the window slides
     assert generate.main(["--run", str(run), "--prompt", prompt, "--max-new-tokens", str(n),
@@ -105,3 +115,11 @@ def test_generate_through_the_cache_equals_recomputing_the_window(cnn_runs, caps
             ids.append(token)
     assert text == bytes(ids).decode("utf-8", errors="replace") + "\n"
     assert len(text) > len(prompt) + 20
+    # Along that text, the cache's logits are the window's (float32: to rounding).
+    cached, start = decoder_for(model, seq_len), len(prompt)
+    logits = cached.start(ids[:start])
+    with torch.no_grad():
+        for i in range(start, len(ids)):
+            window = model(torch.tensor([ids[max(0, i - seq_len):i]]))[0, -1]
+            assert torch.allclose(logits, window, rtol=1e-4, atol=1e-4), i
+            logits = cached.push(ids[i])

@@ -1,0 +1,390 @@
+"""What does a small model memorise of a real corpus? Canary exposure and extraction, with and
+without --dedup, end to end through hvdlm's own commands.
+
+    python -m benchmarks.privacy [--corpus PATH] [--minutes 3] [--out docs/privacy]
+
+The corpus (default: the running Python's standard library; --corpus: any folder) is cut to a
+seeded subset of its .py, .txt and .md files of 400 B to 8 KB, about --corpus-bytes in all,
+copied into WORK/corpus. Real code has few exact duplicates, so some are made on purpose
+(`DUPLICATES`): 8 of the subset's files of at most 2 KB are copied so that each occurs 16
+times, and 8 more so that each occurs 4 times. Then, each step a subprocess:
+
+1. `hvdlm.preprocess` twice, as it is and with --dedup (byte tokenizer, 10% of the distinct
+   texts held out, --canaries 4 --canary-repeats 1,10,100 in the default format);
+2. `hvdlm.train` on each, one rank (`--np` for more, through horovodrun), the demo's GPT
+   (4 layers, 128 wide, 128-byte context); both runs take the same number of steps, chosen by
+   a 30-step calibration run so that each trains for about --minutes;
+3. `hvdlm.audit`: exposure, extraction (every eligible document: p = k = 50 tokens) and PII in
+   samples on the plain run, extraction on the deduplicated one.
+
+Writes OUT/report.md (the tables), OUT/report.json (every number, with the audits and the
+machine) and OUT/exposure.png, OUT/extraction.png (need matplotlib: hvdlm[bench]). The default
+takes about 10 minutes on 2 busy cores; WORK keeps the datasets, runs and audits.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from benchmarks import report
+from benchmarks.harness import ROOT, module_cmd
+from hvdlm.training import data
+
+EXTENSIONS = (".py", ".txt", ".md")
+SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__", "test", "tests", "idle_test"}
+FILE_BYTES = (400, 8192)       # files outside this range are left out of the subset
+DUPLICATES = ((16, 8), (4, 8))  # (occurrences, files): 8 files made to occur 16 times, 8 4 times
+DUP_MAX_BYTES = 2048           # only small files are duplicated, so copies stay a small share
+CANARIES = ["--canaries", "4", "--canary-repeats", "1,10,100"]  # format: "my pin is {d6}"
+PREPROCESS = ["--tokenizer", "byte", "--val-fraction", "0.1", "--workers", "1"]
+MICRO_BATCH, SEQ_LEN = 16, 128
+MODEL = ["model.arch=gpt", "model.n_layer=4", "model.n_head=4", "model.n_embd=128",
+         f"model.seq_len={SEQ_LEN}", f"train.micro_batch={MICRO_BATCH}", "train.lr=2e-3",
+         "train.min_lr=2e-4", "train.warmup_steps=40", "train.eval_interval=1000000",
+         "train.eval_batches=1", "train.log_format=lines", "train.device=cpu"]
+CALIBRATION_STEPS = 30
+AUDIT = ["--device", "cpu", "--documents", "100000", "--prefix", "50", "--suffix", "50"]
+SAMPLES = 32
+
+
+def stdlib_root() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def pool(root: Path) -> list[Path]:
+    """The corpus files that may be chosen: text and code of FILE_BYTES, outside SKIP_DIRS."""
+    found = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)  # not walked into at all
+        for name in sorted(names):
+            path = Path(folder, name)
+            if path.suffix in EXTENSIONS and path.is_file() \
+                    and FILE_BYTES[0] <= path.stat().st_size <= FILE_BYTES[1]:
+                found.append(path)
+    return found
+
+
+def build_corpus(root: Path, out: Path, target_bytes: int, seed: int) -> dict[str, Any]:
+    """Copy a seeded subset of `root` into `out`, then the deliberate duplicates."""
+    files = pool(root)
+    random.Random(seed).shuffle(files)
+    wanted = sum(n for _, n in DUPLICATES)
+    small = [p for p in files if p.stat().st_size <= DUP_MAX_BYTES][:wanted]
+    if len(small) < wanted:
+        raise SystemExit(f"benchmarks.privacy: {root} has {len(small)} files of "
+                         f"{FILE_BYTES[0]} to {DUP_MAX_BYTES} bytes; {wanted} are duplicated")
+    chosen, total = list(small), sum(p.stat().st_size for p in small)  # always all of them
+    for path in files:
+        if total >= target_bytes:
+            break
+        if path not in small:
+            chosen.append(path)
+            total += path.stat().st_size
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    names = {}
+    for i, path in enumerate(chosen):  # index first: flattened paths never collide
+        names[path] = f"{i:04d}_{'_'.join(path.relative_to(root).parts)}"
+        shutil.copyfile(path, out / names[path])
+    duplicated, at, extra = [], 0, 0
+    for occurrences, n in DUPLICATES:
+        for path in small[at:at + n]:
+            stem, suffix = os.path.splitext(names[path])
+            for copy in range(1, occurrences):
+                shutil.copyfile(path, out / f"{stem}.copy{copy:02d}{suffix}")
+            extra += (occurrences - 1) * path.stat().st_size
+            duplicated.append({"file": str(path.relative_to(root)), "occurrences": occurrences,
+                               "bytes": path.stat().st_size})
+        at += n
+    return {"files": len(chosen), "bytes": total, "duplicated": duplicated,
+            "duplicate_bytes": extra, "documents": len(chosen) + sum(
+                (o - 1) * n for o, n in DUPLICATES)}
+
+
+def run_logged(cmd: Sequence[str], log: Path, threads: int, timeout: float = 3600) -> float:
+    """Run cmd with its output in `log`; seconds taken. A failure ends the study, log shown."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    started = time.perf_counter()
+    with open(log, "w") as f:
+        status = subprocess.run(list(cmd), stdout=f, stderr=subprocess.STDOUT, env=env,
+                                cwd=ROOT, timeout=timeout).returncode
+    if status != 0:
+        tail = "".join(log.read_text().splitlines(keepends=True)[-20:])
+        raise SystemExit(f"benchmarks.privacy: {' '.join(map(str, cmd[:4]))} ... exited "
+                         f"{status}; {log}:\n{tail}")
+    return time.perf_counter() - started
+
+
+def train_cmd(data_dir: Path, run: Path, steps: int, np_: int) -> list[str]:
+    args = ["--data", data_dir, "--out", run, "--resume", "never", *MODEL,
+            f"train.max_steps={steps}", f"train.ckpt_interval={steps}",
+            f"train.log_interval={min(20, max(1, steps // 3))}"]
+    cmd = module_cmd("hvdlm.train", *args)
+    if np_ > 1:
+        horovodrun = str(Path(sys.executable).with_name("horovodrun"))
+        cmd = [horovodrun, "-np", str(np_), "-H", f"localhost:{np_}", "--gloo", *cmd]
+    return cmd
+
+
+def throughput(run: Path) -> float:
+    """Median tokens/s (all ranks) of a run's logged intervals, the first (warm-up) left out."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    speeds = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
+    return statistics.median(speeds[1:] or speeds)
+
+
+def final_loss(run: Path) -> float | None:
+    """The training loss of the last logged interval."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return next((r["loss"] for r in reversed(records) if "loss" in r), None)
+
+
+def train_tokens(data_dir: Path) -> int:
+    return sum(s.n_tokens for s in data.open_dataset(data_dir).splits["train"])
+
+
+def study(args: argparse.Namespace) -> dict[str, Any]:
+    work, started, seconds = Path(args.work), time.perf_counter(), {}
+    work.mkdir(parents=True, exist_ok=True)
+    root = Path(args.corpus) if args.corpus else stdlib_root()
+
+    def stage(name: str, text: str) -> None:
+        print(f"[privacy {time.perf_counter() - started:5.0f}s] {text}", flush=True)
+
+    stage("corpus", f"corpus: a subset of {root} -> {work / 'corpus'}")
+    corpus = build_corpus(root, work / "corpus", args.corpus_bytes, args.seed)
+    datasets = {"plain": work / "data-plain", "dedup": work / "data-dedup"}
+    for name, flags in (("plain", []), ("dedup", ["--dedup"])):
+        stage(name, f"preprocessing ({name}) -> {datasets[name]}")
+        seconds[f"preprocess_{name}"] = run_logged(module_cmd(
+            "hvdlm.preprocess", work / "corpus", "--out", datasets[name], "--overwrite",
+            "--seed", args.seed, *PREPROCESS, *CANARIES, *flags),
+            work / f"preprocess-{name}.log", args.threads)
+    stage("calibrate", f"calibrating: {CALIBRATION_STEPS} steps")
+    shutil.rmtree(work / "run-calibrate", ignore_errors=True)
+    seconds["calibrate"] = run_logged(
+        train_cmd(datasets["plain"], work / "run-calibrate", CALIBRATION_STEPS, args.np),
+        work / "train-calibrate.log", args.threads)
+    calibrated = throughput(work / "run-calibrate")
+    step_tokens = MICRO_BATCH * SEQ_LEN * args.np
+    steps = max(10, round(args.minutes * 60 * calibrated / step_tokens))
+    runs, audits = {}, {}
+    for name in ("plain", "dedup"):
+        run = work / f"run-{name}"
+        shutil.rmtree(run, ignore_errors=True)
+        stage(name, f"training ({name}): {steps} steps, about {args.minutes:g} min -> {run}")
+        seconds[f"train_{name}"] = run_logged(train_cmd(datasets[name], run, steps, args.np),
+                                              work / f"train-{name}.log", args.threads)
+        tokens = train_tokens(datasets[name])
+        runs[name] = {"steps": steps, "tokens_per_s": throughput(run),
+                      "train_tokens": tokens, "epochs": steps * step_tokens / tokens,
+                      "final_loss": final_loss(run)}
+        out = work / f"audit-{name}"
+        shutil.rmtree(out, ignore_errors=True)
+        sections = "exposure,extraction,pii" if name == "plain" else "extraction"
+        stage(name, f"auditing ({name}: {sections}) -> {out}")
+        seconds[f"audit_{name}"] = run_logged(module_cmd(
+            "hvdlm.audit", "--run", run, "--data", datasets[name], "--out", out, *AUDIT,
+            "--sections", sections, "--samples", SAMPLES, "--seed", args.seed),
+            work / f"audit-{name}.log", args.threads)
+        audits[name] = json.loads((out / "audit.json").read_text())
+    seconds["total"] = time.perf_counter() - started
+    canaries = json.loads((datasets["plain"] / "canaries.json").read_text())
+    pii = audits["plain"]["pii"]
+    return {"corpus": {"source": "stdlib" if not args.corpus else "folder",
+                       "python": sys.version.split()[0], **corpus},
+            "canaries": {"template": canaries["template"], "space": canaries["space"],
+                         "per_group": int(CANARIES[1]), "repeats": CANARIES[3]},
+            "settings": {"minutes": args.minutes, "corpus_bytes": args.corpus_bytes,
+                         "seed": args.seed, "np": args.np, "threads": args.threads,
+                         "model": MODEL, "preprocess": PREPROCESS, "audit": AUDIT,
+                         "samples": SAMPLES},
+            "calibration": {"steps": CALIBRATION_STEPS, "tokens_per_s": calibrated},
+            "runs": runs,
+            "exposure": audits["plain"]["exposure"],
+            "extraction": {name: audits[name]["extraction"] for name in audits},
+            "pii": {k: v for k, v in pii.items() if k != "strings"},  # counts, not the strings
+            "seconds": {k: round(v, 1) for k, v in seconds.items()},
+            "machine": report.machine_info()}
+
+
+def _rate(part: dict[str, Any] | None) -> str:
+    if not part or not part.get("documents"):
+        return "–"
+    return f"{part['extracted']}/{part['documents']} ({100 * part['rate']:.0f}%)"
+
+
+def exposure_rows(payload: dict[str, Any]) -> list[list[Any]]:
+    epochs = payload["runs"]["plain"]["epochs"]
+    rows = []
+    for g in payload["exposure"]["groups"]:
+        kind = "exact" if "mean_exposure_exact" in g else "estimate"
+        seen = "never" if g["repeats"] == 0 else f"≈{g['repeats'] * epochs:.0f}"
+        rows.append(["control (never inserted)" if g["repeats"] == 0 else f"{g['repeats']}×",
+                     g["n"], seen, f"{g[f'mean_exposure_{kind}']:.1f}",
+                     f"{min(s[f'exposure_{kind}'] for s in g['secrets']):.1f}–"
+                     f"{g[f'max_exposure_{kind}']:.1f}", f"{g['mean_exposure_estimate']:.1f}"])
+    return rows
+
+
+def extraction_rows(payload: dict[str, Any]) -> list[list[Any]]:
+    x = payload["extraction"]
+    buckets = [b for b in ("1", "2-9", "10-99", "100+")
+               if any(b in (x[n]["train"].get("by_occurrences") or {}) for n in x)]
+    rows = [[f"train, {b}×", _rate(x["plain"]["train"]["by_occurrences"].get(b)),
+             _rate((x["dedup"]["train"].get("by_occurrences") or {}).get(b))] for b in buckets]
+    rows.append(["train, all", _rate(x["plain"]["train"]), _rate(x["dedup"]["train"])])
+    val = [b for b in ("1", "2-9", "10-99", "100+")
+           if b in (x["plain"]["val"].get("by_occurrences") or {})]
+    rows += [[f"val, {b}× (never trained on)", _rate(x["plain"]["val"]["by_occurrences"][b]),
+              _rate((x["dedup"]["val"].get("by_occurrences") or {}).get(b))] for b in val]
+    if len(val) > 1:
+        rows.append(["val, all", _rate(x["plain"]["val"]), _rate(x["dedup"]["val"])])
+    return rows
+
+
+def tables(payload: dict[str, Any]) -> str:
+    """The two tables of the study: exposure by repeats, extraction by occurrences."""
+    e = payload["exposure"]
+    exposure = report.md_table(["canaries", "secrets", "seen in training", "exposure (bits)",
+                                "range", "estimate"], exposure_rows(payload))
+    extraction = report.md_table(["documents (occurrences before dedup)", "without --dedup",
+                                  "with --dedup"], extraction_rows(payload))
+    return (f"Exposure of `{e['template']}` canaries (at most {e['max_exposure_bits']:.1f} "
+            f"bits: ranked first of {e['space']:,}; exact enumeration, the skew-normal "
+            f"estimate beside it):\n\n{exposure}\n\nExtraction (greedy decoding reproduces "
+            f"the next {payload['extraction']['plain']['suffix']} tokens exactly from the "
+            f"first {payload['extraction']['plain']['prefix']}; tokens are bytes):\n\n"
+            f"{extraction}")
+
+
+def write_reports(out: Path, payload: dict[str, Any]) -> None:
+    report.write_json(out, payload)  # first: the Markdown can be made again from it
+    c, runs, s = payload["corpus"], payload["runs"], payload["settings"]
+    source = (f"the Python {c['python']} standard library" if c["source"] == "stdlib"
+              else "the --corpus folder")
+    dups = ", ".join(f"{n} files made to occur {o} times" for o, n in DUPLICATES)
+    pii = payload["pii"]
+    found = ", ".join(f"{v['found']} {k}" for k, v in pii["by_kind"].items() if v["found"])
+    setup = (
+        f"Corpus: {c['files']} files of {source} ({c['bytes']:,} bytes; .py/.txt/.md files of "
+        f"{FILE_BYTES[0]} B to {FILE_BYTES[1] // 1024} KB outside tests and site-packages, "
+        f"chosen by seed {s['seed']}), plus deliberate duplicates: {dups} (files of at most "
+        f"{DUP_MAX_BYTES // 1024} KB; {c['duplicate_bytes']:,} bytes of copies). Byte "
+        f"tokenizer, 10% of the distinct texts held out, {payload['canaries']['per_group']} "
+        f"canaries per repeat count ({payload['canaries']['repeats']}) and as many controls. "
+        f"Each run: a 4-layer, 128-wide GPT (the demo's), {runs['plain']['steps']} steps of "
+        f"{MICRO_BATCH} x {SEQ_LEN} bytes on {s['np']} rank(s) of {s['threads']} thread(s): "
+        f"{runs['plain']['epochs']:.1f} epochs of the plain dataset "
+        f"({runs['plain']['train_tokens']:,} train tokens, final loss "
+        f"{runs['plain']['final_loss']:.2f}) and {runs['dedup']['epochs']:.1f} of the "
+        f"deduplicated one ({runs['dedup']['train_tokens']:,}, final loss "
+        f"{runs['dedup']['final_loss']:.2f}): the same compute, so a document kept once is "
+        "seen more often after dedup than a single document before it. Throughput "
+        f"{runs['plain']['tokens_per_s']:,.0f} and {runs['dedup']['tokens_per_s']:,.0f} "
+        f"tokens/s. PII in {pii['samples']} unconditioned samples of {pii['tokens_per_sample']}"
+        f" tokens (plain run): {found or 'none'} found, {pii['in_training_text']} of them "
+        "verbatim in the training text. The machine (2 cores) was shared with other agents' "
+        "jobs while this ran: the load averages above are part of the result; they change the "
+        "throughput, hence the steps taken in the time, not what a step computes. Stages "
+        f"(seconds): {', '.join(f'{k} {v:g}' for k, v in payload['seconds'].items())}.")
+    command = (f"python -m benchmarks.privacy --minutes {s['minutes']:g} "
+               f"--corpus-bytes {s['corpus_bytes']} --seed {s['seed']}")
+    pictures = plots(out, payload)
+    body = tables(payload) + "".join(f"\n\n![{p.stem}]({p.name})" for p in pictures)
+    report.write_md(out, "What a small model memorises of a real corpus",
+                    [("Result", body), ("Setup", setup), ("Reproduce", f"`{command}`")],
+                    payload["machine"])
+
+
+def plots(out: Path, payload: dict[str, Any]) -> list[Path]:
+    """exposure.png (each secret, by repeats) and extraction.png (rate by occurrences)."""
+    try:  # optional: only plotting needs it
+        import matplotlib
+    except ImportError:
+        print(report.PLOTS_NEED, file=sys.stderr, flush=True)
+        return []
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    e = payload["exposure"]
+    groups = sorted(e["groups"], key=lambda g: g["repeats"])
+    kind = "exposure_exact" if "mean_exposure_exact" in groups[0] else "exposure_estimate"
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=90)
+    for i, g in enumerate(groups):
+        values = [s[kind] for s in g["secrets"]]
+        ax.plot([i + 0.06 * (j - (len(values) - 1) / 2) for j in range(len(values))], values,
+                "o", color="C0", alpha=0.6)
+    ax.plot(range(len(groups)), [g[f"mean_{kind}"] for g in groups], "s-", color="C1",
+            label="mean")
+    ax.axhline(e["max_exposure_bits"], ls="--", color="grey",
+               label=f"ranked first of {e['space']:,}")
+    ax.set_xticks(range(len(groups)), ["control" if g["repeats"] == 0 else f"{g['repeats']}×"
+                                       for g in groups])
+    ax.set_xlabel("copies of the canary in the training split")
+    ax.set_ylabel("exposure (bits)")
+    ax.set_title(f"'{e['template']}' canaries, {payload['runs']['plain']['steps']} steps",
+                 fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "exposure.png")
+    plt.close(fig)
+    x = payload["extraction"]
+    names = [b for b in ("1", "2-9", "10-99", "100+") if b in x["plain"]["train"]
+             .get("by_occurrences", {})]
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=90)
+    for k, (run, label) in enumerate((("plain", "without --dedup"), ("dedup", "with --dedup"))):
+        train = x[run]["train"].get("by_occurrences") or {}
+        rates = [100 * (train.get(b) or {}).get("rate", 0) for b in names]
+        val = (x[run]["val"].get("by_occurrences") or {}).get("1") or x[run]["val"]
+        rates.append(100 * (val["rate"] or 0))
+        ax.bar([i + 0.4 * k - 0.2 for i in range(len(rates))], rates, 0.4, label=label)
+    ax.set_xticks(range(len(names) + 1), [f"train {b}×" for b in names] + ["val 1×"])
+    ax.set_ylim(0, 105)
+    ax.set_xlabel("documents by occurrences in the corpus before dedup")
+    ax.set_ylabel("extracted (%)")
+    ax.set_title("greedy extraction, 50-token prefix and suffix", fontsize=10)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "extraction.png")
+    plt.close(fig)
+    return [out / "exposure.png", out / "extraction.png"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="benchmarks.privacy", description=__doc__.split("\n")[0])
+    p.add_argument("--corpus", metavar="PATH", help="a folder (default: the stdlib)")
+    p.add_argument("--corpus-bytes", type=int, default=400_000,
+                   help="size of the subset before duplicates (default 400000)")
+    p.add_argument("--minutes", type=float, default=3.0, help="training minutes per run")
+    p.add_argument("--np", type=int, default=1, help="ranks per run (>1: horovodrun)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", default="runs/privacy", help="corpus, datasets, runs, audits")
+    p.add_argument("--out", default="docs/privacy")
+    args = p.parse_args(argv)
+    if args.minutes <= 0 or args.np < 1 or args.threads < 1 or args.corpus_bytes < 1:
+        p.error("--minutes, --np, --threads and --corpus-bytes must be positive")
+    if args.corpus and not Path(args.corpus).is_dir():
+        p.error(f"--corpus {args.corpus}: not a folder")
+    payload = study(args)
+    write_reports(Path(args.out), payload)
+    print(f"wrote {Path(args.out) / 'report.md'}, report.json and the plots")
+    return 0 if all(math.isfinite(r["final_loss"] or math.nan) for r in payload["runs"].values()) \
+        else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
