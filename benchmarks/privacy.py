@@ -1,13 +1,16 @@
 """What does a small model memorise of a real corpus? Canary exposure and extraction, with and
 without --dedup, end to end through hvdlm's own commands.
 
-    python -m benchmarks.privacy [--corpus PATH] [--minutes 3] [--out docs/privacy]
+    python -m benchmarks.privacy [--corpus PATH] [--minutes 3.5] [--out docs/privacy]
 
 The corpus (default: the running Python's standard library; --corpus: any folder) is cut to a
 seeded subset of its .py, .txt and .md files of 400 B to 8 KB, about --corpus-bytes in all,
 copied into WORK/corpus. Real code has few exact duplicates, so some are made on purpose
-(`DUPLICATES`): 8 of the subset's files of at most 2 KB are copied so that each occurs 16
-times, and 8 more so that each occurs 4 times. Then, each step a subprocess:
+(`DUPLICATES`), like the canaries' repeats: 4 of the subset's files of at most 1 KB are copied
+so that each occurs 100 times, and 8 more so that each occurs 10 times. They are chosen among
+the files preprocessing keeps for training (a first pass over the subset says which: its val
+choice depends only on the distinct texts and the seed, so the copies do not change it).
+Then, each step a subprocess:
 
 1. `hvdlm.preprocess` twice, as it is and with --dedup (byte tokenizer, 10% of the distinct
    texts held out, --canaries 4 --canary-repeats 1,10,100 in the default format);
@@ -39,13 +42,14 @@ from typing import Any, Sequence
 
 from benchmarks import report
 from benchmarks.harness import ROOT, module_cmd
+from hvdlm.text import shards
 from hvdlm.training import data
 
 EXTENSIONS = (".py", ".txt", ".md")
 SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__", "test", "tests", "idle_test"}
 FILE_BYTES = (400, 8192)       # files outside this range are left out of the subset
-DUPLICATES = ((16, 8), (4, 8))  # (occurrences, files): 8 files made to occur 16 times, 8 4 times
-DUP_MAX_BYTES = 2048           # only small files are duplicated, so copies stay a small share
+DUPLICATES = ((100, 4), (10, 8))  # (occurrences, files): 4 files made to occur 100 times, ...
+DUP_MAX_BYTES = 1024           # only small files are duplicated, so copies stay a small share
 CANARIES = ["--canaries", "4", "--canary-repeats", "1,10,100"]  # format: "my pin is {d6}"
 PREPROCESS = ["--tokenizer", "byte", "--val-fraction", "0.1", "--workers", "1"]
 MICRO_BATCH, SEQ_LEN = 16, 128
@@ -75,41 +79,72 @@ def pool(root: Path) -> list[Path]:
     return found
 
 
-def build_corpus(root: Path, out: Path, target_bytes: int, seed: int) -> dict[str, Any]:
-    """Copy a seeded subset of `root` into `out`, then the deliberate duplicates."""
+def choose(root: Path, target_bytes: int, seed: int) -> tuple[list[Path], list[Path]]:
+    """A seeded subset of the pool, about target_bytes, that holds twice as many small files
+    (candidates for duplication) as DUPLICATES needs: some will be held out for val."""
     files = pool(root)
     random.Random(seed).shuffle(files)
-    wanted = sum(n for _, n in DUPLICATES)
+    wanted = 2 * sum(n for _, n in DUPLICATES)
     small = [p for p in files if p.stat().st_size <= DUP_MAX_BYTES][:wanted]
     if len(small) < wanted:
         raise SystemExit(f"benchmarks.privacy: {root} has {len(small)} files of "
-                         f"{FILE_BYTES[0]} to {DUP_MAX_BYTES} bytes; {wanted} are duplicated")
-    chosen, total = list(small), sum(p.stat().st_size for p in small)  # always all of them
+                         f"{FILE_BYTES[0]} to {DUP_MAX_BYTES} bytes; {wanted} are needed")
+    chosen, total = list(small), sum(p.stat().st_size for p in small)
     for path in files:
         if total >= target_bytes:
             break
         if path not in small:
             chosen.append(path)
             total += path.stat().st_size
+    return chosen, small
+
+
+def held_out(corpus: Path, probe: Path, seed: int, threads: int) -> set[str]:
+    """The texts `hvdlm.preprocess` holds out for val from `corpus`. Its choice depends on the
+    set of distinct texts and the seed only, so copies added later do not change it."""
+    run_logged(module_cmd("hvdlm.preprocess", corpus, "--out", probe, "--overwrite", "--seed",
+                          seed, *PREPROCESS), probe.with_suffix(".log"), threads)
+    manifest = data.open_dataset(probe)
+    tok = manifest.open_tokenizer()
+    texts = set()
+    for info in manifest.splits.get("val", []):
+        path = manifest.shard_path(info)
+        tokens, offsets = shards.open_tokens(path), shards.read_doc_offsets(path)
+        texts |= {tok.decode(tokens[a:b - 1].tolist()) for a, b in zip(offsets, offsets[1:])}
+    return texts
+
+
+def build_corpus(root: Path, work: Path, target_bytes: int, seed: int,
+                 threads: int) -> dict[str, Any]:
+    """WORK/corpus: a seeded subset of `root`, then copies of some of its small files that
+    preprocessing keeps for training (a first pass over the subset tells which)."""
+    chosen, small = choose(root, target_bytes, seed)
+    out = work / "corpus"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     names = {}
     for i, path in enumerate(chosen):  # index first: flattened paths never collide
         names[path] = f"{i:04d}_{'_'.join(path.relative_to(root).parts)}"
         shutil.copyfile(path, out / names[path])
-    duplicated, at, extra = [], 0, 0
+    val = held_out(out, work / "data-probe", seed, threads)
+    text = {p: p.read_bytes().decode("utf-8", errors="replace") for p in chosen}
+    if val - set(text.values()):
+        raise SystemExit(f"benchmarks.privacy: {len(val - set(text.values()))} val texts match "
+                         "no file: cannot tell which files are trained on")
+    small = [p for p in small if text[p] not in val]
+    duplicated, extra = [], 0
     for occurrences, n in DUPLICATES:
-        for path in small[at:at + n]:
+        for path in small[:n]:
             stem, suffix = os.path.splitext(names[path])
             for copy in range(1, occurrences):
                 shutil.copyfile(path, out / f"{stem}.copy{copy:02d}{suffix}")
             extra += (occurrences - 1) * path.stat().st_size
             duplicated.append({"file": str(path.relative_to(root)), "occurrences": occurrences,
                                "bytes": path.stat().st_size})
-        at += n
-    return {"files": len(chosen), "bytes": total, "duplicated": duplicated,
-            "duplicate_bytes": extra, "documents": len(chosen) + sum(
-                (o - 1) * n for o, n in DUPLICATES)}
+        small = small[n:]
+    return {"files": len(chosen), "bytes": sum(p.stat().st_size for p in chosen),
+            "val_texts": len(val), "duplicated": duplicated, "duplicate_bytes": extra,
+            "documents": len(chosen) + sum((o - 1) * n for o, n in DUPLICATES)}
 
 
 def run_logged(cmd: Sequence[str], log: Path, threads: int, timeout: float = 3600) -> float:
@@ -159,19 +194,19 @@ def study(args: argparse.Namespace) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     root = Path(args.corpus) if args.corpus else stdlib_root()
 
-    def stage(name: str, text: str) -> None:
+    def stage(text: str) -> None:
         print(f"[privacy {time.perf_counter() - started:5.0f}s] {text}", flush=True)
 
-    stage("corpus", f"corpus: a subset of {root} -> {work / 'corpus'}")
-    corpus = build_corpus(root, work / "corpus", args.corpus_bytes, args.seed)
+    stage(f"corpus: a subset of {root} -> {work / 'corpus'}")
+    corpus = build_corpus(root, work, args.corpus_bytes, args.seed, args.threads)
     datasets = {"plain": work / "data-plain", "dedup": work / "data-dedup"}
     for name, flags in (("plain", []), ("dedup", ["--dedup"])):
-        stage(name, f"preprocessing ({name}) -> {datasets[name]}")
+        stage(f"preprocessing ({name}) -> {datasets[name]}")
         seconds[f"preprocess_{name}"] = run_logged(module_cmd(
             "hvdlm.preprocess", work / "corpus", "--out", datasets[name], "--overwrite",
             "--seed", args.seed, *PREPROCESS, *CANARIES, *flags),
             work / f"preprocess-{name}.log", args.threads)
-    stage("calibrate", f"calibrating: {CALIBRATION_STEPS} steps")
+    stage(f"calibrating: {CALIBRATION_STEPS} steps")
     shutil.rmtree(work / "run-calibrate", ignore_errors=True)
     seconds["calibrate"] = run_logged(
         train_cmd(datasets["plain"], work / "run-calibrate", CALIBRATION_STEPS, args.np),
@@ -183,7 +218,7 @@ def study(args: argparse.Namespace) -> dict[str, Any]:
     for name in ("plain", "dedup"):
         run = work / f"run-{name}"
         shutil.rmtree(run, ignore_errors=True)
-        stage(name, f"training ({name}): {steps} steps, about {args.minutes:g} min -> {run}")
+        stage(f"training ({name}): {steps} steps, about {args.minutes:g} min -> {run}")
         seconds[f"train_{name}"] = run_logged(train_cmd(datasets[name], run, steps, args.np),
                                               work / f"train-{name}.log", args.threads)
         tokens = train_tokens(datasets[name])
@@ -193,7 +228,7 @@ def study(args: argparse.Namespace) -> dict[str, Any]:
         out = work / f"audit-{name}"
         shutil.rmtree(out, ignore_errors=True)
         sections = "exposure,extraction,pii" if name == "plain" else "extraction"
-        stage(name, f"auditing ({name}: {sections}) -> {out}")
+        stage(f"auditing ({name}: {sections}) -> {out}")
         seconds[f"audit_{name}"] = run_logged(module_cmd(
             "hvdlm.audit", "--run", run, "--data", datasets[name], "--out", out, *AUDIT,
             "--sections", sections, "--samples", SAMPLES, "--seed", args.seed),
@@ -281,8 +316,9 @@ def write_reports(out: Path, payload: dict[str, Any]) -> None:
         f"Corpus: {c['files']} files of {source} ({c['bytes']:,} bytes; .py/.txt/.md files of "
         f"{FILE_BYTES[0]} B to {FILE_BYTES[1] // 1024} KB outside tests and site-packages, "
         f"chosen by seed {s['seed']}), plus deliberate duplicates: {dups} (files of at most "
-        f"{DUP_MAX_BYTES // 1024} KB; {c['duplicate_bytes']:,} bytes of copies). Byte "
-        f"tokenizer, 10% of the distinct texts held out, {payload['canaries']['per_group']} "
+        f"{DUP_MAX_BYTES} B that preprocessing keeps for training; {c['duplicate_bytes']:,} "
+        f"bytes of copies). Byte tokenizer, 10% of the distinct texts held out "
+        f"({c['val_texts']} files), {payload['canaries']['per_group']} "
         f"canaries per repeat count ({payload['canaries']['repeats']}) and as many controls. "
         f"Each run: a 4-layer, 128-wide GPT (the demo's), {runs['plain']['steps']} steps of "
         f"{MICRO_BATCH} x {SEQ_LEN} bytes on {s['np']} rank(s) of {s['threads']} thread(s): "
@@ -366,9 +402,9 @@ def plots(out: Path, payload: dict[str, Any]) -> list[Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="benchmarks.privacy", description=__doc__.split("\n")[0])
     p.add_argument("--corpus", metavar="PATH", help="a folder (default: the stdlib)")
-    p.add_argument("--corpus-bytes", type=int, default=400_000,
-                   help="size of the subset before duplicates (default 400000)")
-    p.add_argument("--minutes", type=float, default=3.0, help="training minutes per run")
+    p.add_argument("--corpus-bytes", type=int, default=300_000,
+                   help="size of the subset before duplicates (default 300000)")
+    p.add_argument("--minutes", type=float, default=3.5, help="training minutes per run")
     p.add_argument("--np", type=int, default=1, help="ranks per run (>1: horovodrun)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--seed", type=int, default=0)

@@ -247,15 +247,18 @@ def test_privacy_corpus_has_its_duplicates_and_the_report_remakes_from_its_json(
     from benchmarks import privacy  # in this process: no interpreter start
     root = tmp_path / "lib"
     (root / "tests").mkdir(parents=True)
-    for i in range(24):
-        (root / f"m{i:02d}.py").write_text(f"# module {i}\n" + "x = 1\n" * (70 + 8 * i))
+    for i in range(30):
+        (root / f"m{i:02d}.py").write_text(f"# module {i}\n" + "x = 1\n" * (70 + i))
     (root / "tests" / "test_a.py").write_text("assert True\n" * 100)
-    got = privacy.build_corpus(root, tmp_path / "corpus", 4000, seed=0)
+    got = privacy.build_corpus(root, tmp_path, 4000, seed=0, threads=1)
     texts = [p.read_text() for p in (tmp_path / "corpus").iterdir()]
     copies = sorted(texts.count(t) for t in set(texts))
-    assert copies.count(16) == 8 and copies.count(4) == 8 and got["documents"] == len(texts)
+    assert copies.count(100) == 4 and copies.count(10) == 8 and got["documents"] == len(texts)
+    assert got["val_texts"] >= 1  # the probe's val texts: none of them is copied
+    val = privacy.held_out(tmp_path / "corpus", tmp_path / "probe2", 0, 1)
+    assert val and all(texts.count(t) == 1 for t in val)
     assert not any(t.startswith("assert") for t in texts)  # tests/ is not walked
-    committed = privacy.ROOT / "docs" / "privacy"
+    committed = ROOT / "docs" / "privacy"
     if not (committed / "report.json").exists():
         pytest.skip("no docs/privacy/report.json: run python -m benchmarks.privacy")
     payload = json.loads((committed / "report.json").read_text())

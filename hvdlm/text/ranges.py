@@ -122,6 +122,9 @@ class LineRange:
             if len(line) <= max_bytes or line.endswith(b"\n"):
                 yield offset, line
                 continue
+            # Free it first: held while its rest is skipped, it makes every chunk read below
+            # fresh pages from the kernel (20 GB of page faults for a 10 GiB line, measured).
+            del line
             while not self._at_line_start:
                 if self.pos >= self.end:  # any line after this one starts past the end
                     self._done = True
