@@ -48,17 +48,26 @@ def _long_line(path: Path, size: int) -> None:
         f.write(b'"}')  # no newline: the file is one line
 
 
+# Forks and execs the command from a fresh, small interpreter and writes the command's peak RSS
+# (its rusage, which includes the worker processes it waited for) to argv[1]. Forked from
+# pytest itself, the child's peak would include pytest's own memory, copied before the exec.
+MEASURE = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+_, status, usage = os.wait4(pid, 0)
+open(sys.argv[1], "w").write(str(usage.ru_maxrss * 1024))
+sys.exit(os.waitstatus_to_exitcode(status) & 0xFF)
+"""
+
+
 def _run_measured(tmp_path: Path, *args) -> tuple[subprocess.CompletedProcess, int]:
-    """Run python -m hvdlm.preprocess ARGS; its output and peak RSS in bytes (rusage of the
-    child, which includes the worker processes it waited for)."""
-    with (tmp_path / "stdout").open("w+") as out, (tmp_path / "stderr").open("w+") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "hvdlm.preprocess", *map(str, args)],
-                                cwd=ROOT, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)  # Popen.wait() would not return the rusage
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0), err.seek(0)
-        return (subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read()),
-                usage.ru_maxrss * 1024)
+    """Run python -m hvdlm.preprocess ARGS; its output and peak RSS in bytes."""
+    peak = tmp_path / "peak-rss"
+    proc = subprocess.run([sys.executable, "-c", MEASURE, peak, "-m", "hvdlm.preprocess",
+                           *map(str, args)], cwd=ROOT, capture_output=True, text=True)
+    return proc, int(peak.read_text())
 
 
 def test_bombs_and_endless_files_are_skipped_in_bounded_memory(tmp_path):
