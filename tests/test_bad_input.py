@@ -7,7 +7,6 @@ from hypothesis import strategies as st
 from hvdlm import preprocess, verify
 from tests.conftest import run_module
 
-
 # (command, arguments, exit status, words the one line must contain). DATA / RUN / TMP are
 # replaced by a real dataset, a run folder that will not be created, and a scratch folder.
 CASES = [

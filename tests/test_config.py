@@ -3,8 +3,8 @@ import pytest
 
 import hvdlm.train
 import hvdlm.training.trainer
-from hvdlm.config import Config, config_from_dict, load_config, to_toml
 from hvdlm.config import tomllib  # tomli on Python 3.10
+from hvdlm.config import Config, config_from_dict, load_config, to_toml
 from hvdlm.errors import UsageError
 from hvdlm.text.shards import load_manifest
 from hvdlm.training.checkpoint import load_latest

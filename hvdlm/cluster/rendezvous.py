@@ -47,7 +47,6 @@ from hvdlm import cli
 from hvdlm.cluster.hostlist import hosts_string, parse_hosts
 from hvdlm.errors import HvdlmError, UsageError
 
-
 SECRET_ENV = "HOROVOD_GLOO_RENDEZVOUS_SECRET"  # read by the patched C++ HTTP store too
 MIN_BODY_LIMIT = 64 * 1024   # bytes of one PUT; Gloo's largest value is ~136 B per peer rank
 BODY_BYTES_PER_RANK = 256    # so the limit grows with the job: max(64 KiB, 256 B x size)

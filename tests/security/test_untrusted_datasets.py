@@ -20,7 +20,6 @@ from hvdlm.text.shards import sha256_file
 from tests.conftest import TINY_RUN, run_module
 
 
-
 def _manifest(data: Path) -> dict:
     return json.loads((data / "manifest.json").read_text())
 

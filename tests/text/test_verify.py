@@ -14,7 +14,6 @@ from hvdlm.text.shards import sha256_file, verify_dataset
 from tests.conftest import run_module
 
 
-
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("verify")

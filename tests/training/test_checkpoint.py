@@ -238,6 +238,7 @@ def own_signal_handlers():
 def test_run_resumed_from_an_older_checkpoint_continues_its_own_lineage(
         byte_dataset, tmp_path, own_signal_handlers):
     import time
+
     from hvdlm.training.runlog import read_metrics
     run = tmp_path / "run"
     assert _trainer(byte_dataset, run, "never", "train.max_steps=6",

@@ -20,7 +20,6 @@ from hvdlm.text import shards
 from hvdlm.training.data import (EvalBatches, GlobalOrder, InlineLoader, TokenWindows, TrainBatches,
                                  loader, open_dataset)
 
-
 VOCAB = 4096
 SPREAD = 256  # shard k's tokens are k*SPREAD + (0..SPREAD-1): a window that crossed shows it
 
