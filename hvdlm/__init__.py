@@ -6,10 +6,12 @@
     training/   data → trainer (optim, scoring) → checkpoint: pure PyTorch
     cluster/    hostlist, rendezvous, launch, submit, requeue: where ranks come from (srun,
                 submitit, local hosts); distributed: every Horovod call of the training loop
-    config, errors, cli   shared: one config tree, error types and exit codes, CLI plumbing
+    interpret/  what a model learned (hvdlm.explain); privacy/: what it memorised (hvdlm.audit)
+    config, errors, cli, outfolder, versions   shared: one config tree, error types and exit
+                codes, CLI plumbing, complete-or-absent output folders, installed versions
 
 The commands are thin modules at the top: preprocess, verify, train, evaluate, generate,
-launch, submit (`python -m hvdlm.<command>`).
+export, explain, audit, launch, submit (`python -m hvdlm.<command>`; `hvdlm` lists them).
 """
 
 __version__ = "0.1.0"
