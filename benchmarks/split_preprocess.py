@@ -25,10 +25,11 @@ import random
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-OPTIONS = ["--val-fraction", "0.01", "--seed", "0", "--overwrite"]
+from benchmarks.preprocess import run_preprocess
+
+OPTIONS = ["--val-fraction", "0.01", "--seed", "0"]  # run_preprocess adds --overwrite
 
 
 def write_corpus(path: Path, mb: int) -> int:
@@ -48,14 +49,7 @@ def write_corpus(path: Path, mb: int) -> int:
 
 
 def run(corpus: Path, out: Path, *extra: str) -> float:
-    argv = [sys.executable, "-m", "hvdlm.preprocess", str(corpus), "--out", str(out),
-            *OPTIONS, *extra]
-    start = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f"preprocess failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
-    return seconds
+    return run_preprocess([str(corpus)], out, *OPTIONS, *extra)
 
 
 def dataset_files(root: Path) -> dict[str, bytes]:

@@ -3,6 +3,7 @@ is the plugin tests/ci_rule.py, loaded here."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,15 @@ def small_corpus(dest: Path, n_files: int = 24) -> Path:
     for i, path in enumerate(files[:n_files]):
         shutil.copy(path, dest / f"{i:03d}_{path.name}")
     return dest
+
+
+@pytest.fixture
+def own_signal_handlers():
+    """A Trainer in this process installs SIGTERM/SIGUSR1 handlers; pytest's come back after."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
 
 
 @pytest.fixture(scope="session")

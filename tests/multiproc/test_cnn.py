@@ -5,7 +5,6 @@ twice the micro-batch; evaluate and generate (through its cache) work on the run
     .venv/bin/python -m pytest tests/multiproc/test_cnn.py
 """
 import json
-import signal
 import sys
 
 import pytest
@@ -28,15 +27,6 @@ STEPS, RESUME_AT = 40, 8
 CNN = [*TINY, "model.arch=cnn", "model.kernel_size=3", "model.dilation_growth=2",
        f"train.max_steps={STEPS}", "train.eval_interval=20", f"train.ckpt_interval={RESUME_AT}",
        "train.keep_checkpoints=5", "train.eval_batches=4"]
-
-
-@pytest.fixture
-def own_signal_handlers():
-    """A Trainer in this process installs SIGTERM/SIGUSR1 handlers; pytest's come back after."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
 
 
 @pytest.fixture

@@ -226,15 +226,6 @@ def _tensorboard_steps(run, tag):
     return [e.step for e in events.Scalars(tag)]
 
 
-@pytest.fixture
-def own_signal_handlers():
-    """The Trainer installs SIGTERM/SIGUSR1 handlers; give pytest's process its own back."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
-
-
 def test_run_resumed_from_an_older_checkpoint_continues_its_own_lineage(
         byte_dataset, tmp_path, own_signal_handlers):
     import time
