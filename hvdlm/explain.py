@@ -27,7 +27,7 @@ from hvdlm.config import config_from_dict
 from hvdlm.errors import DataError, UsageError
 from hvdlm.interpret import page
 from hvdlm.interpret.report import Explainer, Options
-from hvdlm.models import build_model, count_parameters
+from hvdlm.models import count_parameters
 from hvdlm.training import checkpoint, data
 from hvdlm.training.runfiles import run_tokenizer
 
@@ -77,16 +77,9 @@ def _load(args) -> tuple[torch.nn.Module, checkpoint.TrainingState, str]:
     run = Path(args.run)
     if not run.is_dir():
         raise DataError(f"{run}: no such run folder")
-    if args.checkpoint:
-        path, state = args.checkpoint, checkpoint.load(args.checkpoint)
-    else:
-        found = checkpoint.load_latest(run)
-        if found is None:
-            raise DataError(f"{checkpoint.checkpoint_dir(run)}: no checkpoint to load")
-        path, state = str(found[0]), found[1]
-    model = build_model(config_from_dict(state.config).model)
-    model.load_state_dict(state.model)
-    return model.eval().requires_grad_(False).to(args.device), state, path
+    path, state = checkpoint.load_chosen(run, args.checkpoint)
+    model = checkpoint.model_of(state).requires_grad_(False).to(args.device)
+    return model, state, str(path)
 
 
 def build(args) -> dict:

@@ -34,8 +34,7 @@ def _json(value: dict) -> bytes:
 def export(run: Path, out: Path, checkpoint_path: str | None = None, dtype: str = "fp32",
            tokenizer_path: str | None = None) -> None:
     """Write the Hugging Face folder `out` for the run's (or the given) checkpoint."""
-    state = checkpoint.load(checkpoint_path) if checkpoint_path else \
-        checkpoint.load_run_state(run)
+    state = checkpoint.load_run_state(run, checkpoint_path)
     cfg = config_from_dict(state.config).model
     if cfg.arch != "gpt":
         raise UsageError(f"{run}: model.arch={cfg.arch} cannot be exported; Hugging Face export "

@@ -13,7 +13,6 @@ import torch
 
 from hvdlm.config import config_from_dict
 from hvdlm.errors import UsageError
-from hvdlm.models import build_model
 from hvdlm.text.tokenizer import Tokenizer
 from hvdlm.training import checkpoint
 
@@ -41,14 +40,11 @@ def load(run: str | Path, checkpoint_path: str | None, tokenizer: Tokenizer,
          device: torch.device) -> AuditModel:
     """The run's newest sound checkpoint (or `checkpoint_path`), checked against `tokenizer`
     (DataError on a mismatch, CheckpointError without any checkpoint)."""
-    state = checkpoint.load(checkpoint_path) if checkpoint_path else \
-        checkpoint.load_run_state(run)
+    state = checkpoint.load_run_state(run, checkpoint_path)
     state.require_tokenizer(tokenizer.sha256, tokenizer.source)
     cfg = config_from_dict(state.config).model
-    model = build_model(cfg)
-    model.load_state_dict(state.model)
-    return AuditModel(model.to(device).eval(), device, cfg.seq_len, tokenizer.eos_id,
-                      cfg.vocab_size, cfg.arch, state.step)
+    return AuditModel(checkpoint.model_of(state).to(device), device, cfg.seq_len,
+                      tokenizer.eos_id, cfg.vocab_size, cfg.arch, state.step)
 
 
 def rows_per_batch(lm: AuditModel, length: int, budget: int = 1 << 25) -> int:

@@ -215,17 +215,32 @@ def load_latest(run: str | Path) -> tuple[Path, TrainingState] | None:
     return None
 
 
-def load_run_state(run: str | Path) -> TrainingState:
-    """The training state of the run's newest sound checkpoint; CheckpointError if none."""
+def load_chosen(run: str | Path, path: str | Path | None = None) -> tuple[Path, TrainingState]:
+    """The checkpoint at `path` if given (a user's --checkpoint), else the run's newest sound
+    one, with its path; CheckpointError if there is none."""
+    if path:
+        return Path(path), load(path)
     found = load_latest(run)
     if found is None:
         raise CheckpointError(f"{checkpoint_dir(run)}: no checkpoint to load")
-    return found[1]
+    return found
 
 
-def load_run_model(run: str | Path) -> tuple[torch.nn.Module, TrainingState]:
-    """The model of the run's newest sound checkpoint (CPU, eval mode) and its training state."""
-    state = load_run_state(run)
+def load_run_state(run: str | Path, path: str | Path | None = None) -> TrainingState:
+    """The training state of `path` or of the run's newest sound checkpoint."""
+    return load_chosen(run, path)[1]
+
+
+def load_run_model(run: str | Path,
+                   path: str | Path | None = None) -> tuple[torch.nn.Module, TrainingState]:
+    """The model of `path` or of the run's newest sound checkpoint (CPU, eval mode) and its
+    training state."""
+    state = load_run_state(run, path)
+    return model_of(state), state
+
+
+def model_of(state: TrainingState) -> torch.nn.Module:
+    """The model a training state holds, built from its own config (CPU, eval mode)."""
     model = build_model(config_from_dict(state.config).model)
     model.load_state_dict(state.model)
-    return model.eval(), state
+    return model.eval()
