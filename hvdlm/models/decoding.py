@@ -167,6 +167,12 @@ def nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return logits.index_fill(0, order[before >= top_p], -math.inf)
 
 
+def keep_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """`logits` (..., V) with all but the k largest of each row set to -inf (ties kept)."""
+    kth = torch.topk(logits, min(k, logits.shape[-1]), dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, -math.inf)
+
+
 def pick(logits: torch.Tensor, options: DecodeOptions,
          generator: torch.Generator | None) -> int:
     """Greedy (temperature 0), or one draw after temperature, top-k and top-p."""
@@ -174,8 +180,7 @@ def pick(logits: torch.Tensor, options: DecodeOptions,
         return int(logits.argmax())
     logits = logits / options.temperature
     if options.top_k:
-        kth = torch.topk(logits, min(options.top_k, logits.numel())).values[-1]
-        logits[logits < kth] = -math.inf
+        logits = keep_top_k(logits, options.top_k)
     if options.top_p < 1:
         logits = nucleus(logits, options.top_p)
     return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))

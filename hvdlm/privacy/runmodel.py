@@ -13,6 +13,7 @@ import torch
 
 from hvdlm.config import config_from_dict
 from hvdlm.errors import UsageError
+from hvdlm.models.decoding import keep_top_k
 from hvdlm.text.tokenizer import Tokenizer
 from hvdlm.training import checkpoint
 
@@ -75,8 +76,7 @@ def continue_batch(lm: AuditModel, prompts: torch.Tensor, steps: int, temperatur
             token = logits.argmax(-1)
         else:
             if top_k:
-                kth = torch.topk(logits, min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, -float("inf"))
+                logits = keep_top_k(logits, top_k)
             probs = torch.softmax(logits / temperature, dim=-1)
             token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         out = torch.cat([out, token[:, None]], dim=1)
