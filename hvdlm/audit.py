@@ -1,6 +1,6 @@
 """What did the model memorise? Canary exposure, extractable training data, PII in samples.
 
-    python -m hvdlm.audit --run RUN --data DATA --out DIR [--checkpoint PATH] [--device cpu|cuda]
+    python -m hvdlm.audit --run RUN --data DATA --out DIR [--checkpoint PATH] [--device auto|cpu|cuda]
         [--samples S] [--documents M] [--prefix P] [--suffix K] [--sections exposure,...]
 
 DATA is the dataset the run trained on (its tokenizer must be the checkpoint's); with
@@ -39,7 +39,7 @@ def build_parser() -> cli.ArgumentParser:
     p.add_argument("--data", required=True, metavar="DATA", help="the dataset it trained on")
     p.add_argument("--out", required=True, metavar="DIR", help="report folder to create")
     p.add_argument("--checkpoint", metavar="PATH", help="audit this checkpoint (default: newest)")
-    p.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda if available")
+    cli.add_device_option(p, default="auto")
     p.add_argument("--sections", default=",".join(SECTIONS), metavar="LIST",
                    help="any of exposure,extraction,pii (default: all)")
     p.add_argument("--samples", type=int, default=100, metavar="S",
@@ -114,7 +114,7 @@ def audit(a) -> dict[str, Any]:
     tok = manifest.open_tokenizer()
     if found is not None and found["tokenizer_sha256"] != tok.sha256:
         raise DataError(f"{data_dir / canaries.FILE}: written for another tokenizer")
-    lm = runmodel.load(a.run, a.checkpoint, tok, runmodel.pick_device(a.device))
+    lm = runmodel.load(a.run, a.checkpoint, tok, cli.pick_device(a.device))
     started = time.time()
     result: dict[str, Any] = {"run": str(a.run), "data": str(data_dir), "step": lm.step,
                               "arch": lm.arch, "device": str(lm.device),

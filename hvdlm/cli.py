@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from hvdlm.errors import EXIT_INTERRUPTED, EXIT_USAGE, HvdlmError
+from hvdlm.errors import EXIT_INTERRUPTED, EXIT_USAGE, HvdlmError, UsageError
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -14,6 +14,22 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
         sys.exit(EXIT_USAGE)
+
+
+def add_device_option(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=default,
+                        help=f"where the model runs (default {default}; auto: cuda if available)")
+
+
+def pick_device(name: str):
+    """The torch.device that --device names; a one-line error for cuda where there is none."""
+    import torch  # here, not at the top: --help stays fast
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available here")
+    return torch.device(name)
 
 
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None,

@@ -3,7 +3,7 @@
     python -m hvdlm.explain --run RUN --text "def main(" --out REPORT
     python -m hvdlm.explain --run RUN --file notes.txt --out REPORT [--integrated-gradients]
     python -m hvdlm.explain --run RUN --data DATA --split val [--documents 3] --out REPORT
-        [--checkpoint PATH] [--position P] [--device cpu|cuda]
+        [--checkpoint PATH] [--position P] [--device auto|cpu|cuda]
 
 REPORT/index.html shows, for the text (or each chosen document): surprisal per token with the
 top-5 predictions, attention per layer and head with summaries and the logit lens (GPT),
@@ -24,7 +24,7 @@ import torch
 
 from hvdlm import cli, outfolder
 from hvdlm.config import config_from_dict
-from hvdlm.errors import DataError, UsageError
+from hvdlm.errors import DataError
 from hvdlm.interpret import page
 from hvdlm.interpret.report import Explainer, Options
 from hvdlm.models import count_parameters
@@ -56,7 +56,7 @@ def _parser() -> cli.ArgumentParser:
                         help="integrated-gradient steps (default 64)")
     parser.add_argument("--max-tokens", type=int, default=4096, metavar="N",
                         help="explain at most this many tokens of a text or document")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    cli.add_device_option(parser, default="cpu")
     parser.add_argument("--tokenizer", metavar="FILE", help="tokenizer.json (default: the run's)")
     return parser
 
@@ -69,8 +69,7 @@ def _check(parser: cli.ArgumentParser, args) -> None:
     if min(args.documents, args.steps, args.max_tokens - 1) < 1 or args.max_windows < 0:
         parser.error("--documents and --steps must be >= 1, --max-tokens >= 2, "
                      "--max-windows >= 0")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available here")
+    args.device = cli.pick_device(args.device)
 
 
 def _load(args) -> tuple[torch.nn.Module, checkpoint.TrainingState, str]:
@@ -92,8 +91,8 @@ def build(args) -> dict:
                       ig_steps=args.steps, max_tokens=args.max_tokens, documents=args.documents,
                       max_windows=args.max_windows)
     explainer = Explainer(model, cfg.seq_len, cfg.vocab_size, tokenizer,
-                          torch.device(args.device), options)
-    report = {"format": "hvdlm-explain", "version": 1, "device": args.device, "notes": [],
+                          args.device, options)
+    report = {"format": "hvdlm-explain", "version": 1, "device": str(args.device), "notes": [],
               "run": {"path": str(args.run), "checkpoint": path, "step": state.step,
                       "world_size": state.world_size},
               "model": {"arch": cfg.arch, "n_layer": cfg.n_layer, "n_head": cfg.n_head,

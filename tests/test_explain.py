@@ -295,6 +295,18 @@ def test_bad_input_is_one_line(tiny_run, tmp_path, capsys, args, code, message):
     assert list(tmp_path.iterdir()) == []                     # no report, no .partial
 
 
+def test_device_cuda_without_one_is_one_line(tiny_run, tmp_path, capsys):
+    status = explain("--run", tiny_run, "--text", "abc", "--device", "cuda", "--out",
+                     tmp_path / "r")
+    if torch.cuda.is_available():
+        assert status == 0 and read(tmp_path / "r")[0]["device"].startswith("cuda")
+        return
+    err = capsys.readouterr().err
+    assert status == 2 and err == "hvdlm.explain: error: --device cuda: no CUDA device is " \
+        "available here\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_missing_run_and_taken_out_are_one_line(tiny_run, tmp_path, capsys):
     assert explain("--run", tmp_path / "nope", "--text", "abc", "--out", tmp_path / "r") == 1
     assert capsys.readouterr().err == f"hvdlm.explain: error: {tmp_path / 'nope'}: no such run " \

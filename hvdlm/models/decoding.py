@@ -9,8 +9,9 @@
     print(prompt + out.text, out.reason)
 
 Each new token starts from the model's next-token logits, through its decoder: `decoder(seq_len)`
-where the model has one (the CNN's cache of past conv inputs: one column per token), else the
-last seq_len tokens recomputed (`WindowDecoder`). Then, in order: the repetition penalty (CTRL,
+where the model has one (the CNN's cache of past conv inputs; GPT's keys and values and the RNN's
+state while the window fills: one column per token), else the last seq_len tokens recomputed
+(`WindowDecoder`). Then, in order: the repetition penalty (CTRL,
 Keskar et al. 2019: the logit of a token already in the prompt or the continuation is divided by
 it when positive, multiplied when negative), the banned tokens masked, and greedy argmax
 (temperature 0) or temperature, top-k, top-p (nucleus: the fewest most likely tokens whose
@@ -69,6 +70,34 @@ class WindowDecoder:
     def push(self, token: int) -> torch.Tensor:
         self.ids.append(token)
         return self._logits()
+
+
+class FillingWindowDecoder:
+    """Incremental while the text still fits the window: `prefill(ids)` reads a window from its
+    start, `extend(token)` adds one token to it. Once the window is full each new token shifts
+    it, and a model trained on windows from position 0 (GPT) or from a zero state (RNN) must see
+    the shifted window afresh, so it is read again: the logits stay those of WindowDecoder."""
+
+    def __init__(self, seq_len: int):
+        self.seq_len, self.ids = seq_len, []
+
+    def prefill(self, ids: list[int]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def extend(self, token: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def start(self, ids: list[int]) -> torch.Tensor:
+        self.ids = list(ids)[-self.seq_len:]
+        return self.prefill(self.ids)
+
+    @torch.no_grad()
+    def push(self, token: int) -> torch.Tensor:
+        if len(self.ids) == self.seq_len:
+            return self.start(self.ids[1:] + [token])
+        self.ids.append(token)
+        return self.extend(token)
 
 
 def decoder_for(model: torch.nn.Module, seq_len: int) -> Decoder:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hvdlm.config import ModelConfig
+from hvdlm.models.decoding import FillingWindowDecoder
 
 
 class CausalSelfAttention(nn.Module):
@@ -26,12 +27,20 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
         self.resid_drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """`cache` (decoding): this layer's [keys, values] so far, extended in place; the new
+        queries are either a window from its start (cache empty) or one token after it."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         # (B, T, C) -> (B, nh, T, hs)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+        if cache is not None:
+            if cache:
+                assert T == 1, "after the first window, one token at a time"
+                k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
+            cache[:] = [k, v]
+        # One new query after cached keys sees them all; is_causal would align it to the first.
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1,
                                            dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_drop(self.proj(y))
@@ -57,8 +66,8 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.n_embd)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
+    def forward(self, x: torch.Tensor, cache: list[torch.Tensor] | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), cache)
         return x + self.mlp(self.ln2(x))
 
 
@@ -103,3 +112,31 @@ class GPT(nn.Module):
         c = self.cfg
         n = sum(p.numel() for p in self.parameters()) - self.wpe.weight.numel()
         return 6 * n + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * c.seq_len
+
+    def decoder(self, seq_len: int) -> "KVDecoder":
+        return KVDecoder(self, min(seq_len, self.cfg.seq_len))
+
+
+class KVDecoder(FillingWindowDecoder):
+    """Incremental decoding (hvdlm/models/decoding.py): each layer's keys and values of the
+    window so far are kept, so a new token is one query against them, not the window again."""
+
+    def __init__(self, model: GPT, seq_len: int):
+        super().__init__(seq_len)
+        self.model, self.caches = model, []
+
+    def _logits(self, ids: list[int], first_position: int) -> torch.Tensor:
+        m = self.model
+        device = m.wte.weight.device
+        pos = torch.arange(first_position, first_position + len(ids), device=device)
+        x = m.drop(m.wte(torch.tensor([ids], device=device)) + m.wpe(pos))
+        for block, cache in zip(m.blocks, self.caches):
+            x = block(x, cache)
+        return m.head(m.ln_f(x[:, -1]))[0]
+
+    def prefill(self, ids: list[int]) -> torch.Tensor:
+        self.caches = [[] for _ in self.model.blocks]
+        return self._logits(ids, 0)
+
+    def extend(self, token: int) -> torch.Tensor:
+        return self._logits([token], len(self.ids) - 1)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from hvdlm.config import ModelConfig
+from hvdlm.models.decoding import FillingWindowDecoder
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
@@ -37,3 +38,27 @@ class RNNLM(nn.Module):
 
     def flops_per_token(self) -> float:
         return 6 * sum(p.numel() for p in self.parameters())
+
+    def decoder(self, seq_len: int) -> "StateDecoder":
+        return StateDecoder(self, seq_len)
+
+
+class StateDecoder(FillingWindowDecoder):
+    """Incremental decoding (hvdlm/models/decoding.py): the recurrent state after the window so
+    far is kept, so a new token is one step from it, not the window again."""
+
+    def __init__(self, model: RNNLM, seq_len: int):
+        super().__init__(seq_len)
+        self.model, self.state = model, None
+
+    def _logits(self, ids: list[int], state) -> torch.Tensor:
+        m = self.model
+        x = m.drop(m.embed(torch.tensor([ids], device=m.embed.weight.device)))
+        out, self.state = m.rnn(x, state)
+        return m.head(m.drop(out[:, -1]))[0]
+
+    def prefill(self, ids: list[int]) -> torch.Tensor:
+        return self._logits(ids, None)  # a zero state, as in training
+
+    def extend(self, token: int) -> torch.Tensor:
+        return self._logits([token], self.state)

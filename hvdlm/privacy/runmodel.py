@@ -29,14 +29,6 @@ class AuditModel:
     step: int
 
 
-def pick_device(name: str | None) -> torch.device:
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available")
-    return torch.device(name)
-
-
 def load(run: str | Path, checkpoint_path: str | None, tokenizer: Tokenizer,
          device: torch.device) -> AuditModel:
     """The run's newest sound checkpoint (or `checkpoint_path`), checked against `tokenizer`
