@@ -145,7 +145,7 @@ def test_max_time_ends_decoding():
     out = run(Slow([1.0, 2.0]), DecodeOptions(max_new_tokens=1000, max_time=0.3), eos_id=None,
               detokenize=None)
     assert out.reason == "time" and 1 <= len(out.tokens) <= 8
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 5.0  # a hang guard: ~0.35 s typical, 1000 tokens 50 s
 
 
 @pytest.mark.parametrize("options, message", [
