@@ -240,10 +240,11 @@ def _first_stop(text: str, stops: Sequence[str]) -> int | None:
 def continue_text(model: torch.nn.Module, ids: list[int], options: DecodeOptions = DecodeOptions(),
                   *, seq_len: int, eos_id: int | None = None,
                   generator: torch.Generator | None = None, detokenize: Detokenize | None = None,
-                  prompt: str | None = None) -> Continuation:
+                  prompt: str | None = None, cached: bool = True) -> Continuation:
     """Continue the token ids `ids` under `options` (module docstring). `detokenize` (ids ->
     text) is needed for stop and ban strings; `prompt` is the text of `ids` (default:
-    detokenize(ids)), whose end a banned string may not complete."""
+    detokenize(ids)), whose end a banned string may not complete. `cached=False` recomputes the
+    window for every token even where the model has its own decoder (for comparisons)."""
     options.validate()
     if (options.stop or options.ban) and detokenize is None:
         raise ValueError("stop and ban strings need detokenize (token ids -> text)")
@@ -251,7 +252,7 @@ def continue_text(model: torch.nn.Module, ids: list[int], options: DecodeOptions
         prompt = detokenize(ids) if detokenize is not None and options.ban else ""
     deadline = time.monotonic() + options.max_time if options.max_time else math.inf
     bans = BanList(options.ban, detokenize, prompt, eos_id)
-    decoder = decoder_for(model, seq_len)
+    decoder = decoder_for(model, seq_len) if cached else WindowDecoder(model, seq_len)
     out: list[int] = []
     seen: torch.Tensor | None = None
     reason = "length"
