@@ -6,7 +6,7 @@
 The model is GPT-2 small's shape (12 layers, 12 heads, 768 wide, 1,024 positions, vocabulary
 50,257; random weights: the work does not depend on them); the text is the first --tokens bytes
 of a standard-library module, read with the byte tokenizer. Timed: the report itself
-(hvdlm.interpret.report.Explainer.text: scoring, explicit attention, logit lens over the full
+(hvdlm.explain.report.Explainer.text: scoring, explicit attention, logit lens over the full
 vocabulary at every layer, gradient x input, recurrent states where they apply), then the page
 and the JSON, as the command makes them; not timed: building the model (the command loads a
 checkpoint instead). Goal: within a minute on CPU. Prints one line per phase and the total
@@ -26,8 +26,8 @@ from typing import Sequence
 import torch
 
 from hvdlm.config import ModelConfig
-from hvdlm.interpret import page
-from hvdlm.interpret.report import Explainer, Options
+from hvdlm.explain import page
+from hvdlm.explain.report import Explainer, Options
 from hvdlm.models import build_model, count_parameters
 from hvdlm.text.tokenizer import Tokenizer, build_byte_tokenizer, hf_to_json_bytes
 

@@ -6,9 +6,9 @@ Each figure comes from a fresh process (malloc settings last for the process): i
 touches and frees 64 tensors of 1 MiB, as a step's activations do, once to warm up and then
 `--rounds` times, and reports minor page faults per round (/proc/self/stat). With glibc's
 defaults the blocks are fresh mmaps, or the freed heap top is trimmed, so every round faults
-its 64 MiB back in (~3,300 4-KiB pages here); with `hvdlm.cluster.malloc.keep_freed_memory`
+its 64 MiB back in (~3,300 4-KiB pages here); with `hvdlm.training.malloc.keep_freed_memory`
 a round faulted 80-260 pages. The two settings alternate and the figures are medians over
-`--repeats`. Linux only. Writes OUT/report.json. (tests/cluster/test_malloc.py checks that the
+`--repeats`. Linux only. Writes OUT/report.json. (tests/training/test_malloc.py checks that the
 setting is applied; this measures what it saves.)
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from benchmarks.harness import ROOT
 SETTINGS = ("glibc", "hvdlm")
 CHURN = textwrap.dedent("""
     import sys, torch
-    from hvdlm.cluster import malloc
+    from hvdlm.training import malloc
     def faults():
         return int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[7])
     if sys.argv[1] == "hvdlm":

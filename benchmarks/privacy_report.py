@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from benchmarks import report
-from hvdlm.privacy.extraction import BUCKETS as _LIMITS
+from hvdlm.audit.extraction import BUCKETS as _LIMITS
 
 BUCKETS = tuple(name for _, _, name in _LIMITS)  # "1", "2-9", ...: the audit's, in order
 

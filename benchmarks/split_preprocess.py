@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="benchmarks.split_preprocess",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--mb", type=int, default=200, help="corpus size in MB (default 200)")
-    p.add_argument("--split-mb", type=int, default=16, help="--split-bytes in MiB (default 16)")
+    p.add_argument("--split-mb", type=int, default=16, help="--piece-bytes in MiB (default 16)")
     p.add_argument("--tokenizer", choices=("bpe", "byte"), default="bpe")
     p.add_argument("--out", type=Path, help="work folder (default: a temporary one)")
     a = p.parse_args(argv)
@@ -75,11 +75,11 @@ def main(argv: list[str] | None = None) -> int:
             (out / "head.jsonl").write_bytes(b"".join(f.readlines(5 * 10**6)))
         run(out / "head.jsonl", out / "tok", "--vocab-size", "4096", "--workers", "2")
         tok = ["--tokenizer-file", str(out / "tok" / "tokenizer.json")]
-    unsplit = [*tok, "--split-bytes", str(1 << 50)]
+    unsplit = [*tok, "--piece-bytes", str(1 << 50)]
     rows = {
         "unsplit_workers1": run(corpus, out / "u1", *unsplit, "--workers", "1"),
         "unsplit_workers2": run(corpus, out / "u2", *unsplit, "--workers", "2"),
-        "split_workers2": run(corpus, out / "s2", *tok, "--split-bytes",
+        "split_workers2": run(corpus, out / "s2", *tok, "--piece-bytes",
                               str(a.split_mb << 20), "--workers", "2"),
     }
     reference = dataset_files(out / "u1")
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     mb = corpus.stat().st_size / 1e6
     result = {
         "corpus_mb": round(mb, 1), "documents": docs, "tokenizer": a.tokenizer,
-        "split_bytes": a.split_mb << 20,
+        "piece_bytes": a.split_mb << 20,
         "pieces": -(-corpus.stat().st_size // (a.split_mb << 20)),
         "seconds": {k: round(s, 2) for k, s in rows.items()},
         "mb_per_s": {k: round(mb / s, 2) for k, s in rows.items()},

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from benchmarks import ddp_loop, ranks
 from benchmarks.harness import pin_rank, start_rank
 from benchmarks.workload import BLOCK, MODEL, SEED, TORCH_CONFIGS, model_config
-from hvdlm.cluster.malloc import keep_freed_memory
+from hvdlm.training.malloc import keep_freed_memory
 from hvdlm.models import build_model
 from hvdlm.training import data as hdata
 

@@ -6,7 +6,7 @@
     training/   data → trainer (optim, scoring) → checkpoint: pure PyTorch
     cluster/    hostlist, rendezvous, launch, submit, requeue: where ranks come from (srun,
                 submitit, local hosts); distributed: every Horovod call of the training loop
-    interpret/  what a model learned (hvdlm.explain); privacy/: what it memorised (hvdlm.audit)
+    explain/    what a model learned (hvdlm.explain); audit/: what it memorised (hvdlm.audit)
     config, errors, cli, outfolder, versions   shared: one config tree, error types and exit
                 codes, CLI plumbing, complete-or-absent output folders, installed versions
 

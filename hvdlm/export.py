@@ -21,7 +21,7 @@ from hvdlm.config import config_from_dict
 from hvdlm.errors import UsageError
 from hvdlm.models import gpt2_format, safetensors
 from hvdlm.training import checkpoint
-from hvdlm.training.runfiles import run_tokenizer
+from hvdlm.training.record.files import run_tokenizer
 
 PROG = "hvdlm.export"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

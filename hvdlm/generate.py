@@ -28,7 +28,7 @@ from hvdlm.errors import UsageError
 from hvdlm.models.decoding import DecodeOptions, continue_text
 from hvdlm.text.pii import redact_pii
 from hvdlm.training.checkpoint import load_run_model
-from hvdlm.training.runfiles import run_tokenizer
+from hvdlm.training.record.files import run_tokenizer
 
 ENDED_EARLY = {"banned": "every possible next token would complete a --ban string",
                "time": "--max-time reached"}

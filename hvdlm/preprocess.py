@@ -85,8 +85,8 @@ def build_parser() -> cli.ArgumentParser:
                    default=formats.DEFAULT_CODE_EXTENSIONS,
                    help="source files read as one document each, e.g. .py,.c,.rs (default: "
                    f"{','.join(formats.DEFAULT_CODE_EXTENSIONS)})")
-    p.add_argument("--split-bytes", type=int, metavar="N",
-                   default=pipeline.PreprocessOptions.split_bytes,
+    p.add_argument("--piece-bytes", "--split-bytes", dest="piece_bytes", type=int, metavar="N",
+                   default=pipeline.PreprocessOptions.piece_bytes,
                    help="read .jsonl/.parquet files over N bytes in pieces shared by workers "
                    "and array tasks (default 16 MiB; .gz/.zst streams are never split)")
     p.add_argument("--canaries", type=int, metavar="N",

@@ -109,7 +109,7 @@ else
 fi
 
 "$PYTHON" -m pip install --quiet --no-deps --force-reinstall "$wheel_dir"/horovod-*.whl
-# What was built, for RUN/env.json (hvdlm/cluster/environment.py): the key names the Horovod
+# What was built, for RUN/env.json (hvdlm/training/record/provenance.py): the key names the Horovod
 # and torch versions, the Python and the hash of the build flags and patches.
 "$PYTHON" - "$key" <<'PY'
 import importlib.util, pathlib, sys

@@ -52,7 +52,7 @@ def horovodrun(np_: int, *cmd: str, timeout: float = 300, env: dict | None = Non
 
 def logged_steps(run: Path) -> list[dict]:
     """RUN/metrics.jsonl's training-step records (those with a loss), read while it grows."""
-    from hvdlm.training.runlog import read_metrics
+    from hvdlm.training.record.logs import read_metrics
     return [r for r in read_metrics(run) if "loss" in r]
 
 

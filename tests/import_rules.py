@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PACKAGES = ("hvdlm", "benchmarks")
-COMMANDS = frozenset(f"hvdlm.{c}" for c in
-                     ("preprocess", "verify", "train", "evaluate", "generate", "export", "launch",
-                      "submit", "explain", "audit"))
+COMMANDS = frozenset([*(f"hvdlm.{c}" for c in ("preprocess", "verify", "train", "evaluate",
+                                               "generate", "export", "launch", "submit")),
+                      "hvdlm.explain.command", "hvdlm.audit.command",
+                      "hvdlm.explain.__main__", "hvdlm.audit.__main__"])
 SHIMS = ("hvdlm.launch", "hvdlm.submit")  # the cluster commands re-export hvdlm.cluster.*
 SHIM_STDLIB = frozenset({"sys", "__future__"})
 LINE_LIMIT = 400

@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 import torch
 
-from hvdlm import audit, preprocess
+from hvdlm import preprocess
+from hvdlm.audit import command as audit
 from hvdlm.cluster.distributed import World
 from hvdlm.config import load_config
 from hvdlm.text import canaries, pipeline
@@ -255,7 +256,7 @@ def test_recurrent_run_with_bpe_gets_the_whole_report(study, tmp_path):
     assert len(ranks) == 4 and all(1 <= k <= 1000 for k in ranks)
     # The batched, sibling-sharing scorer equals scoring each text alone, for BPE texts of
     # different token counts (GRU) and for byte texts (the GPT of the study).
-    from hvdlm.privacy import exposure, runmodel
+    from hvdlm.audit import exposure, runmodel
     texts = ["pin 007!", "pin 123!", "pin 999!", "pin 12", "x", "Note 0: pin 5!",
              "the code is 1230", "the code is 1237", "the code is 1239"]  # siblings
     for run_dir, data_dir in ((run, data), (study.runs["plain"], study.data["plain"])):

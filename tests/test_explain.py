@@ -1,4 +1,4 @@
-"""python -m hvdlm.explain and the numbers behind it (hvdlm/interpret/): each number is
+"""python -m hvdlm.explain and the numbers behind it (hvdlm/explain/): each number is
 checked against an independent computation, not just drawn; the page renders in Debian's
 headless Chromium with no console message and no request leaving the page.
 
@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from hvdlm.config import ARCHES, Config
 from hvdlm.errors import UsageError
 from hvdlm.evaluate import main as evaluate_main
-from hvdlm.explain import main as explain_main
-from hvdlm.interpret import attribution, recurrent, scores, transformer
-from hvdlm.interpret.report import Explainer, Options
+from hvdlm.explain.command import main as explain_main
+from hvdlm.explain import attribution, recurrent, scores, transformer
+from hvdlm.explain.report import Explainer, Options
 from hvdlm.models import build_model
 from hvdlm.models.rnn import CELLS
 from hvdlm.text.tokenizer import build_byte_tokenizer, hf_to_json_bytes, load_tokenizer

@@ -1,5 +1,5 @@
 """python -m hvdlm.preprocess end to end on the new inputs: the same texts as parquet, as
-.jsonl.zst and as jsonl give the same dataset; a jsonl split into pieces (--split-bytes) gives
+.jsonl.zst and as jsonl give the same dataset; a jsonl split into pieces (--piece-bytes) gives
 the dataset of an unsplit run byte for byte, with 2 workers and with 3 array tasks; a bad
 record in a later piece is one line and leaves nothing behind."""
 from __future__ import annotations
@@ -17,7 +17,7 @@ from tests.test_preprocess import files_of, read_dataset
 
 OPTIONS = ["--tokenizer", "byte", "--val-fraction", "0.1", "--shard-tokens", "300000",
            "--seed", "3"]
-SPLIT = ["--split-bytes", "1000000"]
+SPLIT = ["--piece-bytes", "1000000"]
 
 
 def texts(n: int, seed: int = 0) -> list[str]:
@@ -59,7 +59,7 @@ def test_parquet_and_zst_give_the_jsonl_dataset(tmp_path):
         preprocess(tmp_path / name, "--out", tmp_path / f"out-{name}", *OPTIONS)
     # parquet once more, read in pieces of a few row groups by 2 workers
     preprocess(tmp_path / "p", "--out", tmp_path / "out-p2", *OPTIONS, "--workers", "2",
-               "--split-bytes", "20000")
+               "--piece-bytes", "20000")
     reference = files_of(tmp_path / "out-j")
     assert any(name.endswith(".h5") for name in reference)
     for name in ("out-p", "out-z", "out-p2"):
@@ -84,7 +84,7 @@ def test_split_file_gives_the_unsplit_dataset_for_workers_and_tasks(tmp_path):
     (tmp_path / "small.txt").write_text("a small file after the big one")
     inputs = [corpus, tmp_path / "small.txt"]
     single = preprocess(*inputs, "--out", tmp_path / "single", *OPTIONS, "--workers", "1",
-                        "--split-bytes", str(1 << 30))
+                        "--piece-bytes", str(1 << 30))
     assert "jsonl 1 files / 5003 documents, text 1 files / 1 documents" in single.stdout
     preprocess(*inputs, "--out", tmp_path / "w2", *OPTIONS, *SPLIT, "--workers", "2")
     array = [*OPTIONS, *SPLIT, "--num-tasks", "3", "--workers", "1"]
@@ -126,9 +126,9 @@ def test_a_bad_record_in_a_later_piece_is_one_line_and_no_output(tmp_path):
         f"hvdlm.preprocess: error: {corpus}: line at byte {at}: not valid JSON "
         "(--skip-bad-records to skip)")
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
-    proc = preprocess(corpus, "--out", tmp_path / "out", *OPTIONS, *SPLIT, "--split-bytes",
+    proc = preprocess(corpus, "--out", tmp_path / "out", *OPTIONS, *SPLIT, "--piece-bytes",
                       "-1", check=False)
-    assert proc.returncode == 2 and "--split-bytes must be at least 1" in proc.stderr
+    assert proc.returncode == 2 and "--piece-bytes must be at least 1" in proc.stderr
     proc = preprocess(corpus, "--out", tmp_path / "out", "--code-extensions", ".py,rs",
                       check=False)
     assert proc.returncode == 2 and proc.stderr.strip() == (

@@ -31,7 +31,7 @@ from typing import Iterator, Mapping, Sequence
 from hvdlm import cli
 from hvdlm.cluster.hostlist import (Hosts, Slot, Task, assign_slots, find_slot, horovod_env,
                                     hosts_string, parse_hosts, task_from_environ)
-from hvdlm.cluster.process import describe_status, exit_status, split_command
+from hvdlm.cluster.children import describe_status, exit_status, split_command
 from hvdlm.cluster.rendezvous import (SECRET_ENV, JobRendezvous, iface_towards, ipv4_of, new_secret,
                                       publish, resolve_ipv4, secure_dir, source_address, wait_for)
 from hvdlm.errors import EXIT_TIMEOUT, HvdlmError, UsageError

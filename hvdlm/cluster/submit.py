@@ -39,7 +39,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import submitit
 
 from hvdlm import cli
-from hvdlm.cluster.process import describe_status, exit_status, split_command
+from hvdlm.cluster.children import describe_status, exit_status, split_command
 from hvdlm.cluster.slurm_options import sbatch_options, slurm_minutes
 from hvdlm.errors import EXIT_STOPPED, HvdlmError, UsageError
 

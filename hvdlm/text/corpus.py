@@ -3,7 +3,7 @@
 A `.txt`, `.md` or source-code file is one document; a `.jsonl` file holds one document per
 line in a string field (`text` unless told otherwise), a `.parquet` file one per row in a
 string column; any but parquet may be compressed (`.gz`, `.zst`). hvdlm/text/formats.py opens
-and streams each format; hvdlm/text/ranges.py cuts large files into pieces read on their own.
+and streams each format; hvdlm/text/pieces.py cuts large files into pieces read on their own.
 Folders are walked recursively in sorted order; other files, non-regular files and links out of
 the folder are skipped and counted. Files are streamed, so memory is bounded by the per-document
 cap whatever a file expands to. Invalid UTF-8 becomes U+FFFD (counted), never a crash.
@@ -26,7 +26,7 @@ from hvdlm.errors import DataError
 from hvdlm.text import formats
 from hvdlm.text.formats import DEFAULT_CODE_EXTENSIONS, CorpusFile, file_kind
 from hvdlm.text.pii import PII_KINDS, redact_pii
-from hvdlm.text.ranges import LineRange, Piece, parquet_groups
+from hvdlm.text.pieces import LineRange, Piece, parquet_groups
 
 DIGEST_BYTES = 16
 __all__ = ["CorpusFile", "file_kind"]  # re-exported from formats
@@ -222,7 +222,7 @@ def read_documents(files: Sequence[CorpusFile | Piece], opts: ReadOptions = Read
                    stats: ReadStats | None = None,
                    progress: Callable[[int], object] | None = None) -> Iterator[str]:
     """Yield each document's text, in file order, counting in `stats`, of whole files or
-    pieces of them (hvdlm/text/ranges.py); `progress(size)` is called once one has been read.
+    pieces of them (hvdlm/text/pieces.py); `progress(size)` is called once one has been read.
     Memory is bounded by `opts.max_document_bytes`, whatever a file expands to."""
     stats = stats if stats is not None else ReadStats()
     for item in files:

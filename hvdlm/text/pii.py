@@ -93,7 +93,7 @@ def redact_pii(text: str) -> tuple[str, dict[str, int]]:
 
 def find_pii(text: str) -> list[tuple[str, str]]:
     """(kind, matched text) of everything `redact_pii` would replace, in the same order of
-    rules (hvdlm.privacy scans model samples with it)."""
+    rules (hvdlm.audit scans model samples with it)."""
     found: list[tuple[str, str]] = []
     _apply(text, lambda kind, s: found.append((kind, s)))
     return found

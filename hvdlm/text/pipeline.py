@@ -3,8 +3,8 @@
 Everything is staged in `DIR.partial/` and renamed to DIR at the very end, so DIR either does
 not exist or is complete. The tokenizer step writes `tokenizer.json` and `plan.json` (the
 options and a fingerprint of the input file list). Task I takes a contiguous run of the sorted
-input files (balanced by size; files over --split-bytes count as several pieces, see
-hvdlm/text/ranges.py), cleans and encodes them and writes `parts/0000I-of-0000K/`
+input files (balanced by size; files over --piece-bytes count as several pieces, see
+hvdlm/text/pieces.py), cleans and encodes them and writes `parts/0000I-of-0000K/`
 (tokens.bin, docs.npz: per-document token count, UTF-8 bytes and a 16-byte text fingerprint).
 The merge concatenates the parts in task order - the global document order - drops exact
 duplicates (dedup, first kept), holds out val documents chosen by (seed, text), packs shards
@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hvdlm.errors import DataError, UsageError
-from hvdlm.text import corpus, dupcounts, ranges, workers
+from hvdlm.text import corpus, dupcounts, pieces, workers
 from hvdlm.text.canaries import CanarySpec, Inserter
 from hvdlm.text.corpus import CorpusFile, ReadStats
 from hvdlm.text.formats import DEFAULT_CODE_EXTENSIONS
@@ -66,7 +66,7 @@ class PreprocessOptions:
     workers: int                        # does not change the dataset
     overwrite: bool                     # nor does this
     code_extensions: tuple[str, ...] = DEFAULT_CODE_EXTENSIONS  # source files read as text
-    split_bytes: int = 16 << 20         # files over this are read in pieces (not in output)
+    piece_bytes: int = 16 << 20         # files over this are read in pieces (not in output)
     canaries: CanarySpec | None = None  # secrets planted in train (hvdlm/text/canaries.py)
 
     def __post_init__(self) -> None:
@@ -78,7 +78,7 @@ class PreprocessOptions:
             raise UsageError("--vocab-size must be at least 258 (256 bytes, end-of-text, a "
                              "merge)")
         for name in ("shard_tokens", "workers", "num_tasks", "tokenizer_sample_bytes",
-                     "max_document_bytes", "split_bytes"):
+                     "max_document_bytes", "piece_bytes"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
         if not 0.0 <= self.val_fraction <= 1.0:
@@ -189,7 +189,7 @@ def tokenizer_step(opts: PreprocessOptions, files: Sequence[CorpusFile], skipped
 
 def training_texts(opts: PreprocessOptions, files: Sequence[CorpusFile]) -> Iterator[str]:
     """The train documents (after cleaning, dedup, val hold-out), or a seeded sample."""
-    files = ranges.split_files(files, opts.split_bytes)
+    files = pieces.split_files(files, opts.piece_bytes)
     with workers.Pool(opts.workers, None) as pool:
         scans = list(pool.map(workers.scan_job, batches(opts, files, "scan"), opts.redact_pii))
         digests = np.concatenate([digests for digests, _ in scans])
@@ -212,7 +212,7 @@ def training_texts(opts: PreprocessOptions, files: Sequence[CorpusFile]) -> Iter
                 i += 1
 
 
-def batches(opts: PreprocessOptions, files: Sequence[CorpusFile | ranges.Piece],
+def batches(opts: PreprocessOptions, files: Sequence[CorpusFile | pieces.Piece],
             desc: str | None, stats: ReadStats | None = None) -> Iterator[workers.Work]:
     """The documents of `files` in batches of about 512 kB, with a bytes/s bar on stderr; a
     piece of a split file goes as it is, for the worker that gets it to read."""
@@ -222,7 +222,7 @@ def batches(opts: PreprocessOptions, files: Sequence[CorpusFile | ranges.Piece],
     read = corpus.ReadOptions(opts.text_field, opts.skip_bad_records, opts.max_document_bytes)
     try:
         for split, run in itertools.groupby(
-                files, key=lambda f: isinstance(f, ranges.Piece) and f.count > 1):
+                files, key=lambda f: isinstance(f, pieces.Piece) and f.count > 1):
             if not split:
                 yield from workers.text_batches(
                     corpus.read_documents(list(run), read, stats, bar.update))
@@ -247,7 +247,7 @@ def task_step(opts: PreprocessOptions, files: Sequence[CorpusFile], stage: Path,
     shutil.rmtree(part, ignore_errors=True)  # a re-run array task replaces its part
     tmp.mkdir(parents=True)
     start, stats = time.time(), ReadStats()
-    mine = ranges.task_pieces(ranges.split_files(files, opts.split_bytes), task, opts.num_tasks)
+    mine = pieces.task_pieces(pieces.split_files(files, opts.piece_bytes), task, opts.num_tasks)
     with removed_on_error(tmp):
         writer = workers.PartWriter(tmp, dtype_for_vocab(tok.vocab_size))
         desc = f"task {task}/{opts.num_tasks}" if opts.num_tasks > 1 else "encode"

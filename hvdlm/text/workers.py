@@ -3,7 +3,7 @@
 Workers clean (PII), fingerprint and encode batches of documents; results come back in
 submission order, so the output never depends on the number of workers. The parent writes a
 task's part (`tokens.bin` + `docs.npz` + `part.json`), which the merge step turns into
-shards. A piece of a split file (hvdlm/text/ranges.py) is read by the worker that gets it, so
+shards. A piece of a split file (hvdlm/text/pieces.py) is read by the worker that gets it, so
 reading and parsing one large file is shared too. Run through
 `python -m hvdlm.preprocess ... --workers N`.
 """
@@ -27,7 +27,7 @@ import numpy as np
 from hvdlm.errors import DataError
 from hvdlm.text import corpus
 from hvdlm.text.pii import PII_KINDS
-from hvdlm.text.ranges import Piece
+from hvdlm.text.pieces import Piece
 from hvdlm.text.shards import dtype_for_vocab
 from hvdlm.text.tokenizer import Tokenizer, load_tokenizer
 

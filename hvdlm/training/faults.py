@@ -21,7 +21,7 @@ from typing import Mapping
 import torch
 
 from hvdlm.errors import UsageError
-from hvdlm.training.runlog import log
+from hvdlm.training.record.logs import log
 from hvdlm.training.trainer import Callback, Trainer
 
 PAUSE_POLL_S = 0.05

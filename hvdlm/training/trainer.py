@@ -20,16 +20,17 @@ from typing import Callable, Sequence
 
 import torch
 
-from hvdlm.cluster import distributed, environment, malloc
+from hvdlm.cluster import distributed
 from hvdlm.config import Config, config_from_dict, for_world_size, to_toml
 from hvdlm.errors import EXIT_STOPPED, HvdlmError, UsageError
 from hvdlm.models import build_model, count_parameters
-from hvdlm.training import checkpoint, data, runfiles, wandb_log
+from hvdlm.training import checkpoint, data, malloc
+from hvdlm.training.record import files as runfiles, provenance, wandb_mirror
 from hvdlm.training.checkpoint import TrainingState
 from hvdlm.training.init_from import check_shapes, initial_weights
 from hvdlm.training.optim import lr_at, make_optimizer
-from hvdlm.training.progress import Progress
-from hvdlm.training.runlog import MetricsWriter, log, log_to_file, setup_logging
+from hvdlm.training.record.progress import Progress
+from hvdlm.training.record.logs import MetricsWriter, log, log_to_file, setup_logging
 from hvdlm.training.scoring import byte_lengths, score_windows, window_loss
 
 
@@ -224,7 +225,7 @@ class Trainer:
         t, world = self.t, self.world
         # Records after self.step are dropped: a resumed run writes those steps again.
         writer = MetricsWriter(self.run_dir, self.step, self.cfg.to_dict(),
-                               wandb_log.mirrors(self.run_dir, self.cfg)) \
+                               wandb_mirror.mirrors(self.run_dir, self.cfg)) \
             if world.is_main else None
         log.info("world size %d (rank %d, %s, %d threads); %s, %.2fM parameters; global batch %d",
                  world.size, world.rank, world.device, torch.get_num_threads(),
@@ -315,7 +316,7 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, resume: str = 
     setup_logging(world.rank)
     # Under the lock, the trainer checks data, config and checkpoint before RUN is written.
     trainer = Trainer(cfg, data_dir, run_dir, world, resume, callbacks, **trainer_options)
-    start = environment.describe(world)  # every rank: the hostnames are gathered
+    start = provenance.describe(world)  # every rank: the hostnames are gathered
     if world.is_main:
         run = Path(run_dir)
         run.mkdir(parents=True, exist_ok=True)

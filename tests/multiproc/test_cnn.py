@@ -15,7 +15,7 @@ from hvdlm.config import load_config
 from hvdlm.models.cnn import ConvDecoder
 from hvdlm.models.decoding import decoder_for
 from hvdlm.training.checkpoint import load_run_model
-from hvdlm.training.runlog import read_metrics
+from hvdlm.training.record.logs import read_metrics
 from hvdlm.training.trainer import Trainer
 from tests.conftest import horovodrun
 from tests.multiproc.test_train import TINY, final_params, flat, losses

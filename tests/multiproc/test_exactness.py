@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from hvdlm.config import tomllib  # tomli on Python 3.10
-from hvdlm.training.runlog import read_metrics
+from hvdlm.training.record.logs import read_metrics
 from tests.conftest import horovodrun, logged_steps
 from tests.multiproc.test_train import TINY, final_params, flat, losses, train
 

@@ -27,7 +27,7 @@ import pytest
 import torch
 
 from hvdlm.training import checkpoint
-from hvdlm.training.runlog import read_metrics
+from hvdlm.training.record.logs import read_metrics
 from tests.conftest import ROOT, horovodrun
 
 pytestmark = pytest.mark.horovod

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from hvdlm.errors import EXIT_STOPPED
-from hvdlm.training.runlog import read_metrics
+from hvdlm.training.record.logs import read_metrics
 from tests.conftest import ROOT, run_module
 from tests.multiproc.test_train import TINY, final_params, train
 

@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from hvdlm.training.runlog import read_metrics
+from hvdlm.training.record.logs import read_metrics
 from tests.conftest import horovodrun, run_module
 
 pytestmark = pytest.mark.horovod

@@ -1,4 +1,4 @@
-"""One jsonl split into pieces (--split-bytes) across a 3-task array job on the real local
+"""One jsonl split into pieces (--piece-bytes) across a 3-task array job on the real local
 Slurm (slurm/preprocess.sh) gives the dataset of one unsplit `python -m hvdlm.preprocess`
 process, byte for byte.
 
@@ -33,7 +33,7 @@ def test_split_file_over_array_tasks_equals_unsplit_single_process(slurm_cluster
 
     # The unsplit single-process reference, while the chain runs.
     run_module("hvdlm.preprocess", corpus, "--out", tmp_path / "single", *OPTIONS,
-               "--split-bytes", str(1 << 30), check=True, timeout=240)
+               "--piece-bytes", str(1 << 30), check=True, timeout=240)
 
     logs = "\n".join(p.read_text() for p in sorted((tmp_path / "logs").glob("*.out")))
     assert slurm_cluster.wait(jobs["merge"], timeout=240) == "COMPLETED", logs
@@ -44,4 +44,4 @@ def test_split_file_over_array_tasks_equals_unsplit_single_process(slurm_cluster
     # Every array task encoded a share of the one file (about a third each).
     report = json.loads((tmp_path / "array" / "preprocess_report.json").read_text())
     assert [t["task"] for t in report["tasks"]] == [0, 1, 2]
-    assert report["files"] == 1 and report["options"]["split_bytes"] == 1_000_000
+    assert report["files"] == 1 and report["options"]["piece_bytes"] == 1_000_000

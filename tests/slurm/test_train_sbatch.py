@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hvdlm.training.runfiles import read_starts
+from hvdlm.training.record.files import read_starts
 from tests.conftest import ROOT, horovodrun, logged_steps
 
 pytestmark = [pytest.mark.slurm, pytest.mark.horovod]

@@ -15,7 +15,7 @@ import zstandard
 from hvdlm.errors import DataError, UsageError
 from hvdlm.text import corpus, formats
 from hvdlm.text.corpus import ReadStats, collect_files, read_documents
-from hvdlm.text.ranges import split_files
+from hvdlm.text.pieces import split_files
 from tests.conftest import ROOT
 
 
@@ -83,8 +83,8 @@ def test_parquet_rows_by_row_group_and_in_pieces(tmp_path):
     stats = ReadStats()
     assert list(read_documents(files, stats=stats)) == texts
     assert stats.formats == {"parquet": {"files": 1, "documents": 40}}
-    for split_bytes in (100, 700, 3000):
-        pieces = split_files(files, split_bytes)
+    for piece_bytes in (100, 700, 3000):
+        pieces = split_files(files, piece_bytes)
         assert len(pieces) > 1
         per_piece = [list(read_documents([p])) for p in pieces]
         assert [t for docs in per_piece for t in docs] == texts

@@ -230,7 +230,7 @@ def test_run_resumed_from_an_older_checkpoint_continues_its_own_lineage(
         byte_dataset, tmp_path, own_signal_handlers):
     import time
 
-    from hvdlm.training.runlog import read_metrics
+    from hvdlm.training.record.logs import read_metrics
     run = tmp_path / "run"
     assert _trainer(byte_dataset, run, "never", "train.max_steps=6",
                     "train.ckpt_interval=2").run() == 0

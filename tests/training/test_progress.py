@@ -1,7 +1,7 @@
-"""hvdlm.training.progress: the log line a Slurm .out and RUN/log.txt show."""
+"""hvdlm.training.record.progress: the log line a Slurm .out and RUN/log.txt show."""
 from __future__ import annotations
 
-from hvdlm.training.progress import format_line
+from hvdlm.training.record.progress import format_line
 
 
 def test_log_line_fields_and_eta():

@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from hvdlm.training.runfiles import read_starts
+from hvdlm.training.record.files import read_starts
 from tests.conftest import TINY_RUN, run_module
 
 

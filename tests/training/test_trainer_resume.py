@@ -19,7 +19,7 @@ from hvdlm.config import load_config
 from hvdlm.errors import UsageError
 from hvdlm.models import build_model
 from hvdlm.training import checkpoint
-from hvdlm.training.runlog import read_metrics
+from hvdlm.training.record.logs import read_metrics
 from hvdlm.training.trainer import Callback, Trainer
 from tests.conftest import TINY_RUN
 

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hvdlm.privacy import runmodel
-from hvdlm.privacy.skewnorm import SkewNormal
+from hvdlm.audit import runmodel
+from hvdlm.audit.skewnorm import SkewNormal
 from hvdlm.text.canaries import fill
 from hvdlm.text.tokenizer import Tokenizer
 

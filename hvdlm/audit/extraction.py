@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from hvdlm.privacy import runmodel
+from hvdlm.audit import runmodel
 from hvdlm.text import shards
 from hvdlm.text.shards import Manifest
 

@@ -6,7 +6,7 @@
 DATA is the dataset the run trained on (its tokenizer must be the checkpoint's); with
 `--canaries` at preprocessing it holds DATA/canaries.json. DIR gets audit.json (every number,
 and the PII strings found in samples: keep it as private as the corpus) and audit.md.
-Sections (hvdlm/privacy/): exposure of each canary group beside never-inserted controls
+Sections (hvdlm/audit/): exposure of each canary group beside never-inserted controls
 (Carlini et al. 2019); the share of M train documents whose next K tokens greedy decoding
 reproduces from a P-token prefix, against M val documents (Carlini et al. 2022), by how often
 each document occurred before dedup; PII in S unconditioned samples and how much of it is
@@ -25,7 +25,7 @@ import numpy as np
 
 from hvdlm import cli, outfolder
 from hvdlm.errors import DataError, UsageError
-from hvdlm.privacy import exposure, extraction, pii_scan, report, runmodel
+from hvdlm.audit import exposure, extraction, pii_scan, report, runmodel
 from hvdlm.text import canaries, dupcounts
 from hvdlm.training import data
 

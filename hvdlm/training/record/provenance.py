@@ -1,7 +1,7 @@
 """What produced a run: versions, the commit, hosts, devices, the Slurm job and its restart.
 
 `describe(world)` is called by every rank at each (re)start (the hostnames travel as tensors);
-rank 0 appends the result to RUN/env.json (hvdlm/training/runfiles.py).
+rank 0 appends the result to RUN/env.json (hvdlm/training/record/files.py).
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from hvdlm.errors import UsageError
-from hvdlm.interpret import attribution, recurrent, scores, transformer
+from hvdlm.explain import attribution, recurrent, scores, transformer
 from hvdlm.models.gpt import GPT
 from hvdlm.models.rnn import RNNLM
 from hvdlm.text import shards

@@ -1,6 +1,6 @@
 """Large files cut into pieces that workers and array tasks read on their own.
 
-A file over `--split-bytes` becomes n = ceil(size / split-bytes) pieces, a function of its
+A file over `--piece-bytes` becomes n = ceil(size / piece-bytes) pieces, a function of its
 size alone, so every array task and every worker agrees on them without reading anything:
 
 - `.jsonl`: piece i is the byte range [size*i/n, size*(i+1)/n) and owns the lines that *start*
@@ -15,7 +15,7 @@ size alone, so every array task and every worker agrees on them without reading 
 
 Pieces are then dealt to tasks as whole files were: contiguous runs in corpus order. The
 merge concatenates parts in task order, so the documents come out in the same order as an
-unsplit run's, and the dataset is byte-identical for any --split-bytes, --workers and tasks.
+unsplit run's, and the dataset is byte-identical for any --piece-bytes, --workers and tasks.
 """
 from __future__ import annotations
 
@@ -47,16 +47,16 @@ class Piece:
         return end - start
 
 
-def split_file(f: CorpusFile, split_bytes: int) -> list[Piece]:
-    """`f`'s pieces: one unless it is an uncompressed jsonl or parquet over split_bytes."""
-    if f.kind not in SPLITTABLE or f.compression or f.size <= split_bytes:
+def split_file(f: CorpusFile, piece_bytes: int) -> list[Piece]:
+    """`f`'s pieces: one unless it is an uncompressed jsonl or parquet over piece_bytes."""
+    if f.kind not in SPLITTABLE or f.compression or f.size <= piece_bytes:
         return [Piece(f)]
-    count = -(-f.size // split_bytes)
+    count = -(-f.size // piece_bytes)
     return [Piece(f, i, count) for i in range(count)]
 
 
-def split_files(files: Sequence[CorpusFile], split_bytes: int) -> list[Piece]:
-    return [p for f in files for p in split_file(f, split_bytes)]
+def split_files(files: Sequence[CorpusFile], piece_bytes: int) -> list[Piece]:
+    return [p for f in files for p in split_file(f, piece_bytes)]
 
 
 def task_pieces(pieces: Sequence[Piece], task: int, num_tasks: int) -> list[Piece]:

@@ -9,7 +9,7 @@ REPORT/index.html shows, for the text (or each chosen document): surprisal per t
 top-5 predictions, attention per layer and head with summaries and the logit lens (GPT),
 gradient x input (and integrated gradients) for one position, hidden states and gates
 (LSTM/GRU/RNN); with --data also the split's loss distribution, loss by position, hardest and
-easiest documents and calibration. REPORT/explain.json holds the numbers (hvdlm/interpret/).
+easiest documents and calibration. REPORT/explain.json holds the numbers (hvdlm/explain/).
 REPORT appears only when complete.
 """
 from __future__ import annotations
@@ -25,11 +25,11 @@ import torch
 from hvdlm import cli, outfolder
 from hvdlm.config import config_from_dict
 from hvdlm.errors import DataError
-from hvdlm.interpret import page
-from hvdlm.interpret.report import Explainer, Options
+from hvdlm.explain import page
+from hvdlm.explain.report import Explainer, Options
 from hvdlm.models import count_parameters
 from hvdlm.training import checkpoint, data
-from hvdlm.training.runfiles import run_tokenizer
+from hvdlm.training.record.files import run_tokenizer
 
 PROG = "hvdlm.explain"
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from hvdlm.training.runlog import log
+from hvdlm.training.record.logs import log
 
 
 def _si(x: float) -> str:

@@ -1,4 +1,4 @@
-"""hvdlm.text.ranges: the pieces of a split file read every line exactly once, in order, and
+"""hvdlm.text.pieces: the pieces of a split file read every line exactly once, in order, and
 only uncompressed jsonl/parquet files are split."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import random
 import pytest
 
 from hvdlm.text.formats import CorpusFile
-from hvdlm.text.ranges import LineRange, Piece, share, split_file, task_pieces
+from hvdlm.text.pieces import LineRange, Piece, share, split_file, task_pieces
 
 
 class _Counting(io.BytesIO):
@@ -51,12 +51,12 @@ def test_pieces_read_every_line_once_in_order(data):
     f = CorpusFile("f.jsonl", len(data), "jsonl")
     for max_bytes in (1 << 20, 100, 6):
         want = _expected(data, max_bytes)
-        for split_bytes in (1, 2, 3, 5, 16, 64, 1000):
-            pieces = split_file(f, split_bytes)
-            assert len(pieces) == max(1, -(-len(data) // split_bytes))
+        for piece_bytes in (1, 2, 3, 5, 16, 64, 1000):
+            pieces = split_file(f, piece_bytes)
+            assert len(pieces) == max(1, -(-len(data) // piece_bytes))
             _Counting.read_bytes = 0
             got = [line for p in pieces for line in _lines_of(data, p, max_bytes)]
-            assert got == want, (max_bytes, split_bytes)
+            assert got == want, (max_bytes, piece_bytes)
             if max_bytes == 6:  # an oversized line is skipped once, not by every piece
                 assert _Counting.read_bytes <= len(data) + len(pieces) * (max_bytes + 2)
 

@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from hvdlm.privacy import runmodel
-from hvdlm.privacy.extraction import Documents
+from hvdlm.audit import runmodel
+from hvdlm.audit.extraction import Documents
 from hvdlm.text.pii import PII_KINDS, find_pii
 from hvdlm.text.tokenizer import Tokenizer
 

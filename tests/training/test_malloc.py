@@ -1,4 +1,4 @@
-"""hvdlm.cluster.malloc: the settings are applied, as glibc's own accounting shows: a 16 MiB
+"""hvdlm.training.malloc: the settings are applied, as glibc's own accounting shows: a 16 MiB
 block comes from the heap instead of a fresh mmap, and stays there once freed (not trimmed),
 so touching it again does not page-fault. How many faults that saves is a measurement:
 `python -m benchmarks.malloc_faults`."""
@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from hvdlm.cluster import malloc
+from hvdlm.training import malloc
 from tests.conftest import ROOT
 
 MIB = 1 << 20
@@ -15,7 +15,7 @@ MIB = 1 << 20
 # mmapped, and the heap's growth while it was held and after it was freed.
 PROBE = textwrap.dedent("""
     import ctypes, sys
-    from hvdlm.cluster import malloc
+    from hvdlm.training import malloc
     kept = malloc.keep_freed_memory() if sys.argv[1] == "keep" else None
     libc = ctypes.CDLL(None)
     if not hasattr(libc, "mallinfo"):

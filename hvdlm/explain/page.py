@@ -1,4 +1,4 @@
-"""The report dict (hvdlm/interpret/report.py) as one self-contained HTML page.
+"""The report dict (hvdlm/explain/report.py) as one self-contained HTML page.
 
 No script, no font, no request: styles inline, pictures inline (PNG data: URLs and SVG from
 pictures.py), hover text in `title` attributes. Every number drawn comes from the dict, which
@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from hvdlm.interpret import pictures
+from hvdlm.explain import pictures
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 24px auto; max-width: 1200px; color: #222;
