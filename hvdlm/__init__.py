@@ -7,7 +7,7 @@
     cluster/    hostlist, rendezvous, launch, submit, requeue: where ranks come from (srun,
                 submitit, local hosts); distributed: every Horovod call of the training loop
     explain/    what a model learned (hvdlm.explain); audit/: what it memorised (hvdlm.audit)
-    config, errors, cli, outfolder, versions   shared: one config tree, error types and exit
+    config, errors, cli, output, versions   shared: one config tree, error types and exit
                 codes, CLI plumbing, complete-or-absent output folders, installed versions
 
 The commands are thin modules at the top: preprocess, verify, train, evaluate, generate,

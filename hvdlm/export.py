@@ -16,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-from hvdlm import cli, outfolder
+from hvdlm import cli, output
 from hvdlm.config import config_from_dict
 from hvdlm.errors import UsageError
 from hvdlm.models import gpt2_format, safetensors
@@ -40,7 +40,7 @@ def export(run: Path, out: Path, checkpoint_path: str | None = None, dtype: str 
         raise UsageError(f"{run}: model.arch={cfg.arch} cannot be exported; Hugging Face export "
                          "supports model.arch=gpt (as GPT-2)")
     tokenizer = run_tokenizer(run, state, tokenizer_path)
-    outfolder.refuse_existing(out)
+    output.refuse_existing(out)
     config, tensors = gpt2_format.to_gpt2(cfg, state.model, tokenizer.eos_id, DTYPES[dtype])
     files = {"config.json": _json(config),
              "generation_config.json": _json({"bos_token_id": tokenizer.eos_id,
@@ -48,7 +48,7 @@ def export(run: Path, out: Path, checkpoint_path: str | None = None, dtype: str 
                                               "pad_token_id": tokenizer.eos_id}),
              "tokenizer.json": Path(tokenizer.source).read_bytes(),
              **tokenizer.transformers_files(cfg.seq_len)}
-    with outfolder.staged(out) as stage:
+    with output.staged(out) as stage:
         safetensors.save(stage / "model.safetensors", tensors, {"format": "pt"})
         for name, data in files.items():
             (stage / name).write_bytes(data)

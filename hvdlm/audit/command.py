@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from hvdlm import cli, outfolder
+from hvdlm import cli, output
 from hvdlm.errors import DataError, UsageError
 from hvdlm.audit import exposure, extraction, pii_scan, report, runmodel
 from hvdlm.text import canaries, dupcounts
@@ -109,7 +109,7 @@ def audit(a) -> dict[str, Any]:
     if found is None and sections == ("exposure",):
         raise DataError(f"{data_dir}: no {canaries.FILE}; preprocess with --canaries N to "
                         "measure exposure")
-    outfolder.refuse_existing(Path(a.out))
+    output.refuse_existing(Path(a.out))
     manifest = data.open_dataset(data_dir)
     tok = manifest.open_tokenizer()
     if found is not None and found["tokenizer_sha256"] != tok.sha256:

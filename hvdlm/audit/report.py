@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hvdlm import outfolder
+from hvdlm import output
 
 NOT_MEASURED = "Not measured (not in --sections)."
 
 
 def write(out: Path, result: dict[str, Any]) -> None:
-    with outfolder.staged(out) as stage:
+    with output.staged(out) as stage:
         (stage / "audit.json").write_text(json.dumps(result, indent=1) + "\n")
         (stage / "audit.md").write_text(markdown(result))
 

@@ -22,7 +22,7 @@ from typing import Sequence
 
 import torch
 
-from hvdlm import cli, outfolder
+from hvdlm import cli, output
 from hvdlm.config import config_from_dict
 from hvdlm.errors import DataError
 from hvdlm.explain import page
@@ -127,7 +127,7 @@ def _read_text(args) -> str:
 
 def write(report: dict, out: Path) -> None:
     """REPORT_DIR with index.html and explain.json, built beside it and renamed when whole."""
-    with outfolder.staged(out) as stage:
+    with output.staged(out) as stage:
         (stage / "explain.json").write_text(json.dumps(report, allow_nan=False) + "\n")
         (stage / "index.html").write_text(page.render(report), encoding="utf-8")
 
@@ -137,7 +137,7 @@ def _main(argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     _check(parser, args)
     out = Path(args.out)
-    outfolder.refuse_existing(out)  # before the work
+    output.refuse_existing(out)  # before the work
     write(build(args), out)
     print(f"{PROG}: wrote {out / 'index.html'}")
     return 0

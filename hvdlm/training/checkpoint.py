@@ -27,6 +27,7 @@ import torch
 from hvdlm.config import config_from_dict
 from hvdlm.errors import CheckpointError, DataError
 from hvdlm.models import build_model
+from hvdlm.output import fsync_dir, write_atomic, write_temp
 
 log = logging.getLogger("hvdlm")
 NAME = re.compile(r"^step-(\d{8})\.pt$")
@@ -67,33 +68,6 @@ def checkpoint_dir(run: str | Path) -> Path:
     return Path(run) / "checkpoints"
 
 
-def _write_temp(path: Path, data: bytes) -> Path:
-    """`data` in a fsynced temporary file beside `path` (removed again if writing fails)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` by `data` all at once: readers see the old file or the new, whole."""
-    os.replace(_write_temp(path, data), path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _step_of(path: Path) -> int:
     return int(NAME.match(path.name)[1])
 
@@ -114,15 +88,15 @@ def _commit(folder: Path, path: Path, data: bytes) -> None:
     sidecar = path.with_name(path.name + ".sha256")
     temps = []
     try:
-        temps.append(_write_temp(path, data))
-        temps.append(_write_temp(sidecar, hashlib.sha256(data).hexdigest().encode()))
+        temps.append(write_temp(path, data))
+        temps.append(write_temp(sidecar, hashlib.sha256(data).hexdigest().encode()))
         # Renames take no space, so a full disk cannot split the pair; a crash between them
         # leaves new data beside no or an old checksum, which `load` refuses.
         os.replace(temps[0], path)
         os.replace(temps[1], sidecar)
-        _fsync_dir(folder)  # the pair is durable before `latest` names it
+        fsync_dir(folder)  # the pair is durable before `latest` names it
         write_atomic(folder / "latest", path.name.encode())
-        _fsync_dir(folder)
+        fsync_dir(folder)
     finally:
         for tmp in temps:
             tmp.unlink(missing_ok=True)
@@ -156,7 +130,7 @@ def adopt(run: str | Path, path: Path) -> None:
     folder = checkpoint_dir(run)
     if NAME.match(path.name) and path.parent.resolve() == folder.resolve():
         write_atomic(folder / "latest", path.name.encode())
-        _fsync_dir(folder)
+        fsync_dir(folder)
 
 
 def list_checkpoints(run: str | Path) -> list[Path]:

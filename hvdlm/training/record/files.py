@@ -17,7 +17,8 @@ from typing import Any
 from hvdlm.errors import DataError
 from hvdlm.text import shards
 from hvdlm.text.tokenizer import Tokenizer, load_tokenizer
-from hvdlm.training.checkpoint import TrainingState, write_atomic
+from hvdlm.output import write_atomic
+from hvdlm.training.checkpoint import TrainingState
 
 ENV = "env.json"
 TOKENIZER = "tokenizer.json"

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from hvdlm.training.checkpoint import write_atomic
+from hvdlm.output import write_atomic
 
 log = logging.getLogger("hvdlm")
 
