@@ -58,7 +58,10 @@ class TrainConfig:
     keep_checkpoints: int = 3
     log_interval: int = 10
     seed: int = 1337
-    precision: str = "fp32"      # fp32 | bf16 (autocast; fp32 master weights and allreduce)
+    precision: str = "fp32"      # fp32 | bf16 (autocast; fp32 master weights and allreduce) | fp16 (autocast + dynamic loss scaling)
+    compile: str = "auto"        # auto (on for CUDA, off on CPU) | true | false: torch.compile the model (not the optimizer step)
+    tf32: bool = True            # TF32 matmuls and convolutions on CUDA (no effect on CPU)
+    activation_checkpointing: bool = False  # recompute each GPT/CNN block's activations in backward
     fp16_allreduce: bool = False  # Horovod Compression.fp16 on the wire
     device: str = "auto"         # auto | cpu | cuda
     num_workers: int = 0         # DataLoader worker processes per rank
