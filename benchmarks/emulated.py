@@ -4,7 +4,7 @@
     sudo .venv/bin/python -m benchmarks.emulated --out DIR --hosts 2,3,4 \
         --rates 100mbit,1gbit,10gbit --sizes 1M,4M,16M [--no-scaling]
 
-For each host count N and link rate R, scripts/emulate-cluster.sh brings up N hosts whose
+For each host count N and link rate R, tests/infra/emulate-cluster.sh brings up N hosts whose
 egress is shaped to R (tbf), and benchmarks.allreduce's worker times hvdlm's Horovod allreduce
 across them (one rank per host, via hvdlm.launch's run_on_hosts); benchmarks.scaling's worker
 then times hvdlm.train steps (weak scaling, the benchmark GPT). The model:

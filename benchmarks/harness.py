@@ -3,7 +3,7 @@
 Driver side: a configuration name with extra environment (`hvdlm+HOROVOD_CYCLE_TIME=5`,
 `split_config`), `run_ranks` (N ranks on this machine or on emulated hosts via hvdlm.launch's
 `run_on_hosts`, or one job step of the current Slurm allocation with `--launcher srun`), the
-emulated cluster (`emulated_cluster`: scripts/emulate-cluster.sh up/down) and the options
+emulated cluster (`emulated_cluster`: tests/infra/emulate-cluster.sh up/down) and the options
 every driver shares (`add_common`, `apply_common`).
 
 Rank side: `env_rank` (the HOROVOD_* variables the launcher writes, also read by the
@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator, Sequence
 from hvdlm.cluster.launch import run_on_hosts
 
 ROOT = Path(__file__).resolve().parents[1]
-EMULATE_SCRIPT = ROOT / "scripts" / "emulate-cluster.sh"
+EMULATE_SCRIPT = ROOT / "tests" / "infra" / "emulate-cluster.sh"
 PORT_ENV = "HVDLM_BENCH_TORCH_PORT"  # torch.distributed's port, chosen by the driver
 SHARE_ENV = "HVDLM_BENCH_CORES_PER_RANK"  # cores // the most ranks per host, set by the driver
 NICE_ENV = "HVDLM_BENCH_NICE"
@@ -121,7 +121,7 @@ def emulated_cluster(prog: str) -> Iterator[Callable[..., None]]:
     """
     if Path("/run/netns/node01").exists():
         raise SystemExit(f"{prog}: an emulated cluster is already up (someone's tests?); bring "
-                         "it down first: scripts/emulate-cluster.sh down")
+                         "it down first: tests/infra/emulate-cluster.sh down")
 
     def shape(n: int, rate: str, delay: str = "") -> None:
         cmd = [str(EMULATE_SCRIPT), "up", str(n), "--rate", rate]

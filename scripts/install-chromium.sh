@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Install Debian's Chromium (the `chromium` package) if it is missing, for the test that renders
-# `python -m hvdlm.explain`'s page in a real headless browser (tests/test_explain_browser.py).
+# `python -m hvdlm.explain`'s page in a real headless browser (tests/test_explain.py,
+# test_page_renders_in_headless_chromium).
 #
 #   sudo scripts/install-chromium.sh        prints the browser's path on its last line
 #
-# As scripts/local-slurm.sh installs Slurm: apt-get install --no-install-recommends, and only
+# As tests/infra/local-slurm.sh installs Slurm: apt-get install --no-install-recommends, and only
 # when that fails an `apt-get update` and a second try; package scripts may start no daemon
 # (a policy-rc.d of our own for the duration, removed again). Needs root to install; an
 # installed browser is found without it. Exit 1 with the apt log's tail when apt fails (no

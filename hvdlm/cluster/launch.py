@@ -7,7 +7,7 @@ rendezvous server and publishes its address, and each task runs CMD as one rank:
     srun --ntasks-per-node=2 python -m hvdlm.launch -- python -m hvdlm.train --data D --out R
 
 On one machine, `--hosts` starts one rank per slot itself; with `--netns` each host's ranks run
-inside the network namespace of that name (see scripts/emulate-cluster.sh):
+inside the network namespace of that name (see tests/infra/emulate-cluster.sh):
 
     python -m hvdlm.launch --hosts node01:2,node02:1 --netns -- python train.py
 
@@ -193,7 +193,7 @@ def _check_netns(hosts: Hosts) -> None:
     missing = [h for h, _ in hosts if not Path("/run/netns", h).exists()]
     if missing:
         raise UsageError(f"no network namespace for {', '.join(missing)}: start the emulated "
-                         f"cluster first (scripts/emulate-cluster.sh up {len(hosts)})")
+                         f"cluster first (tests/infra/emulate-cluster.sh up {len(hosts)})")
 
 
 def _stop(procs: Sequence[subprocess.Popen]) -> None:

@@ -18,7 +18,7 @@ from benchmarks import costmodel, emulated, emulated_model
 from benchmarks.emulated_model import Setting
 from tests.conftest import ROOT, run_module
 
-SCRIPT = ROOT / "scripts" / "emulate-cluster.sh"
+SCRIPT = ROOT / "tests" / "infra" / "emulate-cluster.sh"
 
 
 def synthetic(alpha: float, beta_link: float, beta_host: float) -> dict:

@@ -1,6 +1,6 @@
 """Horovod across emulated hosts: network namespaces on a bridge with shaped links (root only).
 
-scripts/emulate-cluster.sh brings up node01..node04; hvdlm.launch starts ranks in them, both
+tests/infra/emulate-cluster.sh brings up node01..node04; hvdlm.launch starts ranks in them, both
 with --hosts --netns and the srun way (one launcher per task, Slurm variables, rendezvous file);
 each rank checks its place and collective values (tests/multihost/allreduce_check.py).
 
@@ -19,7 +19,7 @@ import pytest
 from hvdlm.cluster.launch import run_on_hosts
 from tests.conftest import ROOT, run_module
 
-SCRIPT = ROOT / "scripts" / "emulate-cluster.sh"
+SCRIPT = ROOT / "tests" / "infra" / "emulate-cluster.sh"
 CHECK = ROOT / "tests" / "multihost" / "allreduce_check.py"
 HOSTS4 = [f"node0{i}" for i in range(1, 5)]
 

@@ -1,4 +1,4 @@
-"""scripts/local-slurm.sh runs as root: another user must not be able to pre-create its state
+"""tests/infra/local-slurm.sh runs as root: another user must not be able to pre-create its state
 folder or plant a symlink there that turns root's writes (lock, logs, slurm.conf, which is then
 installed into /etc/slurm) into writes anywhere. The attacks are made by a real second Unix user
 on a state folder inside a shared, sticky folder (like /tmp), and only `check-state` runs, the

@@ -1,4 +1,4 @@
-"""The real local Slurm cluster (scripts/local-slurm.sh) as a session fixture.
+"""The real local Slurm cluster (tests/infra/local-slurm.sh) as a session fixture.
 
 `slurm_cluster` starts the cluster once per test session (as root; it installs Debian's Slurm
 packages if they are missing) and yields a `SlurmCluster` with small helpers around `sbatch`,
@@ -7,7 +7,7 @@ the reason; the root conftest turns such a skip of a `slurm`-marked test into a 
 
 The cluster is left running at the end of the session: starting it again is a no-op, and
 stopping it could pull it from under another test session running on this machine at the same
-time (the daemons are shared: /etc/slurm/slurm.conf, fixed ports). `scripts/local-slurm.sh stop`
+time (the daemons are shared: /etc/slurm/slurm.conf, fixed ports). `tests/infra/local-slurm.sh stop`
 ends it by hand.
 
 The state folder is root's (default /var/lib/hvdlm-slurm, `$SLURM_STATE` overrides it): the
@@ -27,7 +27,7 @@ from typing import Iterator
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "local-slurm.sh"
+SCRIPT = ROOT / "tests" / "infra" / "local-slurm.sh"
 # install ~35 s and start ~10 s on a fresh machine; stays under pytest.ini's 600
 START_TIMEOUT = 540
 
@@ -206,12 +206,12 @@ class SlurmCluster:
 @pytest.fixture(scope="session")
 def slurm_cluster() -> Iterator[SlurmCluster]:
     if os.geteuid() != 0:
-        pytest.skip("the local Slurm cluster needs root (scripts/local-slurm.sh start)")
+        pytest.skip("the local Slurm cluster needs root (tests/infra/local-slurm.sh start)")
     # the script's own check first (it creates a missing folder 0700), then ours
     check = _run(["bash", str(SCRIPT), "check-state"], timeout=60)
     lines = check.stdout.strip().splitlines()
     if check.returncode != 0 or not lines:
-        pytest.fail(f"scripts/local-slurm.sh check-state refused the state folder (exit "
+        pytest.fail(f"tests/infra/local-slurm.sh check-state refused the state folder (exit "
                     f"{check.returncode}): {(check.stderr or check.stdout).strip()}", pytrace=False)
     state = Path(lines[-1])
     try:
@@ -221,8 +221,8 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
     try:
         proc = _run(["bash", str(SCRIPT), "start"], timeout=START_TIMEOUT)
     except subprocess.TimeoutExpired:
-        pytest.skip(f"scripts/local-slurm.sh start did not finish within {START_TIMEOUT} s")
+        pytest.skip(f"tests/infra/local-slurm.sh start did not finish within {START_TIMEOUT} s")
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-30:])
-        pytest.skip(f"scripts/local-slurm.sh start failed (exit {proc.returncode}):\n{tail}")
+        pytest.skip(f"tests/infra/local-slurm.sh start failed (exit {proc.returncode}):\n{tail}")
     yield SlurmCluster(state, proc.stdout.strip())

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
+# Test infrastructure (tests/multihost and benchmarks.emulated use it): not part of hvdlm itself.
 # Emulate a small cluster on this machine: N hosts node01..nodeNN, each a network namespace with
 # its own address in 10.77.0.0/24 and interface eth0, joined by a bridge that lives in a namespace
 # of its own (hvdlm-sw), so nothing is added to the machine's own network. Each host's egress is
 # shaped (tbf for rate; netem when a delay is asked for) and every host resolves every node name.
 #
-#   scripts/emulate-cluster.sh up 4 [--rate 1gbit] [--delay 0.2ms] [--loopback-hostname]
-#   scripts/emulate-cluster.sh exec node02 python3 -c 'import socket; print(socket.gethostname())'
-#   scripts/emulate-cluster.sh status
-#   scripts/emulate-cluster.sh down
+#   tests/infra/emulate-cluster.sh up 4 [--rate 1gbit] [--delay 0.2ms] [--loopback-hostname]
+#   tests/infra/emulate-cluster.sh exec node02 python3 -c 'import socket; print(socket.gethostname())'
+#   tests/infra/emulate-cluster.sh status
+#   tests/infra/emulate-cluster.sh down
 #
 # --rate R      each host's egress rate, tc units (100mbit, 1gbit, 10gbit); 0 = unshaped.
 # --delay D     one-way delay added to each host's egress (netem; needs sch_netem in the kernel).

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
+# Test infrastructure (tests/slurm's fixture starts it): not part of hvdlm itself.
 # A real single-node Slurm cluster on this machine, for the tests and for trying hvdlm.
 #
-#   sudo scripts/local-slurm.sh start     install what is missing, configure, start, wait until usable
-#   sudo scripts/local-slurm.sh stop      stop exactly the daemons that `start` started (pid files)
-#   sudo scripts/local-slurm.sh status    what runs
-#   sudo scripts/local-slurm.sh check-state   create (0700) or check the state folder, print its path
+#   sudo tests/infra/local-slurm.sh start     install what is missing, configure, start, wait until usable
+#   sudo tests/infra/local-slurm.sh stop      stop exactly the daemons that `start` started (pid files)
+#   sudo tests/infra/local-slurm.sh status    what runs
+#   sudo tests/infra/local-slurm.sh check-state   create (0700) or check the state folder, print its path
 #
 # Debian's packages (slurmctld, slurmd, slurm-client, munge, slurmdbd, mariadb-server) are
 # installed if missing. There is no systemd here and package scripts start nothing, so this
@@ -41,7 +42,7 @@ DEADLINE=${SLURM_START_TIMEOUT:-90}
 CRED_EXPIRE=${SLURM_CRED_EXPIRE:-8}
 NODE=$(hostname -s)
 PACKAGES=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server)
-MARKER="# written by hvdlm scripts/local-slurm.sh"
+MARKER="# written by hvdlm scripts/local-slurm.sh"  # unchanged since the move: it recognises older files
 ETC=/etc/slurm
 MUNGE_SOCKET_DIR=/run/munge
 
