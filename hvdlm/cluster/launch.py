@@ -32,11 +32,12 @@ from hvdlm import cli
 from hvdlm.cluster.hostlist import (Hosts, Slot, Task, assign_slots, find_slot, horovod_env,
                                     hosts_string, parse_hosts, task_from_environ)
 from hvdlm.cluster.children import describe_status, exit_status, split_command
+from hvdlm.cluster.requeue import END_SIGNAL, REQUEUE_SIGNAL
 from hvdlm.cluster.rendezvous import (SECRET_ENV, JobRendezvous, iface_towards, ipv4_of, new_secret,
                                       publish, resolve_ipv4, secure_dir, source_address, wait_for)
 from hvdlm.errors import EXIT_TIMEOUT, HvdlmError, UsageError
 
-FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+FORWARDED_SIGNALS = (END_SIGNAL, REQUEUE_SIGNAL, signal.SIGINT)  # the stop protocol's
 KILL_GRACE_S = 5.0
 
 

@@ -21,7 +21,8 @@ asks the ranks to stop at the next step boundary (SIGUSR1: all ranks agree on th
 writes a checkpoint), and submitit requeues the job with the same arguments plus
 `--resume auto`: the arguments are pickled, never the model. Each stop counts against
 `--max-requeues` (timeouts and preemptions alike); past it the ranks still checkpoint, and the
-job ends saying so instead of requeueing.
+job ends saying so instead of requeueing. The stop/requeue rule is slurm/train.sbatch's too:
+hvdlm/cluster/requeue.py.
 """
 from __future__ import annotations
 
@@ -40,13 +41,13 @@ import submitit
 
 from hvdlm import cli
 from hvdlm.cluster.children import describe_status, exit_status, split_command
+from hvdlm.cluster.requeue import MAX_REQUEUES, REQUEUE_SIGNAL, Ending, after_stop
 from hvdlm.cluster.slurm_options import sbatch_options, slurm_minutes
 from hvdlm.errors import EXIT_STOPPED, HvdlmError, UsageError
 
 PROG = "hvdlm.submit"
 STOP_TIMEOUT_S = 60.0    # rank 0's wait for the ranks to checkpoint; inside submitit's 90 s notice
 REQUEUE_WAIT_S = 120.0   # a stopped rank > 0 waits this long for the requeue to end its task
-MAX_REQUEUES = 100       # default: about four days of one-hour jobs
 
 
 class RankFailed(HvdlmError):
@@ -133,13 +134,9 @@ class TrainRank(submitit.helpers.Checkpointable):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)
 
-    @property
-    def may_requeue(self) -> bool:
-        return self.requeues < self.max_requeues
-
-    def _no_requeue(self) -> str:
-        return (f"not requeued: --max-requeues {self.max_requeues} reached; "
-                "submit again to resume from the checkpoint")
+    def after_stop(self) -> Ending:
+        """The shared rule (hvdlm.cluster.requeue): requeue unless the cap is reached."""
+        return after_stop(self.requeues, self.max_requeues)
 
     def command(self) -> list[str]:
         return [self.python, "-m", "hvdlm.launch", "--", self.python, "-m", "hvdlm.train",
@@ -152,10 +149,11 @@ class TrainRank(submitit.helpers.Checkpointable):
         with _blocked(_preempt_signal()):
             self._child = subprocess.Popen(self.command())
         status = exit_status(self._child.wait())
-        if status == EXIT_STOPPED and rank != 0 and self.may_requeue:
+        ending = self.after_stop()
+        if status == EXIT_STOPPED and rank != 0 and ending.requeue:
             self._await_requeue(rank)
-        if status == EXIT_STOPPED and not self.may_requeue:
-            raise RankFailed(f"rank {rank} stopped after a checkpoint; {self._no_requeue()}")
+        if status == EXIT_STOPPED and not ending.requeue:
+            raise RankFailed(f"rank {rank} stopped after a checkpoint; {ending.message}")
         if status == EXIT_STOPPED:
             raise RankFailed(f"rank {rank} stopped after a checkpoint (status {EXIT_STOPPED}) "
                              "without a requeue; submit again to resume")
@@ -178,7 +176,7 @@ class TrainRank(submitit.helpers.Checkpointable):
         child = self._child
         if child is not None:
             with contextlib.suppress(ProcessLookupError):
-                child.send_signal(signal.SIGUSR1)  # hvdlm.launch passes it on to hvdlm.train
+                child.send_signal(REQUEUE_SIGNAL)  # hvdlm.launch passes it on to hvdlm.train
             deadline = time.monotonic() + STOP_TIMEOUT_S
             status = _exited(child.pid)
             while status is None and time.monotonic() < deadline:
@@ -188,8 +186,9 @@ class TrainRank(submitit.helpers.Checkpointable):
                   if status is not None else f"{PROG}: ranks did not stop within "
                   f"{STOP_TIMEOUT_S:g} s; requeueing from the latest periodic checkpoint",
                   flush=True)
-        if not self.may_requeue:
-            print(f"{PROG}: {self._no_requeue()}", flush=True)
+        ending = self.after_stop()
+        if not ending.requeue:
+            print(f"{PROG}: {ending.message}", flush=True)
             return None  # submitit then ends the job instead of requeueing it
         return submitit.helpers.DelayedSubmission(TrainRank(
             with_resume_auto(self.train_args), self.python, self.max_requeues, self.requeues + 1))

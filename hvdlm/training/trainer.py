@@ -48,7 +48,10 @@ class Callback:
 
 
 class StopRequest:
-    """Remembers SIGTERM/SIGUSR1; the loop all-reduces the flag so every rank stops together."""
+    """Remembers SIGTERM/SIGUSR1; the loop all-reduces the flag so every rank stops together.
+
+    The rank's half of the stop protocol; what happens after EXIT_STOPPED (requeue or not,
+    for sbatch and submitit alike) is hvdlm/cluster/requeue.py's."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
@@ -311,7 +314,7 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, resume: str = 
           callbacks: Sequence[Callback] = (), **trainer_options: bool) -> int:
     """A rank's whole run: Horovod, threads and memory, logging, the run folder, the loop."""
     world = distributed.init(cfg.train.device, run_dir)  # refuses wrong launches; locks RUN
-    if world.device.type == "cpu":
+    if world.device.type == "cpu" and cfg.train.keep_freed_memory:
         malloc.keep_freed_memory()  # no page faults on every step's activations
     setup_logging(world.rank)
     # Under the lock, the trainer checks data, config and checkpoint before RUN is written.

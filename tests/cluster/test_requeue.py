@@ -1,9 +1,10 @@
-"""hvdlm.cluster.requeue: how slurm/train.sbatch ends (finished, failed, stopped, requeued)."""
+"""hvdlm.cluster.requeue: how slurm/train.sbatch and hvdlm.submit end (finished, failed, stopped,
+requeued up to --max-requeues)."""
 import os
 
 import pytest
 
-from hvdlm.cluster.requeue import Ending, decide
+from hvdlm.cluster.requeue import Ending, after_stop, decide
 from hvdlm.errors import EXIT_STOPPED
 from tests.conftest import run_module
 
@@ -45,3 +46,39 @@ def test_requeue_outside_a_job_is_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "hvdlm.cluster.requeue: error: SLURM_JOB_ID is not set: run this inside the batch job"]
+
+
+@pytest.mark.parametrize("requeues, cap, requeued", [(0, 1, True), (2, 3, True), (3, 3, False),
+                                                     (0, 0, False), (7, 3, False)])
+def test_the_cap_counts_requeues_so_far(requeues, cap, requeued):
+    ending = decide(EXIT_STOPPED, False, "USR1", requeues, cap)
+    assert ending.requeue == requeued
+    if not requeued:
+        assert ending.exit_code == EXIT_STOPPED
+        assert ending.message == (f"not requeued: --max-requeues {cap} reached; submit again "
+                                  "to resume from the checkpoint")
+    assert decide(5, False, "USR1", requeues, cap) == Ending(False, 5)  # a failure stays one
+
+
+def test_sbatch_and_submitit_share_the_rule():
+    """TrainRank (submitit) asks the same function the sbatch command asks."""
+    from hvdlm.cluster.submit import TrainRank
+    for requeues, cap in ((0, 2), (2, 2), (0, 0)):
+        rank = TrainRank(["--data", "d"], max_requeues=cap, requeues=requeues)
+        assert rank.after_stop() == after_stop(requeues, cap) == decide(EXIT_STOPPED, False,
+                                                                         None, requeues, cap)
+
+
+def test_command_honours_max_requeues_with_slurms_restart_count(tmp_path):
+    marker = tmp_path / ".stopped.1.3"
+    marker.touch()
+    env = {**os.environ, "SLURM_JOB_ID": "1", "SLURM_RESTART_COUNT": "3"}
+    proc = run_module("hvdlm.cluster.requeue", "--status", "0", "--stop-marker", marker,
+                      "--signal", "USR1", "--max-requeues", "3", env=env)
+    assert proc.returncode == EXIT_STOPPED and not marker.exists()
+    assert proc.stdout.strip() == ("train.sbatch: not requeued: --max-requeues 3 reached; "
+                                   "submit again to resume from the checkpoint")
+    proc = run_module("hvdlm.cluster.requeue", "--status", "0", "--stop-marker", marker,
+                      "--max-requeues", "-1", env=env)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "hvdlm.cluster.requeue: error: --max-requeues must be a whole number >= 0, not '-1'"]
