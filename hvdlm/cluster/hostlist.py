@@ -3,9 +3,12 @@
 Slurm describes an allocation as a compressed node list (`node[01-04,07]`) and a task count
 per node (`2(x3),1`); `hvdlm.launch --hosts node01:2,node02:1` gives the same thing by hand.
 Both become a list of (host, slots), and `assign_slots` turns that list into one `Slot` per
-rank (rank, local and cross ranks and sizes), in the order Horovod's own
-`get_host_assignments` uses, so our ranks agree with the scope sizes its rendezvous server
-expects. `horovod_env` then writes a slot as the HOROVOD_* variables a Gloo rank reads.
+rank (rank, local and cross ranks and sizes) with Horovod's own `get_host_assignments`: the
+launcher and the rendezvous server (rendezvous.py) compute the plan with the same code, so
+our ranks agree with the scope sizes the server expects. What Horovod lacks stays here: Slurm's
+node-list and task-count syntax, and `parse_hosts`, which reads `--hosts` with one-line errors
+and bare names as one slot. `horovod_env` then writes a slot as the HOROVOD_* variables a Gloo
+rank reads.
 
     >>> expand_nodelist("n[01-03]")
     ['n01', 'n02', 'n03']
@@ -17,24 +20,15 @@ import socket
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+from horovod.runner.common.util.hosts import HostInfo, SlotInfo, get_host_assignments
+
 from hvdlm.errors import UsageError
 
 Hosts = list[tuple[str, int]]  # (host name, slots), in rank order
 
 _HOST_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # what Horovod's own host parser accepts
 
-
-@dataclass(frozen=True)
-class Slot:
-    """One rank's place in the job: Horovod's SlotInfo, without importing Horovod."""
-
-    hostname: str
-    rank: int
-    local_rank: int
-    cross_rank: int
-    size: int
-    local_size: int
-    cross_size: int
+Slot = SlotInfo  # one rank's place in the job: hostname, rank, local/cross rank, the sizes
 
 
 def _split_top_level(text: str) -> list[str]:
@@ -139,21 +133,14 @@ def hosts_string(hosts: Sequence[tuple[str, int]]) -> str:
 
 
 def assign_slots(hosts: Sequence[tuple[str, int]]) -> list[Slot]:
-    """One Slot per rank: ranks fill each host in turn (block order, like srun's default).
+    """One Slot per rank, by Horovod's `get_host_assignments`: ranks fill each host in turn
+    (block order, like srun's default).
 
     The cross communicator of local rank L holds the hosts that have more than L slots, so with
     uneven hosts (`2(x3),1`) local rank 1 has a smaller cross size than local rank 0.
     """
     check_hosts(hosts)
-    size = sum(n for _, n in hosts)
-    cross_size = [sum(1 for _, n in hosts if n > lr) for lr in range(max(n for _, n in hosts))]
-    slots, rank = [], 0
-    for host_index, (host, n) in enumerate(hosts):
-        for lr in range(n):
-            cross_rank = sum(1 for _, m in hosts[:host_index] if m > lr)
-            slots.append(Slot(host, rank, lr, cross_rank, size, n, cross_size[lr]))
-            rank += 1
-    return slots
+    return get_host_assignments([HostInfo(h, n) for h, n in hosts], sum(n for _, n in hosts))
 
 
 def find_slot(slots: Sequence[Slot], host: str, local_rank: int) -> Slot:

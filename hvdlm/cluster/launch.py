@@ -11,7 +11,7 @@ inside the network namespace of that name (see tests/infra/emulate-cluster.sh):
 
     python -m hvdlm.launch --hosts node01:2,node02:1 --netns -- python train.py
 
-The same plan (`hvdlm.hostlist.assign_slots`) serves both. From Python, benchmarks call
+The same plan (`hostlist.assign_slots`, Horovod's own) serves both. From Python, benchmarks call
 `run_on_hosts([("node01", 1), ("node02", 1)], cmd, netns=True)`.
 """
 from __future__ import annotations

@@ -38,13 +38,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from horovod.runner.common.util.hosts import get_host_assignments
-from horovod.runner.common.util.hosts import parse_hosts as hvd_parse_hosts
 from horovod.runner.http.http_server import RendezvousHandler, RendezvousHTTPServer
 from horovod.runner.util.threads import in_thread
 
 from hvdlm import cli
-from hvdlm.cluster.hostlist import hosts_string, parse_hosts
+from hvdlm.cluster.hostlist import assign_slots, parse_hosts
 from hvdlm.errors import HvdlmError, UsageError
 
 SECRET_ENV = "HOROVOD_GLOO_RENDEZVOUS_SECRET"  # read by the patched C++ HTTP store too
@@ -158,7 +156,7 @@ class JobRendezvous:
         except OSError as err:
             raise HvdlmError(f"cannot start the rendezvous server on {addr}: {err}") from None
         self.addr, self.port = addr, self._httpd.server_address[1]
-        self._httpd.init(get_host_assignments(hvd_parse_hosts(hosts_string(hosts)), size))
+        self._httpd.init(assign_slots(hosts))  # the plan the launcher gives each rank
         self._thread = in_thread(target=self._httpd.serve_forever)
 
     @property

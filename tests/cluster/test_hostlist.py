@@ -1,5 +1,5 @@
 """Tests of hvdlm.cluster.hostlist: Slurm node lists and task counts, --hosts, the rank plan
-(against Horovod's own), and a task's place from Slurm's or submitit's variables.
+(Horovod's own, through assign_slots), and a task's place from Slurm's or submitit's variables.
 
     .venv/bin/python -m pytest tests/cluster/test_hostlist.py
 """
