@@ -5,7 +5,7 @@
   world size, grad_accum, global_batch         1 x 8, 1 x 4 x 2 passes, 2 x 2 x 2 == 2 x 4
                                                (<= 1e-5), also across a resume from 2 to 1
   bf16, fp16_allreduce                         learn on 2 ranks; change the numbers, within
-                                               the bounds the README states
+                                               the bounds docs/training.md states
 
     .venv/bin/python -m pytest tests/multiproc/test_exactness.py
 """
@@ -27,7 +27,7 @@ RESUME = ["train.max_steps=6", "train.ckpt_interval=3", "train.eval_interval=6",
           "model.dropout=0.1", "train.num_workers=2"]
 # Another world size draws other dropout masks (one stream per rank): 3 steps after the
 # checkpoint, losses within 1e-3 relative of the uninterrupted run's and parameters within a
-# quarter of those 3 steps' update (measured: 4e-4 and 12%; README, "What is exact").
+# quarter of those 3 steps' update (measured: 4e-4 and 12%; docs/training.md, "What is exact").
 OTHER_WORLD_SIZE_LOSS, OTHER_WORLD_SIZE_PARAMS = 1e-3, 0.25
 
 
@@ -79,7 +79,7 @@ def test_resume_on_another_world_size_with_dropout_is_within_the_bound(byte_data
 LEARN = ["train.max_steps=12", "train.ckpt_interval=12", "train.eval_interval=12",
          "model.dropout=0.0", "train.lr=1e-2", "train.precision=fp32", "train.micro_batch=4"]
 FP16_GRAD_BOUND = 1e-3    # two fp16 roundings (2^-11 each): each rank's gradient, then the sum
-FP16_PARAM_BOUND = 1e-2   # after 12 steps (README config table)
+FP16_PARAM_BOUND = 1e-2   # after 12 steps (docs/training.md, "What is exact")
 
 
 @pytest.fixture(scope="module")
