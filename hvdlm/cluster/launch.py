@@ -6,6 +6,9 @@ rendezvous server and publishes its address, and each task runs CMD as one rank:
 
     srun --ntasks-per-node=2 python -m hvdlm.launch -- python -m hvdlm.train --data D --out R
 
+(`--rendezvous-dir DIR`: a folder every node sees, when ~/.hvdlm/rendezvous is not; `--iface`:
+the interface rank 0 serves on, when node names resolve to loopback.)
+
 On one machine, `--hosts` starts one rank per slot itself; with `--netns` each host's ranks run
 inside the network namespace of that name (see tests/infra/emulate-cluster.sh):
 
@@ -32,33 +35,38 @@ from hvdlm import cli
 from hvdlm.cluster.hostlist import (Hosts, Slot, Task, assign_slots, find_slot, horovod_env,
                                     hosts_string, parse_hosts, task_from_environ)
 from hvdlm.cluster.children import describe_status, exit_status, split_command
-from hvdlm.cluster.requeue import END_SIGNAL, REQUEUE_SIGNAL
 from hvdlm.cluster.rendezvous import (SECRET_ENV, JobRendezvous, iface_towards, ipv4_of, new_secret,
                                       publish, resolve_ipv4, secure_dir, source_address, wait_for)
+from hvdlm.cluster.requeue import END_SIGNAL, REQUEUE_SIGNAL
 from hvdlm.errors import EXIT_TIMEOUT, HvdlmError, UsageError
 
 FORWARDED_SIGNALS = (END_SIGNAL, REQUEUE_SIGNAL, signal.SIGINT)  # the stop protocol's
 KILL_GRACE_S = 5.0
 
 
-def rendezvous_dir(env: Mapping[str, str]) -> Path:
-    """A folder every node sees: $HVDLM_RENDEZVOUS_DIR, else ~/.hvdlm/rendezvous."""
-    return Path(env.get("HVDLM_RENDEZVOUS_DIR") or Path.home() / ".hvdlm" / "rendezvous")
+def rendezvous_dir(env: Mapping[str, str], given: str | Path | None = None) -> Path:
+    """A folder every node sees: --rendezvous-dir, else $HVDLM_RENDEZVOUS_DIR (the form
+    documented before the flag, and what `sbatch --export` hands over), else
+    ~/.hvdlm/rendezvous."""
+    return Path(given or env.get("HVDLM_RENDEZVOUS_DIR") or Path.home() / ".hvdlm" / "rendezvous")
 
 
-def rendezvous_file(task: Task, env: Mapping[str, str]) -> Path:
+def rendezvous_file(task: Task, env: Mapping[str, str], folder: str | Path | None = None) -> Path:
     """CLUSTER.JOBID.STEP.RESTART in the rendezvous folder: two clusters sharing $HOME (same
     job ids) do not collide. CLUSTER is $SLURM_CLUSTER_NAME, else 'local'."""
     cluster = re.sub(r"[^A-Za-z0-9_.-]", "_", env.get("SLURM_CLUSTER_NAME") or "local")
-    return rendezvous_dir(env) / f"{cluster}.{task.job_key}"
+    return rendezvous_dir(env, folder) / f"{cluster}.{task.job_key}"
 
 
-def rendezvous_address(task: Task, env: Mapping[str, str]) -> str:
-    """The address of rank 0's node that the other nodes reach, and nothing wider."""
-    if env.get("HVDLM_IFACE"):
-        addr = ipv4_of(env["HVDLM_IFACE"])
+def rendezvous_address(task: Task, env: Mapping[str, str], iface: str | None = None) -> str:
+    """The address of rank 0's node that the other nodes reach, and nothing wider.
+
+    iface: --iface, else $HVDLM_IFACE (the form documented before the flag)."""
+    iface = iface or env.get("HVDLM_IFACE")
+    if iface:
+        addr = ipv4_of(iface)
         if addr is None:
-            raise UsageError(f"HVDLM_IFACE={env['HVDLM_IFACE']} has no IPv4 address here")
+            raise UsageError(f"interface {iface} (--iface) has no IPv4 address here")
         return addr
     if len(task.hosts) == 1:
         return "127.0.0.1"  # every rank is on this node
@@ -71,7 +79,7 @@ def rendezvous_address(task: Task, env: Mapping[str, str]) -> str:
     if own and not own.startswith("127."):
         return own
     raise HvdlmError("cannot tell which address other nodes reach this node at (node names "
-                     "resolve to loopback); set HVDLM_IFACE to the interface the job uses")
+                     "resolve to loopback); give --iface, the interface the job uses")
 
 
 @contextlib.contextmanager
@@ -104,17 +112,20 @@ def run_child(argv: Sequence[str], env: Mapping[str, str]) -> int:
         return exit_status(child.wait())
 
 
-def run_task(cmd: Sequence[str], timeout_s: float, env: Mapping[str, str] = os.environ) -> int:
-    """Srun/submitit mode: become one Horovod rank of the job; rank 0 also serves rendezvous."""
+def run_task(cmd: Sequence[str], timeout_s: float, env: Mapping[str, str] = os.environ,
+             folder: str | Path | None = None, iface: str | None = None) -> int:
+    """Srun/submitit mode: become one Horovod rank of the job; rank 0 also serves rendezvous.
+
+    folder: the rendezvous folder (--rendezvous-dir); iface: rank 0's interface (--iface)."""
     task = task_from_environ(env)
     slot = replace(find_slot(assign_slots(task.hosts), task.host, task.local_rank), rank=task.rank)
-    path = rendezvous_file(task, env)
+    path = rendezvous_file(task, env, folder)
     server = None
     if task.rank == 0:
         secure_dir(path.parent)  # refused before anything listens
         # The secret reaches the other tasks only through the 0600 file in our 0700 folder.
         secret = new_secret()
-        server = JobRendezvous(rendezvous_address(task, env), task.hosts, secret)
+        server = JobRendezvous(rendezvous_address(task, env, iface), task.hosts, secret)
         addr, port = server.addr, server.port
     else:
         addr, port, secret = wait_for(path, timeout_s)
@@ -282,6 +293,11 @@ def _main(argv: Sequence[str] | None) -> int:
                    help="with --hosts: run each host's ranks in the network namespace HOST")
     p.add_argument("--job-timeout", type=float, default=None,
                    help="with --hosts: stop every rank after this many seconds (exit 124)")
+    p.add_argument("--rendezvous-dir", metavar="DIR",
+                   help="under srun/submitit: a folder every node sees, for rank 0's address "
+                        "(default $HVDLM_RENDEZVOUS_DIR, else ~/.hvdlm/rendezvous)")
+    p.add_argument("--iface", help="under srun/submitit: the interface rank 0 serves the "
+                                   "rendezvous on, e.g. ib0 (default $HVDLM_IFACE, else found)")
     args = p.parse_args(opts)
     if not cmd:
         raise UsageError("give the command after --, e.g. python -m hvdlm.launch -- python x.py")
@@ -290,7 +306,9 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.hosts is None:
         if args.netns or args.job_timeout is not None:
             raise UsageError("--netns and --job-timeout need --hosts")
-        return run_task(cmd, args.timeout)
+        return run_task(cmd, args.timeout, folder=args.rendezvous_dir, iface=args.iface)
+    if args.rendezvous_dir or args.iface:
+        raise UsageError("--rendezvous-dir and --iface are for srun/submitit tasks, not --hosts")
     return run_on_hosts(parse_hosts(args.hosts), cmd, netns=args.netns,
                         timeout=args.job_timeout, startup_timeout=args.timeout)
 

@@ -11,8 +11,8 @@ pid), for the refusal message only; the flock, not the file, decides who owns th
 Slurm requeue: Slurm ends every process of a job before it starts it again, so the previous
 incarnation's lock is normally gone already. Should it linger (a node still cleaning up, a
 network filesystem that drops the lock late), the same job id with a higher restart count is
-our own job, never refused: we wait up to `HVDLM_LOCK_WAIT_S` (default 60 s) for it to end,
-then go on with a warning and take the flock in the background as soon as it is released.
+our own job, never refused: we wait up to LOCK_WAIT_S (60 s) for it to end, then go on with a
+warning and take the flock in the background as soon as it is released.
 
 The lock is taken before Trainer reads RUN's checkpoints, so a run that takes over from a killed
 holder resumes from the holder's last checkpoint, and nobody reads checkpoints that another job
@@ -47,6 +47,7 @@ from hvdlm.errors import HvdlmError
 log = logging.getLogger("hvdlm")
 LOCK_NAME = ".lock"
 POLL_S = 0.2
+LOCK_WAIT_S = 60.0  # a requeued job's wait for its previous incarnation's lock
 
 
 @dataclass(frozen=True)
@@ -114,14 +115,14 @@ def acquire(run: str | Path, env: Mapping[str, str] = os.environ,
     """Lock `run` for this process's life; HvdlmError naming the holder if another job has it.
 
     Idempotent within a process. `wait_s`: how long a requeued job waits for its own previous
-    incarnation's lock (default $HVDLM_LOCK_WAIT_S, else 60 s).
+    incarnation's lock (default LOCK_WAIT_S).
     """
     run = Path(run).absolute()
     if run in _held:
         return _held[run]
     me = Holder.of_this_process(env)
     if wait_s is None:
-        wait_s = float(env.get("HVDLM_LOCK_WAIT_S") or 60)
+        wait_s = LOCK_WAIT_S
     path = run / LOCK_NAME
     created: list[Path] = []
     while True:

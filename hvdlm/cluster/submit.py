@@ -121,15 +121,18 @@ class TrainRank(submitit.helpers.Checkpointable):
     """The submitit callable: this task becomes one rank of the run (picklable: arguments only)."""
 
     def __init__(self, train_args: Sequence[str], python: str = sys.executable,
-                 max_requeues: int = MAX_REQUEUES, requeues: int = 0):
+                 max_requeues: int = MAX_REQUEUES, requeues: int = 0,
+                 launch_args: Sequence[str] = ()):
         self.train_args = list(train_args)
         self.python = python
         self.max_requeues, self.requeues = max_requeues, requeues
+        self.launch_args = list(launch_args)  # hvdlm.launch's options (--rendezvous-dir, --iface)
         self._child: subprocess.Popen | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"train_args": self.train_args, "python": self.python,  # never the live process
-                "max_requeues": self.max_requeues, "requeues": self.requeues}
+                "max_requeues": self.max_requeues, "requeues": self.requeues,
+                "launch_args": self.launch_args}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(**state)
@@ -139,8 +142,8 @@ class TrainRank(submitit.helpers.Checkpointable):
         return after_stop(self.requeues, self.max_requeues)
 
     def command(self) -> list[str]:
-        return [self.python, "-m", "hvdlm.launch", "--", self.python, "-m", "hvdlm.train",
-                *self.train_args]
+        return [self.python, "-m", "hvdlm.launch", *self.launch_args, "--", self.python, "-m",
+                "hvdlm.train", *self.train_args]
 
     def __call__(self) -> dict[str, Any]:
         rank = _rank_from_environ()
@@ -191,7 +194,8 @@ class TrainRank(submitit.helpers.Checkpointable):
             print(f"{PROG}: {ending.message}", flush=True)
             return None  # submitit then ends the job instead of requeueing it
         return submitit.helpers.DelayedSubmission(TrainRank(
-            with_resume_auto(self.train_args), self.python, self.max_requeues, self.requeues + 1))
+            with_resume_auto(self.train_args), self.python, self.max_requeues, self.requeues + 1,
+            self.launch_args))
 
 
 def make_executor(cluster: str, folder: str | Path, res: Resources):
@@ -230,13 +234,15 @@ def submit_training(train_args: Sequence[str], cluster: str = "slurm", nodes: in
                     time: str | int = 60, partition: str | None = None,
                     slurm: Mapping[str, str | bool] | Sequence[str] = (),
                     setup: Sequence[str] = (), max_requeues: int = MAX_REQUEUES,
-                    folder: str | Path = "logs/submitit/%j", python: str = sys.executable):
+                    folder: str | Path = "logs/submitit/%j", python: str = sys.executable,
+                    rendezvous_dir: str | Path | None = None, iface: str | None = None):
     """Submit `python -m hvdlm.train TRAIN_ARGS` as nodes x ntasks_per_node ranks; return the
     submitit Job (multi-task: use `job.results()` or `wait_for_ranks`).
 
     time: minutes or any sbatch format ("HH:MM:SS", "D-HH:MM"); slurm: more sbatch options,
     {"constraint": "a100", "exclusive": True} or ["constraint=a100", "exclusive"]; setup: shell
-    lines run before the ranks (e.g. "module load cuda")."""
+    lines run before the ranks (e.g. "module load cuda"); rendezvous_dir, iface: hvdlm.launch's
+    --rendezvous-dir and --iface."""
     if cluster not in ("slurm", "local"):
         raise UsageError(f"--cluster must be slurm or local, not {cluster!r}")
     items = [f"{k}={v}" if v is not True else k for k, v in slurm.items()] \
@@ -249,8 +255,10 @@ def submit_training(train_args: Sequence[str], cluster: str = "slurm", nodes: in
     for name in ("gpus_per_node", "max_requeues"):
         if getattr(res, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 0")
+    launch_args = [*(["--rendezvous-dir", str(rendezvous_dir)] if rendezvous_dir else []),
+                   *(["--iface", iface] if iface else [])]
     return make_executor(cluster, folder, res).submit(
-        TrainRank(train_args, python, res.max_requeues))
+        TrainRank(train_args, python, res.max_requeues, launch_args=launch_args))
 
 
 def log_paths(job) -> list[Path]:
@@ -317,6 +325,9 @@ def _main(argv: Sequence[str] | None) -> int:
                    help="shell line run before the ranks, e.g. 'module load cuda' (repeatable)")
     p.add_argument("--max-requeues", type=int, default=MAX_REQUEUES, metavar="N",
                    help="requeue after at most N timeouts or preemptions (default %(default)s)")
+    p.add_argument("--rendezvous-dir", metavar="DIR",
+                   help="hvdlm.launch's: a folder every node sees (default ~/.hvdlm/rendezvous)")
+    p.add_argument("--iface", help="hvdlm.launch's: the interface rank 0 serves the rendezvous on")
     p.add_argument("--folder", default="logs/submitit/%j",
                    help="submitit's folder for pickles and logs (%%j = job id)")
     p.add_argument("--wait", action="store_true", help="block until every rank has ended")
@@ -327,7 +338,8 @@ def _main(argv: Sequence[str] | None) -> int:
         raise UsageError("give hvdlm.train's arguments after --, e.g. -- --data DIR --out RUN")
     job = submit_training(train_args, args.cluster, args.nodes, args.ntasks_per_node,
                           args.gpus_per_node, args.cpus_per_task, args.time, args.partition,
-                          args.slurm, args.setup, args.max_requeues, args.folder)
+                          args.slurm, args.setup, args.max_requeues, args.folder,
+                          rendezvous_dir=args.rendezvous_dir, iface=args.iface)
     print(f"{PROG}: job {job.job_id} submitted ({args.nodes * args.ntasks_per_node} ranks, "
           f"{args.cluster})", flush=True)
     for path in log_paths(job):

@@ -48,6 +48,39 @@ def test_rank_waiting_for_rendezvous_times_out_in_one_line(tmp_path):
     assert "rendezvous timed out after 1 s" in proc.stderr
 
 
+def test_rendezvous_dir_flag_wins_over_the_environment(tmp_path):
+    """--rendezvous-dir is where rank 1 looks; $HVDLM_RENDEZVOUS_DIR is the fallback."""
+    env = {**os.environ, **slurm_env(1, 1, 0, "cn1", "2", 2),
+           "HVDLM_RENDEZVOUS_DIR": str(tmp_path / "from-env")}
+    proc = subprocess.run([sys.executable, "-m", "hvdlm.launch", "--timeout", "1",
+                           "--rendezvous-dir", str(tmp_path / "from-flag"), "--", "true"],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=30)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    assert f"file {tmp_path / 'from-flag' / 'local.4242.0.0'})" in proc.stderr
+    assert (tmp_path / "from-flag").is_dir() and not (tmp_path / "from-env").exists()
+
+
+@pytest.mark.horovod
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_an_interface_without_an_address_is_one_line(tmp_path, how):
+    env = {**os.environ, **slurm_env(0, 0, 0, "cn1", "1", 1)}
+    args = ["--rendezvous-dir", str(tmp_path)]
+    if how == "flag":
+        args += ["--iface", "nosuch0"]
+    else:
+        env["HVDLM_IFACE"] = "nosuch0"
+    proc = subprocess.run([sys.executable, "-m", "hvdlm.launch", *args, "--", "true"],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=30)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "hvdlm.launch: error: interface nosuch0 (--iface) has no IPv4 address here"]
+
+
+def test_task_options_are_refused_with_hosts():
+    proc = run_module("hvdlm.launch", "--hosts", "a:1", "--iface", "lo", "--", "true",
+                      timeout=30)
+    assert proc.returncode == 2 and "are for srun/submitit tasks, not --hosts" in proc.stderr
+
+
 @pytest.mark.horovod
 def test_signals_reach_the_command_and_its_status_comes_back(tmp_path):
     pytest.importorskip("horovod.runner.http.http_server")

@@ -152,6 +152,19 @@ def test_each_requeue_counts_against_max_requeues():
     assert rank.checkpoint() is None
 
 
+def test_launch_options_reach_every_requeue():
+    """--rendezvous-dir and --iface become hvdlm.launch's options, in the pickled callable and
+    in each requeued one."""
+    rank = TrainRank(["--data", "d"], python="py", launch_args=["--rendezvous-dir", "/shared/r",
+                                                                 "--iface", "ib0"])
+    for _ in range(2):
+        assert rank.command() == ["py", "-m", "hvdlm.launch", "--rendezvous-dir", "/shared/r",
+                                  "--iface", "ib0", "--", "py", "-m", "hvdlm.train",
+                                  *rank.train_args]
+        rank = pickle.loads(pickle.dumps(rank.checkpoint().function))
+    assert TrainRank(["x"], python="py").command()[:4] == ["py", "-m", "hvdlm.launch", "--"]
+
+
 def test_time_limits_in_sbatch_formats():
     assert [slurm_minutes(t) for t in ("45", "90:30", "2:00:00", "1-0", "1-12:30", "0-0:0:1")] \
         == [45, 91, 120, 1440, 2190, 1]
