@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from hvdlm import cli
+from hvdlm import cli, output
 from hvdlm.errors import UsageError
 from hvdlm.text import canaries, corpus, formats, pipeline
 from hvdlm.text.pipeline import PreprocessOptions
@@ -147,7 +147,7 @@ def _main(argv: Sequence[str] | None) -> int:
     files, skipped = corpus.collect_files(opts.inputs, opts.follow_symlinks,
                                           opts.code_extensions)
     out = Path(opts.out)
-    stage = pipeline.staging_dir(out)
+    stage = output.partial(out)
     if a.tokenizer_only:
         pipeline.tokenizer_step(opts, files, skipped, stage)
         print(f"{PROG}: tokenizer and plan written to {stage}; now run the tasks")
@@ -160,7 +160,7 @@ def _main(argv: Sequence[str] | None) -> int:
         report = pipeline.merge_step(opts, files, stage, None)
     else:
         pipeline.tokenizer_step(opts, files, skipped, stage)
-        with pipeline.removed_on_error(stage):
+        with output.removed_on_error(stage):
             pipeline.task_step(opts, files, stage, 0)
             report = pipeline.merge_step(opts, files, stage, started)
     def counts(d: dict) -> str:

@@ -41,7 +41,7 @@ from typing import Sequence
 from horovod.runner.http.http_server import RendezvousHandler, RendezvousHTTPServer
 from horovod.runner.util.threads import in_thread
 
-from hvdlm import cli
+from hvdlm import cli, output
 from hvdlm.cluster.hostlist import assign_slots, parse_hosts
 from hvdlm.errors import HvdlmError, UsageError
 
@@ -171,8 +171,8 @@ class JobRendezvous:
 
 
 def _refuse_path(what: str, path: Path, problem: str) -> HvdlmError:
-    return HvdlmError(f"refusing the rendezvous {what} {path}: {problem} (set "
-                      f"HVDLM_RENDEZVOUS_DIR to a folder only you can write)")
+    return HvdlmError(f"refusing the rendezvous {what} {path}: {problem} (give "
+                      f"--rendezvous-dir a folder only you can write)")
 
 
 def secure_dir(path: Path) -> Path:
@@ -201,23 +201,14 @@ def _require_own(kind: str, path: Path, st: os.stat_result, bits: int, allows: s
 def publish(path: Path, addr: str, port: int, secret: str) -> None:
     """Write `addr port secret` to `path` (0600) atomically, so a reader never sees half a line.
 
-    The temporary name is random and opened O_EXCL|O_NOFOLLOW: nothing planted there is
-    followed or reused; the rename replaces whatever `path` was, never writing through it.
+    The temporary file (output.write_temp) is opened O_EXCL|O_NOFOLLOW: nothing planted there
+    is followed or reused; the rename replaces whatever `path` was, never writing through it.
     """
     secure_dir(path.parent)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        output.write_atomic(path, f"{addr} {port} {secret}\n".encode(), mode=0o600)
     except OSError as err:
-        raise _refuse_path("file", tmp, err.strerror or str(err)) from None
-    try:
-        with os.fdopen(fd, "w") as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.write(f"{addr} {port} {secret}\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        raise _refuse_path("file", path, err.strerror or str(err)) from None
 
 
 def read_published(path: Path) -> tuple[str, int, str] | None:

@@ -1,27 +1,25 @@
 """The three preprocessing steps: tokenizer, one task's part, merge (`hvdlm.preprocess`).
 
 Everything is staged in `DIR.partial/` and renamed to DIR at the very end, so DIR either does
-not exist or is complete. The tokenizer step writes `tokenizer.json` and `plan.json` (the
-options and a fingerprint of the input file list). Task I takes a contiguous run of the sorted
-input files (balanced by size; files over --piece-bytes count as several pieces, see
-hvdlm/text/pieces.py), cleans and encodes them and writes `parts/0000I-of-0000K/`
-(tokens.bin, docs.npz: per-document token count, UTF-8 bytes and a 16-byte text fingerprint).
-The merge concatenates the parts in task order - the global document order - drops exact
-duplicates (dedup, first kept), holds out val documents chosen by (seed, text), packs shards
-and writes manifest.json last. A single run is exactly these three steps with K = 1, which is
-why the dataset is identical for any number of workers and any K.
+not exist or is complete (hvdlm/output.py; the steps may run in different processes). The
+tokenizer step writes `tokenizer.json` and `plan.json` (the options and a fingerprint of the
+input file list). Task I takes a contiguous run of the sorted input files (balanced by size;
+files over --piece-bytes count as several pieces, see hvdlm/text/pieces.py), cleans and encodes
+them and writes `parts/0000I-of-0000K/` (tokens.bin, docs.npz: per-document token count, UTF-8
+bytes and a 16-byte text fingerprint). The merge concatenates the parts in task order - the
+global document order - drops exact duplicates (dedup, first kept), holds out val documents
+chosen by (seed, text), packs shards and writes manifest.json last. A single run is exactly
+these three steps with K = 1, which is why the dataset is identical for any number of workers
+and any K.
 """
 from __future__ import annotations
 
 import dataclasses
-import errno
 import itertools
 import json
-import os
 import shutil
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -29,18 +27,18 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from hvdlm import output
 from hvdlm.errors import DataError, UsageError
 from hvdlm.text import corpus, dupcounts, pieces, workers
 from hvdlm.text.canaries import CanarySpec, Inserter
 from hvdlm.text.corpus import CorpusFile, ReadStats
 from hvdlm.text.formats import DEFAULT_CODE_EXTENSIONS
 from hvdlm.text.pii import PII_KINDS
-from hvdlm.text.shards import Manifest, ShardWriter, dtype_for_vocab, save_manifest
+from hvdlm.text.shards import MANIFEST, Manifest, ShardWriter, dtype_for_vocab, save_manifest
 from hvdlm.text.tokenizer import (Tokenizer, build_byte_tokenizer, hf_to_json_bytes, load_tokenizer,
                                   train_bpe)
 
 REPORT = "preprocess_report.json"
-FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 @dataclass(frozen=True)
@@ -91,45 +89,10 @@ class PreprocessOptions:
                 if k not in ("out", "workers", "overwrite")
                 and not (k == "canaries" and v is None)}  # plans from before --canaries
 
-
-def staging_dir(out: Path) -> Path:
-    return out.with_name(out.name + ".partial")
-
-
-@contextmanager
-def full_disk_is_one_line(folder: Path) -> Iterator[None]:
-    """A full disk or quota while writing under `folder` becomes a DataError naming the file."""
-    try:
-        yield
-    except OSError as err:
-        if err.errno not in FULL_DISK:
-            raise
-        # A failed write() (or h5py's) names no file; the one being written was modified last.
-        files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
-        name = err.filename or max(files, key=lambda p: p.stat().st_mtime_ns, default=folder)
-        raise DataError(f"{name}: cannot write ({os.strerror(err.errno)})") from None
-
-
-@contextmanager
-def removed_on_error(path: Path) -> Iterator[None]:
-    """Delete `path` if the block fails, so no half-written output is left behind."""
-    try:
-        with full_disk_is_one_line(path):
-            yield
-    except BaseException:
-        shutil.rmtree(path, ignore_errors=True)
-        raise
-
-
-def refuse_existing(out: Path, overwrite: bool) -> None:
-    """An existing DIR (other than an empty folder) is replaced only if it is a dataset."""
-    if not out.exists() or out.is_dir() and not any(out.iterdir()):
-        return
-    if not overwrite:
-        raise DataError(f"{out}: already exists (use --overwrite to replace it)")
-    if out.is_symlink() or not (out / "manifest.json").is_file():
-        raise DataError(f"{out}: not a dataset folder written by hvdlm.preprocess (no "
-                        "manifest.json); --overwrite replaces only those")
+    def replaces(self) -> output.Overwrite:
+        """What --overwrite may replace: a dataset (one with a manifest.json)."""
+        return output.Overwrite(self.overwrite, MANIFEST,
+                                "a dataset folder written by hvdlm.preprocess")
 
 
 def read_plan(stage: Path, opts: PreprocessOptions, files: Sequence[CorpusFile]) -> dict:
@@ -163,10 +126,8 @@ def keep_and_val(opts: PreprocessOptions, digests: np.ndarray) -> tuple[np.ndarr
 def tokenizer_step(opts: PreprocessOptions, files: Sequence[CorpusFile], skipped: dict,
                    stage: Path) -> None:
     """Write DIR.partial/tokenizer.json and plan.json (a fresh staging folder)."""
-    refuse_existing(Path(opts.out), opts.overwrite)
-    shutil.rmtree(stage, ignore_errors=True)  # leftovers of an unfinished earlier run
-    stage.mkdir(parents=True)
-    with removed_on_error(stage):
+    output.new_stage(Path(opts.out), opts.replaces())  # an unfinished earlier one is removed
+    with output.removed_on_error(stage):
         if opts.tokenizer == "byte":
             data = hf_to_json_bytes(build_byte_tokenizer())
         elif opts.tokenizer == "file":
@@ -242,13 +203,10 @@ def task_step(opts: PreprocessOptions, files: Sequence[CorpusFile], stage: Path,
     plan = read_plan(stage, opts, files)
     tok = load_tokenizer(stage / "tokenizer.json")
     part = stage / "parts" / f"{task:05d}-of-{opts.num_tasks:05d}"
-    tmp = part.with_name(part.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     shutil.rmtree(part, ignore_errors=True)  # a re-run array task replaces its part
-    tmp.mkdir(parents=True)
     start, stats = time.time(), ReadStats()
     mine = pieces.task_pieces(pieces.split_files(files, opts.piece_bytes), task, opts.num_tasks)
-    with removed_on_error(tmp):
+    with output.staged(part) as tmp:
         writer = workers.PartWriter(tmp, dtype_for_vocab(tok.vocab_size))
         desc = f"task {task}/{opts.num_tasks}" if opts.num_tasks > 1 else "encode"
         with workers.Pool(opts.workers, str(stage / "tokenizer.json")) as pool:
@@ -262,7 +220,6 @@ def task_step(opts: PreprocessOptions, files: Sequence[CorpusFile], stage: Path,
                       "tokenizer_sha256": tok.sha256, "read": vars(stats),
                       "input_bytes": sum(f.size for f in mine), "workers": opts.workers,
                       "seconds": time.time() - start})
-        os.replace(tmp, part)
 
 
 # ---- step 3: merge -------------------------------------------------------------------------
@@ -270,7 +227,7 @@ def task_step(opts: PreprocessOptions, files: Sequence[CorpusFile], stage: Path,
 def merge_step(opts: PreprocessOptions, files: Sequence[CorpusFile], stage: Path,
                started: float | None) -> dict:
     """Build DIR from the K parts: dedup, split, shards, manifest (last), report, rename."""
-    with full_disk_is_one_line(stage):  # half-written shards are redone by the next merge
+    with output.full_disk_is_one_line(stage):  # half-written shards: redone by the next merge
         return _merge(opts, files, stage, started)
 
 
@@ -278,7 +235,7 @@ def _merge(opts: PreprocessOptions, files: Sequence[CorpusFile], stage: Path,
            started: float | None) -> dict:
     plan = read_plan(stage, opts, files)
     out = Path(opts.out)
-    refuse_existing(out, opts.overwrite)
+    output.refuse_existing(out, opts.replaces())  # before the work; publish checks again
     tok = load_tokenizer(stage / "tokenizer.json")
     parts = [workers.load_part(stage / "parts" / f"{i:05d}-of-{opts.num_tasks:05d}", tok.sha256,
                                 plan["files"]) for i in range(opts.num_tasks)]
@@ -309,21 +266,8 @@ def _merge(opts: PreprocessOptions, files: Sequence[CorpusFile], stage: Path,
     (stage / REPORT).write_text(json.dumps(report, indent=1) + "\n")
     shutil.rmtree(stage / "parts")
     (stage / "plan.json").unlink()
-    publish(stage, out)
+    output.publish(stage, out, opts.replaces())
     return report
-
-
-def publish(stage: Path, out: Path) -> None:
-    """Rename the finished staging folder to DIR (an old DIR is replaced only here)."""
-    old = None
-    if out.exists():
-        old = out.with_name(f"{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(stage, out)
-    if old is not None and old.is_dir():
-        shutil.rmtree(old, ignore_errors=True)
-    elif old is not None:
-        old.unlink()
 
 
 def make_report(plan: dict, parts: list[workers.Part], keep: np.ndarray, val: np.ndarray,

@@ -21,6 +21,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from hvdlm import output
 from hvdlm.errors import DataError
 from hvdlm.text.tokenizer import Tokenizer, load_tokenizer
 
@@ -134,12 +135,10 @@ def _shard_info(obj, where: str) -> ShardInfo:
 def save_manifest(m: Manifest) -> Path:
     """Write DIR/manifest.json atomically; it is written last and lists complete shards."""
     path = m.root / MANIFEST
-    tmp = path.with_name(MANIFEST + ".tmp")
     raw = {"format": FORMAT, "version": FORMAT_VERSION, "tokenizer": m.tokenizer,
            "vocab_size": m.vocab_size, "eos_id": m.eos_id, "dtype": m.dtype,
            "splits": {s: [asdict(i) for i in shards] for s, shards in m.splits.items()}}
-    tmp.write_text(json.dumps(raw, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    output.write_atomic(path, (json.dumps(raw, indent=1) + "\n").encode())
     return path
 
 
@@ -148,18 +147,16 @@ def write_shard(root: Path, rel_path: str, tokens: np.ndarray, doc_offsets: np.n
     """Write one shard under a temporary name, rename it when complete, return its record."""
     final = root / rel_path
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(final.name + ".tmp")
     attrs = {"format_version": FORMAT_VERSION, "vocab_size": vocab_size, "eos_id": eos_id,
              "tokenizer_sha256": tokenizer_sha256, "n_tokens": len(tokens),
              "n_docs": len(doc_offsets) - 1, "n_bytes": n_bytes}
     # No timestamps: the same data must give byte-identical files, whoever writes them.
-    with h5py.File(tmp, "w", track_order=False) as f:
+    with output.replacing(final) as tmp, h5py.File(tmp, "w", track_order=False) as f:
         f.create_dataset("tokens", data=np.ascontiguousarray(tokens, dtype_for_vocab(vocab_size)),
                          track_times=False)
         f.create_dataset("doc_offsets", data=np.asarray(doc_offsets, np.int64),
                          track_times=False)
         f.attrs.update(attrs)
-    os.replace(tmp, final)
     return ShardInfo(path=rel_path, n_tokens=len(tokens), n_docs=len(doc_offsets) - 1,
                      n_bytes=n_bytes, sha256=sha256_file(final))
 
