@@ -6,7 +6,8 @@ The distributed steps, in the order Horovod's own examples use them:
   2. `wrap_optimizer()`    hvd.DistributedOptimizer: ring-allreduce of averaged gradients,
                            once per `grad_accum` backward passes, optional fp16 on the wire.
   3. `broadcast_model()`   parameters from rank 0 (a fresh optimizer has no state to send).
-  4. `clip_and_step()`     synchronize(), clip, then step() without a second allreduce.
+  4. `clip_and_step()`     synchronize(), unscale (fp16), clip, then step() without a second
+                           allreduce, or skip on every rank together.
   5. `mean_async()`, `sum_()` metrics across ranks (the first without waiting for them);
                            `gather_tensor()` for per-rank RNG states (tensors only:
                            nothing that crosses between ranks is unpickled).
@@ -27,7 +28,7 @@ from typing import Callable, Iterable, Mapping
 
 import torch
 
-from hvdlm.cluster import runlock
+from hvdlm.cluster import devices, runlock
 from hvdlm.errors import HvdlmError, UsageError
 
 try:
@@ -169,9 +170,14 @@ def init(device: str = "auto", run_dir: str | Path | None = None) -> World:
     # Oversubscribed intra-op threads make every rank slower; OMP_NUM_THREADS wins if set.
     threads = int(os.environ.get("OMP_NUM_THREADS", 0)) or max(1, cores // world[3])
     torch.set_num_threads(threads)
-    dev = torch.device("cuda", world[2]) if use_cuda else torch.device("cpu")
-    if use_cuda:
+    dev = torch.device("cpu")
+    if use_cuda:  # Horovod: pin one GPU per rank (cluster/devices.py refuses a shared one)
+        dev = torch.device("cuda", devices.gpu_index(world[2], world[3],
+                                                     torch.cuda.device_count()))
         torch.cuda.set_device(dev)
+        if _active:
+            keys = gather_tensor(torch.tensor(devices.gpu_key(dev)), name="gpu_keys")
+            devices.refuse_shared([int(k) for k in keys])
     return World(*world, dev)
 
 
@@ -210,18 +216,25 @@ def broadcast_model(model: torch.nn.Module) -> None:
 
 
 def clip_and_step(optimizer: torch.optim.Optimizer, params: Iterable[torch.nn.Parameter],
-                  max_norm: float) -> tuple[float, bool]:
-    """Finish the allreduce, clip, and step unless the gradients are non-finite.
+                  max_norm: float, scaler=None) -> tuple[torch.Tensor, bool]:
+    """Finish the allreduce, unscale (fp16), clip, and step unless the gradients are non-finite.
 
-    Returns (gradient norm, stepped). The norm is of the averaged gradients, identical on
-    every rank, so all ranks take the same decision without another collective.
+    Returns (gradient norm, a tensor read only where it is logged; stepped). The norm is of the
+    averaged gradients, identical on every rank, so all ranks take the same decision; with an
+    fp16 loss scaler (training/precision.py) they also agree on it by one small allreduce, as
+    the scaler's state must stay the same everywhere. The finiteness is the one value read to
+    the host every step.
     """
+    params = list(params)
     distributed = hasattr(optimizer, "synchronize")  # not wrapped in a world of one
     if distributed:
         optimizer.synchronize()
-    norm = torch.nn.utils.clip_grad_norm_(list(params), max_norm if max_norm > 0 else math.inf)
-    norm = float(norm)
-    stepped = math.isfinite(norm)
+    if scaler is not None:
+        scaler.unscale_(params)
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else math.inf)
+    stepped = bool(torch.isfinite(norm))
+    if scaler is not None and scaler.enabled:
+        stepped = not any_rank(not stepped, name="overflow")
     if stepped and distributed:
         with optimizer.skip_synchronize():
             optimizer.step()
@@ -260,6 +273,12 @@ def gather_tensor(values: torch.Tensor, name: str) -> list[torch.Tensor]:
         return [values]
     # Clones, not views of one buffer: a checkpoint stores each on its own, as before.
     return [row.clone() for row in hvd.allgather(values.unsqueeze(0), name=name)]
+
+
+def any_rank(flag: bool, name: str) -> bool:
+    """Whether `flag` is true on any rank."""
+    value = torch.tensor([float(flag)])
+    return bool(hvd.allreduce(value, op=hvd.Sum, name=name) > 0) if _active else flag
 
 
 def barrier() -> None:

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hvdlm.config import ModelConfig
+from hvdlm.models import vocab
+from hvdlm.models.checkpointing import run_blocks
 
 
 class GatedConvBlock(nn.Module):
@@ -53,23 +55,24 @@ class GatedConvLM(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.embed = nn.Embedding(vocab.padded(cfg.vocab_size), cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(GatedConvBlock(cfg, cfg.dilation_growth ** i)
                                     for i in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd)
-        self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.head = vocab.VocabHead(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.head.weight = self.embed.weight
         nn.init.normal_(self.embed.weight, mean=0.0, std=0.02)
         if not cfg.tie_embeddings:
             nn.init.normal_(self.head.weight, mean=0.0, std=0.02)
+        self.activation_checkpointing = False  # train.activation_checkpointing sets it
+        vocab.accept_unpadded_checkpoints(self, cfg.vocab_size)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """idx (B, T) token ids -> logits (B, T, vocab); any T (outputs see receptive_field)."""
         x = self.drop(self.embed(idx))  # (B, T, C)
-        for block in self.blocks:
-            x = block(x)
+        x = run_blocks(self.blocks, x, self.activation_checkpointing and self.training)
         return self.head(self.ln_f(x))
 
     def flops_per_token(self) -> float:
@@ -81,34 +84,35 @@ class GatedConvLM(nn.Module):
 
 
 class ConvDecoder:
-    """Incremental decoding (hvdlm/models/decoding.py's interface): `start(ids)` reads a prompt
-    (its last seq_len tokens) and keeps, per block, the conv's last `span` inputs; `push(token)`
-    runs one column through the blocks. Each returns the next token's logits (vocab,)."""
+    """Incremental decoding (hvdlm/models/decoding.py's interface): `start(ids)` reads B prompts
+    (B, T) (their last seq_len tokens) and keeps, per block, the conv's last `span` inputs;
+    `push(tokens)` runs one column (B,) through the blocks. Each returns the next tokens'
+    logits (B, vocab)."""
 
     def __init__(self, model: GatedConvLM, seq_len: int):
         self.model, self.seq_len = model, seq_len
-        self.past: list[torch.Tensor] = []  # per block: (1, C, span) conv inputs
+        self.past: list[torch.Tensor] = []  # per block: (B, C, span) conv inputs
 
     def _device(self) -> torch.device:
         return self.model.embed.weight.device
 
     @torch.no_grad()
-    def start(self, ids: list[int]) -> torch.Tensor:
+    def start(self, ids: torch.Tensor) -> torch.Tensor:
         m = self.model
-        x = m.drop(m.embed(torch.tensor([ids[-self.seq_len:]], device=self._device())))
+        x = m.drop(m.embed(ids[:, -self.seq_len:].to(self._device())))  # (B, T, C)
         self.past = []
         for block in m.blocks:
-            h = F.pad(block.conv_input(x), (block.span, 0))       # (1, C, span + T)
+            h = F.pad(block.conv_input(x), (block.span, 0))       # (B, C, span + T)
             self.past.append(h[:, :, h.size(2) - block.span:])    # the last span columns
             x = block.mix(x, h)
-        return m.head(m.ln_f(x[:, -1]))[0]
+        return m.head(m.ln_f(x[:, -1]))
 
     @torch.no_grad()
-    def push(self, token: int) -> torch.Tensor:
+    def push(self, tokens: torch.Tensor) -> torch.Tensor:
         m = self.model
-        x = m.drop(m.embed(torch.tensor([[token]], device=self._device())))  # (1, 1, C)
+        x = m.drop(m.embed(tokens.to(self._device())[:, None]))  # (B, 1, C)
         for i, block in enumerate(m.blocks):
-            h = torch.cat([self.past[i], block.conv_input(x)], dim=2)  # (1, C, span + 1)
+            h = torch.cat([self.past[i], block.conv_input(x)], dim=2)  # (B, C, span + 1)
             self.past[i] = h[:, :, 1:]
             x = block.mix(x, h)                                         # one output column
-        return m.head(m.ln_f(x[:, -1]))[0]
+        return m.head(m.ln_f(x[:, -1]))

@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from hvdlm.config import ModelConfig
+from hvdlm.models import vocab
 from hvdlm.models.decoding import FillingWindowDecoder
+from hvdlm.models.checkpointing import run_blocks
 
 
 class CausalSelfAttention(nn.Module):
@@ -75,15 +77,17 @@ class GPT(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wte = nn.Embedding(vocab.padded(cfg.vocab_size), cfg.n_embd)
         self.wpe = nn.Embedding(cfg.seq_len, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd)
-        self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.head = vocab.VocabHead(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.head.weight = self.wte.weight
         self.apply(self._init_weights)
+        self.activation_checkpointing = False  # train.activation_checkpointing sets it
+        vocab.accept_unpadded_checkpoints(self, cfg.vocab_size)
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):
@@ -97,15 +101,14 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        """idx (B, T) token ids -> logits (B, T, vocab)."""
+        """idx (B, T) token ids -> logits (B, T, vocab) over the real vocabulary."""
         B, T = idx.shape
         if T > self.cfg.seq_len:
             raise ValueError(f"sequence of {T} tokens exceeds model.seq_len={self.cfg.seq_len}")
         pos = torch.arange(T, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
-        for block in self.blocks:
-            x = block(x)
-        return self.head(self.ln_f(x))
+        x = run_blocks(self.blocks, x, self.activation_checkpointing and self.training)
+        return self.head(self.ln_f(x))                # (B, T, vocab): padded ids left out
 
     def flops_per_token(self) -> float:
         """Training FLOPs per token: 6N (weights, fwd+bwd) + 12·L·H·Q·T (attention; PaLM App. B)."""
@@ -122,21 +125,21 @@ class KVDecoder(FillingWindowDecoder):
     window so far are kept, so a new token is one query against them, not the window again."""
 
     def __init__(self, model: GPT, seq_len: int):
-        super().__init__(seq_len)
+        super().__init__(seq_len, model.wte.weight.device)
         self.model, self.caches = model, []
 
-    def _logits(self, ids: list[int], first_position: int) -> torch.Tensor:
+    def _logits(self, ids: torch.Tensor, first_position: int) -> torch.Tensor:
+        """ids (B, T) at positions first_position.. -> the last one's logits (B, V)."""
         m = self.model
-        device = m.wte.weight.device
-        pos = torch.arange(first_position, first_position + len(ids), device=device)
-        x = m.drop(m.wte(torch.tensor([ids], device=device)) + m.wpe(pos))
+        pos = torch.arange(first_position, first_position + ids.shape[1], device=self.device)
+        x = m.drop(m.wte(ids) + m.wpe(pos))  # (B, T, C)
         for block, cache in zip(m.blocks, self.caches):
             x = block(x, cache)
-        return m.head(m.ln_f(x[:, -1]))[0]
+        return m.head(m.ln_f(x[:, -1]))
 
-    def prefill(self, ids: list[int]) -> torch.Tensor:
+    def prefill(self, ids: torch.Tensor) -> torch.Tensor:
         self.caches = [[] for _ in self.model.blocks]
         return self._logits(ids, 0)
 
-    def extend(self, token: int) -> torch.Tensor:
-        return self._logits([token], len(self.ids) - 1)
+    def extend(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self._logits(tokens[:, None], self.ids.shape[1] - 1)

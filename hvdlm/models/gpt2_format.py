@@ -3,7 +3,9 @@
 The architectures match one to one: pre-LayerNorm blocks (eps 1e-5), exact GELU, learned
 positions, a fused q/k/v projection, tied input/output embeddings. GPT-2 stores its linear
 layers as Conv1D, whose weight is the transpose of `nn.Linear`'s. Used by `hvdlm.export` and by
-`train.init_from` (hvdlm/training/init_from.py).
+`train.init_from` (hvdlm/training/init_from.py). hvdlm pads the vocabulary rows to a multiple of
+64 (models/vocab.py); GPT-2 files hold the real vocabulary only: export drops the padding, and
+the model's load_state_dict adds it back.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 import torch
 
 from hvdlm.config import ModelConfig
+from hvdlm.models import vocab
 
 # hvdlm name pattern -> GPT-2 name pattern, "{i}" for the block; True: Conv1D (transposed).
 _BLOCK = {
@@ -23,6 +26,7 @@ _BLOCK = {
     "mlp.fc.weight": ("mlp.c_fc.weight", True), "mlp.fc.bias": ("mlp.c_fc.bias", False),
     "mlp.proj.weight": ("mlp.c_proj.weight", True), "mlp.proj.bias": ("mlp.c_proj.bias", False),
 }
+VOCAB_ROWS = ("wte.weight", "head.weight")  # padded in hvdlm, not in GPT-2
 _TOP = {"wte.weight": "transformer.wte.weight", "wpe.weight": "transformer.wpe.weight",
         "ln_f.weight": "transformer.ln_f.weight", "ln_f.bias": "transformer.ln_f.bias"}
 
@@ -44,6 +48,8 @@ def to_gpt2(cfg: ModelConfig, state: dict[str, torch.Tensor], eos_id: int,
     tensors = {}
     for ours, theirs, transposed in _names(cfg):
         t = state[ours].detach().to(dtype)
+        if ours in VOCAB_ROWS:
+            t = vocab.unpad(t, cfg.vocab_size)
         tensors[theirs] = (t.t() if transposed else t).contiguous().clone()
     config = {
         "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
@@ -72,7 +78,8 @@ def gpt2_shape(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def from_gpt2(cfg: ModelConfig, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """An hvdlm GPT state dict (shape `cfg`) from GPT-2 tensors; KeyError names a missing one."""
+    """An hvdlm GPT state dict (shape `cfg`; unpadded rows, which the model's load_state_dict
+    pads) from GPT-2 tensors; KeyError names a missing one."""
     state = {}
     for ours, theirs, transposed in _names(cfg):
         t = tensors[theirs].float()

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from hvdlm.config import ModelConfig
+from hvdlm.models import vocab
 from hvdlm.models.decoding import FillingWindowDecoder
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
@@ -19,16 +20,17 @@ class RNNLM(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.embed = nn.Embedding(vocab.padded(cfg.vocab_size), cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
         # Dropout between recurrent layers only exists for n_layer > 1 (PyTorch warns otherwise).
         self.rnn = CELLS[cfg.arch](cfg.n_embd, cfg.n_embd, num_layers=cfg.n_layer, batch_first=True,
                                    dropout=cfg.dropout if cfg.n_layer > 1 else 0.0)
-        self.head = nn.Linear(cfg.n_embd, cfg.vocab_size)
+        self.head = vocab.VocabHead(cfg.n_embd, cfg.vocab_size, bias=True)
         if cfg.tie_embeddings:
             self.head.weight = self.embed.weight
         nn.init.uniform_(self.embed.weight, -0.1, 0.1)
         nn.init.zeros_(self.head.bias)
+        vocab.accept_unpadded_checkpoints(self, cfg.vocab_size)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """idx (B, T) token ids -> logits (B, T, vocab). Each window starts from a zero state."""
@@ -48,17 +50,17 @@ class StateDecoder(FillingWindowDecoder):
     far is kept, so a new token is one step from it, not the window again."""
 
     def __init__(self, model: RNNLM, seq_len: int):
-        super().__init__(seq_len)
+        super().__init__(seq_len, model.embed.weight.device)
         self.model, self.state = model, None
 
-    def _logits(self, ids: list[int], state) -> torch.Tensor:
+    def _logits(self, ids: torch.Tensor, state) -> torch.Tensor:
+        """ids (B, T) read from `state` -> the last one's logits (B, V)."""
         m = self.model
-        x = m.drop(m.embed(torch.tensor([ids], device=m.embed.weight.device)))
-        out, self.state = m.rnn(x, state)
-        return m.head(m.drop(out[:, -1]))[0]
+        out, self.state = m.rnn(m.drop(m.embed(ids)), state)  # (B, T, C)
+        return m.head(m.drop(out[:, -1]))
 
-    def prefill(self, ids: list[int]) -> torch.Tensor:
+    def prefill(self, ids: torch.Tensor) -> torch.Tensor:
         return self._logits(ids, None)  # a zero state, as in training
 
-    def extend(self, token: int) -> torch.Tensor:
-        return self._logits([token], self.state)
+    def extend(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self._logits(tokens[:, None], self.state)

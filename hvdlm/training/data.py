@@ -139,24 +139,31 @@ class InlineLoader:
     """Micro-batches read in this process: a DataLoader with no workers, minus its per-batch
     machinery (a large share of the read time of small batches)."""
 
-    def __init__(self, dataset: TokenWindows, batches: Sampler):
-        self.dataset, self.batches = dataset, batches
+    def __init__(self, dataset: TokenWindows, batches: Sampler, pin_memory: bool = False):
+        self.dataset, self.batches, self.pin_memory = dataset, batches, pin_memory
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        return (self.dataset.__getitems__(ids) for ids in self.batches)
+        for ids in self.batches:
+            batch = self.dataset.__getitems__(ids)
+            yield batch.pin_memory() if self.pin_memory else batch
 
 
-def loader(dataset: TokenWindows, batches: Sampler, num_workers: int) -> DataLoader | InlineLoader:
-    """Micro-batches of windows; worker processes open the shards themselves after the fork."""
+def loader(dataset: TokenWindows, batches: Sampler, num_workers: int,
+           pin_memory: bool = False) -> DataLoader | InlineLoader:
+    """Micro-batches of windows; worker processes open the shards themselves after the fork.
+
+    `pin_memory` (for a GPU): batches in page-locked memory, so `.to(cuda, non_blocking=True)`
+    copies them while the GPU still computes."""
     if num_workers == 0:
-        return InlineLoader(dataset, batches)
+        return InlineLoader(dataset, batches, pin_memory)
     # Each iterator draws its workers' base seed from `generator`, else from torch's global
     # RNG: that would shift the dropout stream a resumed run restores. Windows need no seed.
     return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers,
                       collate_fn=_as_batch, persistent_workers=False, prefetch_factor=4,
+                      pin_memory=pin_memory,
                       generator=torch.Generator().manual_seed(0))
 
 

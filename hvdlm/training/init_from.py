@@ -13,7 +13,7 @@ import torch
 
 from hvdlm.config import ModelConfig, config_from_dict
 from hvdlm.errors import UsageError
-from hvdlm.models import gpt2_format, safetensors
+from hvdlm.models import gpt2_format, safetensors, vocab
 from hvdlm.training import checkpoint
 
 SHAPE_KEYS = ("arch", "n_layer", "n_head", "n_embd", "seq_len", "vocab_size", "tie_embeddings",
@@ -55,7 +55,12 @@ def initial_weights(path: str | Path, cfg: ModelConfig) -> dict[str, torch.Tenso
 
 def check_shapes(path: str | Path, model: torch.nn.Module,
                  state: dict[str, torch.Tensor]) -> None:
-    """UsageError naming every tensor whose shape differs (or that is missing or extra)."""
+    """UsageError naming every tensor whose shape differs (or that is missing or extra).
+
+    Vocabulary rows are compared as load_state_dict will load them: padded (models/vocab.py),
+    as a checkpoint or GPT-2 folder without padding is."""
+    state = dict(state)
+    vocab.pad_state(model, state, "", model.cfg.vocab_size)
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     theirs = {k: tuple(v.shape) for k, v in state.items()}
     problems = [f"{k} {theirs.get(k, 'missing')} vs {shape}" for k, shape in ours.items()

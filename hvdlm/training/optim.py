@@ -1,5 +1,9 @@
 """The optimizer and its schedule: AdamW with decoupled weight decay on matrices only, linear
-warm-up then cosine decay. Pure PyTorch; Horovod wraps the optimizer in distributed.py."""
+warm-up then cosine decay. Pure PyTorch; Horovod wraps the optimizer in distributed.py.
+
+On CUDA the AdamW is fused (one kernel for all parameters instead of several per tensor);
+its results equal the loop's within rounding, and its state dict is the same.
+"""
 from __future__ import annotations
 
 import math
@@ -18,10 +22,12 @@ def lr_at(step: int, t: TrainConfig) -> float:
 
 
 def make_optimizer(model: torch.nn.Module, t: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; weight decay only on matrices (not on biases, LayerNorm gains or other vectors)."""
+    """AdamW; weight decay only on matrices (not on biases, LayerNorm gains or other vectors);
+    fused where the parameters are on a GPU."""
     params = dict(model.named_parameters())  # tied weights appear once
     decay = [p for p in params.values() if p.dim() >= 2]
     no_decay = [p for p in params.values() if p.dim() < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": t.weight_decay},
                               {"params": no_decay, "weight_decay": 0.0}],
-                             lr=t.lr, betas=(t.beta1, t.beta2))
+                             lr=t.lr, betas=(t.beta1, t.beta2),
+                             fused=all(p.is_cuda for p in params.values()) or None)

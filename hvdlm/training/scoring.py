@@ -20,13 +20,16 @@ from hvdlm.text.tokenizer import Tokenizer
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 
 
-def window_loss(model: torch.nn.Module, window: torch.Tensor, autocast: bool = False,
+def window_loss(model: torch.nn.Module, window: torch.Tensor,
+                autocast: bool | torch.dtype = False,
                 reduction: str = "mean") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(cross-entropy, fp32 logits, targets) of next-token prediction over `window` (B, T+1)."""
+    """(cross-entropy, fp32 logits, targets) of next-token prediction over `window` (B, T+1);
+    `autocast`: True for bf16, or the dtype (training/precision.py)."""
     x, y = window[:, :-1], window[:, 1:]
-    with torch.autocast(window.device.type, dtype=torch.bfloat16, enabled=autocast):
+    dtype = autocast if isinstance(autocast, torch.dtype) else torch.bfloat16
+    with torch.autocast(window.device.type, dtype=dtype, enabled=autocast is not False):
         logits = model(x)                                            # (B, T, vocab)
-    logits = logits.float()  # the loss in fp32 under bf16 autocast
+    logits = logits.float()  # the loss in fp32 under bf16/fp16 autocast
     loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1),
                            reduction=reduction)
     return loss, logits, y
@@ -39,7 +42,8 @@ def byte_lengths(tokenizer: Tokenizer) -> torch.Tensor:
 
 @torch.no_grad()
 def score_windows(model: torch.nn.Module, batches: Iterable[torch.Tensor],
-                  token_bytes: torch.Tensor, device: torch.device, autocast: bool = False,
+                  token_bytes: torch.Tensor, device: torch.device,
+                  autocast: bool | torch.dtype = False,
                   reduce: Reduce = lambda t: t) -> dict[str, float]:
     """Sum loss, correct predictions, tokens and bytes over `batches`, then `reduce` them
     (a sum over ranks during training) into loss, perplexity, bits per byte and accuracy."""

@@ -4,9 +4,15 @@
 
 Each optimizer step consumes the next G = micro_batch x grad_accum x world_size samples of a
 seeded global order (data.py), so results do not depend on how G is split over ranks. Resume
-restores one `TrainingState`: model, optimizer, step, data position and RNG. SIGTERM or SIGUSR1
-makes all ranks stop at the same step boundary, checkpoint, and return EXIT_STOPPED.
-Callbacks see every step (fault injection, benchmark clocks) without touching the loop.
+restores one `TrainingState`: model, optimizer, step, data position, RNG and fp16's loss scale.
+SIGTERM or SIGUSR1 makes all ranks stop at the same step boundary, checkpoint, and return
+EXIT_STOPPED. Callbacks see every step (fault injection, benchmark clocks) without touching the
+loop.
+
+On a GPU: the model is compiled (train.compile; the optimizer step is not, so Horovod's
+gradient hooks still fire, and the state dict is the uncompiled module's), fp16 scales its loss
+(training/precision.py), batches come from pinned memory, and the loss and gradient norm are
+read to the host only at log steps.
 """
 from __future__ import annotations
 
@@ -24,7 +30,8 @@ from hvdlm.cluster import distributed
 from hvdlm.config import Config, config_from_dict, for_world_size, to_toml
 from hvdlm.errors import EXIT_STOPPED, HvdlmError, UsageError
 from hvdlm.models import build_model, count_parameters
-from hvdlm.training import checkpoint, data, malloc
+from hvdlm.models import vocab
+from hvdlm.training import checkpoint, data, malloc, precision
 from hvdlm.training.record import files as runfiles, provenance, wandb_mirror
 from hvdlm.training.checkpoint import TrainingState
 from hvdlm.training.init_from import check_shapes, initial_weights
@@ -43,8 +50,9 @@ class Callback:
     def on_loss(self, trainer: "Trainer", loss: torch.Tensor) -> torch.Tensor:
         return loss  # each micro-batch's loss, before backward: the loss to use
 
-    def on_step_end(self, trainer: "Trainer", loss: float) -> None:
-        """After the optimizer step (trainer.step already counts it)."""
+    def on_step_end(self, trainer: "Trainer", loss: torch.Tensor) -> None:
+        """After the optimizer step (trainer.step already counts it); `loss`, the step's mean
+        on this rank, is still a tensor (reading it waits for the device)."""
 
 
 class StopRequest:
@@ -73,8 +81,10 @@ class StepStats:
         self._inflight: deque[Callable[[], torch.Tensor]] = deque()
         self._started = 0
 
-    def start(self, loss: float, stop_requested: bool) -> None:
-        values = torch.tensor([loss, float(stop_requested)], dtype=torch.float64)
+    def start(self, loss: torch.Tensor | None, stop_requested: bool) -> None:
+        """`loss` only at log steps: reading it to the host waits for the device."""
+        values = torch.tensor([math.nan if loss is None else loss.item(), float(stop_requested)],
+                              dtype=torch.float64)
         # At most two in flight; Horovod needs distinct names for concurrent collectives.
         self._inflight.append(distributed.mean_async(values, f"step_stats.{self._started % 2}")
                               if self.sync else lambda: values)
@@ -116,6 +126,12 @@ class Trainer:
 
         torch.manual_seed(t.seed)  # identical init everywhere; rank 0's is broadcast anyway
         self.model = build_model(model_cfg).to(world.device)
+        if hasattr(self.model, "activation_checkpointing"):  # gpt and cnn
+            self.model.activation_checkpointing = t.activation_checkpointing
+        self.forward = compiled(self.model, t.compile, world.device)
+        precision.use_tf32(world.device, t.tf32)
+        self.scaler = precision.LossScaler(t.precision == "fp16", t.loss_scale_init,
+                                           t.loss_scale_growth_interval)
         optimizer = make_optimizer(self.model, t)
         self.optimizer = distributed.wrap_optimizer(optimizer, self.model, t.grad_accum,
                                                     t.fp16_allreduce, world) \
@@ -135,7 +151,7 @@ class Trainer:
             start_step=self.step, max_steps=t.max_steps, micro_batch=t.micro_batch,
             grad_accum=t.grad_accum, rank=world.rank, world_size=world.size)
         self.global_batch = self.sampler.global_batch
-        self.autocast = t.precision == "bf16"
+        self.autocast = precision.autocast_dtype(t.precision)
         self.flops_per_token = self.model.flops_per_token()
         self.stop = StopRequest()
         self.bad_steps = 0
@@ -167,7 +183,8 @@ class Trainer:
                              optimizer=self.optimizer.state_dict(), step=self.step,
                              consumed_samples=self.consumed, config=self.cfg.to_dict(),
                              tokenizer_sha256=self.tokenizer_sha, world_size=self.world.size,
-                             rng=rng)
+                             rng=rng, scaler=self.scaler.state_dict() if self.scaler.enabled
+                             else None)
 
     def restore(self, path: Path, state: TrainingState) -> None:
         expected = self.cfg.to_dict()["model"]
@@ -179,7 +196,10 @@ class Trainer:
                              f"{', '.join('model.' + k for k in differ)}")
         state.require_tokenizer(self.tokenizer_sha, self.tokenizer_file)
         self.model.load_state_dict(state.model)
-        self.optimizer.load_state_dict(state.optimizer)  # after wrapping: the wrap drops state
+        self.optimizer.load_state_dict(pad_moments(state.optimizer, self.optimizer,
+                                                   self.cfg.model.vocab_size))
+        if state.scaler and self.scaler.enabled:
+            self.scaler.load_state_dict(state.scaler)
         self.step, self.consumed = int(state.step), int(state.consumed_samples)
         self.resumed_from = self.step
         rng = state.rng or []
@@ -210,18 +230,19 @@ class Trainer:
                              self.world.device, self.autocast,
                              reduce=lambda t: distributed.sum_(t, name="eval_totals"))
 
-    def train_step(self, micro_batches) -> tuple[float, float, bool]:
-        """One optimizer step over grad_accum micro-batches: (mean loss, grad norm, stepped)."""
-        loss_sum = 0.0
+    def train_step(self, micro_batches) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """One optimizer step over grad_accum micro-batches: (mean loss, grad norm, stepped),
+        the first two as tensors, read only where they are logged."""
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.world.device)
         for _ in range(self.t.grad_accum):
             window = next(micro_batches).to(self.world.device, non_blocking=True)
-            loss, _, _ = window_loss(self.model, window, self.autocast)
+            loss, _, _ = window_loss(self.forward, window, self.autocast)
             for callback in self.callbacks:
                 loss = callback.on_loss(self, loss)
-            (loss / self.t.grad_accum).backward()
-            loss_sum += loss.item()
+            (self.scaler.scaled(loss) / self.t.grad_accum).backward()
+            loss_sum += loss.detach().double()
         norm, stepped = distributed.clip_and_step(self.optimizer, self.model.parameters(),
-                                                  self.t.grad_clip)
+                                                  self.t.grad_clip, self.scaler)
         return loss_sum / self.t.grad_accum, norm, stepped
 
     def run(self) -> int:
@@ -233,7 +254,8 @@ class Trainer:
         log.info("world size %d (rank %d, %s, %d threads); %s, %.2fM parameters; global batch %d",
                  world.size, world.rank, world.device, torch.get_num_threads(),
                  self.cfg.model.arch, count_parameters(self.model) / 1e6, self.global_batch)
-        micro_batches = iter(data.loader(self.train_set, self.sampler, t.num_workers))
+        micro_batches = iter(data.loader(self.train_set, self.sampler, t.num_workers,
+                                         pin_memory=world.device.type == "cuda"))
         progress = Progress(t.log_format, t.max_steps, self.step, world.is_main)
         tick, steps_since, exit_code = time.perf_counter(), 0, 0
         first_record = {"resumed_from": self.resumed_from} if self.resumed_from is not None else {}
@@ -253,13 +275,15 @@ class Trainer:
             for callback in self.callbacks:
                 callback.on_step_end(self, loss)
             logging_now = self.step % t.log_interval == 0 or self.step == t.max_steps
-            stats.start(loss, self.stop.signal is not None)
+            stats.start(loss if logging_now else None, self.stop.signal is not None)
             mean_loss, stop = stats.read(latest=logging_now)
             if logging_now:
                 elapsed = time.perf_counter() - tick
                 tps = steps_since * self.global_batch * self.cfg.model.seq_len / elapsed
                 record = {"step": self.step, "loss": mean_loss, "lr": lr_at(self.step - 1, t),
-                          "tokens_per_s": tps, "grad_norm": norm, **first_record}
+                          "tokens_per_s": tps, "grad_norm": norm.item(), **first_record}
+                if self.scaler.enabled:
+                    record.update(loss_scale=self.scaler.scale, overflows=self.scaler.overflows)
                 if world.device.type == "cuda":
                     record["mfu"] = self.flops_per_token * tps / (t.peak_flops * world.size)
                 first_record = {}
@@ -297,17 +321,44 @@ class Trainer:
         if writer:
             writer.write({"step": self.step, **{f"val_{k}": v for k, v in scores.items()}})
 
-    def _count_bad_step(self, stepped: bool, norm: float) -> None:
+    def _count_bad_step(self, stepped: bool, norm: torch.Tensor) -> None:
+        at_minimum = self.scaler.at_minimum
+        self.scaler.update(overflow=not stepped)  # the same on every rank: they agreed
         if stepped:
+            return
+        if self.scaler.enabled and not at_minimum:
+            log.warning("step %d: fp16 gradient overflow; step skipped on all ranks, loss scale "
+                        "now %g (%d overflows so far)", self.step, self.scaler.scale,
+                        self.scaler.overflows)
             return
         self.bad_steps += 1
         log.warning("step %d: non-finite gradient norm (%s); step skipped on all ranks (%d of %d "
-                    "allowed)", self.step, norm, self.bad_steps, self.t.max_bad_steps)
+                    "allowed)", self.step, norm.item(), self.bad_steps, self.t.max_bad_steps)
         if self.bad_steps > self.t.max_bad_steps:
             last = checkpoint.list_checkpoints(self.run_dir)
             where = f"last good checkpoint: {last[-1]}" if last else "no checkpoint was written"
             raise HvdlmError(f"more than train.max_bad_steps={self.t.max_bad_steps} non-finite "
                              f"steps; stopping at step {self.step} ({where})")
+
+
+def compiled(model: torch.nn.Module, setting: str, device: torch.device):
+    """The module the training steps call: `model` itself, or torch.compile's wrapper of it
+    (train.compile: auto = on for CUDA). The wrapper shares the parameters, so the optimizer,
+    Horovod's hooks and the checkpoints keep using `model` and its plain state dict."""
+    if setting == "true" or (setting == "auto" and device.type == "cuda"):
+        return torch.compile(model)
+    return model
+
+
+def pad_moments(state: dict, optimizer: torch.optim.Optimizer, vocab_size: int) -> dict:
+    """An optimizer state dict whose moments fit the parameters: a checkpoint from before the
+    vocabulary was padded has vocab_size rows where the model now has more (models/vocab.py)."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for index, moments in state["state"].items():
+        for name, value in moments.items():
+            if torch.is_tensor(value) and value.shape != params[int(index)].shape:
+                moments[name] = vocab.pad_rows(value, vocab_size)
+    return state
 
 
 def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, resume: str = "auto",

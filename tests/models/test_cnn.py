@@ -10,6 +10,7 @@ import torch
 from hvdlm.config import ModelConfig, load_config, receptive_field
 from hvdlm.errors import UsageError
 from hvdlm.models import build_model, count_parameters
+from hvdlm.models.vocab import padded
 from hvdlm.models.cnn import ConvDecoder
 from hvdlm.models.decoding import DecodeOptions, WindowDecoder, continue_text, decoder_for
 from hvdlm.training import checkpoint
@@ -49,12 +50,12 @@ def test_cached_decoder_equals_recomputing_the_window():
             p.mul_(8.0)  # sharper predictions than the initialisation's near-uniform ones
     cached, window = decoder_for(model, 16), WindowDecoder(model, 16)
     assert isinstance(cached, ConvDecoder)
-    prompt = list(range(1, 21))  # longer than seq_len: both read its last 16 tokens
+    prompt = torch.tensor([list(range(1, 21))])  # longer than seq_len: both read its last 16
     a, b = cached.start(prompt), window.start(prompt)
     gen = torch.Generator().manual_seed(0)
     for step in range(60):  # far past seq_len, where the window slides
         assert torch.allclose(a, b, rtol=1e-12, atol=1e-12), step
-        token = int(torch.multinomial(torch.softmax(a, -1), 1, generator=gen))
+        token = torch.multinomial(torch.softmax(a, -1), 1, generator=gen)[:, 0]
         a, b = cached.push(token), window.push(token)
     options = DecodeOptions(max_new_tokens=50, temperature=1.0)
     runs = [continue_text(model, [3, 1, 4], options, seq_len=16, cached=cached,
@@ -71,19 +72,20 @@ def test_a_new_token_costs_one_column_per_layer():
             lambda mod, inp, out, span=block.span: seen.append((inp[0].shape[-1] - span,
                                                                 out.shape[-1])))
     decoder = decoder_for(model, 24)
-    decoder.start(list(range(30)))
+    decoder.start(torch.arange(30)[None])
     assert seen == [(24, 24)] * 3  # the prompt's window, once
     seen.clear()
     for token in range(100):  # however long the text grows
-        decoder.push(token % VOCAB)
+        decoder.push(torch.tensor([token % VOCAB]))
     assert seen == [(1, 1)] * 300  # one new column in, one out, in each of the 3 layers
 
 
 def test_tied_embeddings_and_parameter_count():
     tied, untied = cnn(), cnn(tie_embeddings=False)
-    assert count_parameters(untied) - count_parameters(tied) == VOCAB * 16
+    rows = padded(VOCAB)  # the vocabulary's rows, padded to a multiple of 64 (models/vocab.py)
+    assert count_parameters(untied) - count_parameters(tied) == rows * 16
     # embedding + per layer LayerNorm (2C) and conv C -> 2C, kernel 3 (+ bias) + final LayerNorm
-    assert count_parameters(tied) == VOCAB * 16 + 3 * (2 * 16 + 16 * 32 * 3 + 32) + 2 * 16
+    assert count_parameters(tied) == rows * 16 + 3 * (2 * 16 + 16 * 32 * 3 + 32) + 2 * 16
 
 
 @pytest.mark.parametrize("overrides, key", [

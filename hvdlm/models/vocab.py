@@ -1,0 +1,68 @@
+"""The vocabulary as the models hold it: padded to a multiple of 64 rows, read back unpadded.
+
+Matrix shapes that are multiples of 64 take the fast GPU kernels (nanoGPT: 50,257 -> 50,304,
+about 25% faster); on CPU the few extra rows cost little. The embedding and the output head
+have `padded(vocab_size)` rows; `VocabHead` returns logits over the real vocabulary only, so a
+padded id is never predicted, sampled or counted, and every caller of `model.head` sees the
+real vocabulary. Checkpoints written before padding hold `vocab_size` rows: `pad_rows` is the
+one place that widens them (a model's load_state_dict, the optimizer's moments, init_from).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MULTIPLE = 64
+
+
+def padded(vocab_size: int) -> int:
+    """`vocab_size` rounded up to a multiple of 64."""
+    return -(-vocab_size // MULTIPLE) * MULTIPLE
+
+
+class VocabHead(nn.Linear):
+    """The output layer: `padded(vocab_size)` rows, logits over the first `vocab_size`."""
+
+    def __init__(self, n_embd: int, vocab_size: int, bias: bool):
+        super().__init__(n_embd, padded(vocab_size), bias=bias)
+        self.vocab_size = vocab_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The matmul keeps the aligned width; the slice drops the padded ids' logits.
+        return F.linear(x, self.weight, self.bias)[..., :self.vocab_size]
+
+
+def pad_rows(tensor: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """A tensor of `vocab_size` rows (an unpadded checkpoint's) widened with zero rows to
+    `padded(vocab_size)`; any other tensor unchanged."""
+    rows = padded(vocab_size)
+    if tensor.dim() == 0 or tensor.shape[0] != vocab_size or rows == vocab_size:
+        return tensor
+    return torch.cat([tensor, tensor.new_zeros(rows - vocab_size, *tensor.shape[1:])])
+
+
+def pad_state(module: nn.Module, state: dict[str, Any], prefix: str, vocab_size: int) -> None:
+    """Widen, in place, the entries of `state` that are vocabulary-sized where `module` holds
+    padded ones (a load_state_dict pre-hook's work)."""
+    own = module.state_dict()
+    rows = padded(vocab_size)
+    for name, ours in own.items():
+        key = prefix + name
+        theirs = state.get(key)
+        if isinstance(theirs, torch.Tensor) and ours.dim() and ours.shape[0] == rows:
+            state[key] = pad_rows(theirs, vocab_size)
+
+
+def accept_unpadded_checkpoints(model: nn.Module, vocab_size: int) -> None:
+    """Let `model.load_state_dict` take state dicts written before the vocabulary was padded."""
+    def hook(module, state, prefix, *_):
+        pad_state(module, state, prefix, vocab_size)
+    model.register_load_state_dict_pre_hook(hook)
+
+
+def unpad(tensor: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """The first `vocab_size` rows of a padded vocabulary tensor (export)."""
+    return tensor[:vocab_size]
