@@ -1,8 +1,14 @@
-"""Evaluate a run's latest checkpoint: loss, perplexity, bits per byte, token accuracy.
+"""Evaluate a run's checkpoint: loss, perplexity, bits per byte, token accuracy.
 
-    python -m hvdlm.evaluate --run RUN --data DATA [--split val]
-    {"loss": 3.91, "perplexity": 49.9, "bits_per_byte": 1.52, "accuracy": 0.31, "tokens": 81920}
+    python -m hvdlm.evaluate --run RUN --data DATA [--split val] [--checkpoint PATH]
+        [--device auto|cpu|cuda]
+    {"loss": 3.91, "perplexity": 49.9, "bits_per_byte": 1.52, "accuracy": 0.31, "tokens": 81920,
+     "checkpoint": "RUN/checkpoints/step-00000200.pt", "step": 200}
     python -m hvdlm.evaluate --baseline unigram --data DATA --seq-len 128   (no model needed)
+
+The checkpoint is --checkpoint or the run's newest sound one (hvdlm/training/run.py); the
+output names the one scored. On CUDA the forward pass runs under bf16 autocast, the loss in
+fp32; the default device is the CPU.
 
 Every window of the split is scored (any dataset made with the run's tokenizer). Loss is in
 nats per predicted token; bits per byte divides the summed loss by ln 2 and by the exact UTF-8
@@ -15,20 +21,19 @@ import json
 import sys
 from typing import Sequence
 
-import torch
-
 from hvdlm import cli
-from hvdlm.config import config_from_dict
 from hvdlm.models.unigram import UnigramLM
 from hvdlm.text import shards
 from hvdlm.training import data
-from hvdlm.training.checkpoint import load_run_model
+from hvdlm.training.run import Run
 from hvdlm.training.scoring import byte_lengths, score_windows
 
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = cli.ArgumentParser(prog="hvdlm.evaluate", description=__doc__.split("\n")[0])
     parser.add_argument("--run", help="run folder with checkpoints/")
+    parser.add_argument("--checkpoint", metavar="PATH",
+                        help="score this checkpoint file of the run (default: its newest)")
     parser.add_argument("--baseline", choices=["unigram"],
                         help="score a baseline fitted on the train split instead of a run")
     parser.add_argument("--seq-len", type=int, default=128,
@@ -36,25 +41,31 @@ def _main(argv: Sequence[str] | None) -> int:
     parser.add_argument("--data", required=True, help="dataset folder with manifest.json")
     parser.add_argument("--split", default="val", help="split to score (default: val)")
     parser.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
+    cli.add_device_option(parser, default="cpu")
     args = parser.parse_args(argv)
     if args.batch_size < 1 or args.seq_len < 1:
         parser.error("--batch-size and --seq-len must be >= 1")
     if (args.run is None) == (args.baseline is None):
         parser.error("give exactly one of --run and --baseline")
+    if args.checkpoint and not args.run:
+        parser.error("--checkpoint goes with --run")
+    device = cli.pick_device(args.device)
 
     manifest = data.open_dataset(args.data)
     tokenizer = manifest.open_tokenizer()
+    scored = {}
     if args.baseline:
         train = (shards.open_tokens(manifest.shard_path(s)) for s in manifest.splits["train"])
-        model, seq_len = UnigramLM.fit(train, manifest.vocab_size), args.seq_len
+        model, seq_len = UnigramLM.fit(train, manifest.vocab_size).to(device), args.seq_len
     else:
-        model, state = load_run_model(args.run)
-        seq_len = config_from_dict(state.config).model.seq_len
-        state.require_tokenizer(tokenizer.sha256, manifest.tokenizer_path)
+        run = Run.open(args.run, args.checkpoint, device, tokenizer)  # the dataset's tokenizer
+        model, seq_len = run.model, run.config.model.seq_len
+        scored = {"checkpoint": str(run.checkpoint), "step": run.step}
     windows = data.TokenWindows(manifest, args.split, seq_len)
     batches = data.loader(windows, data.EvalBatches(len(windows), args.batch_size, 0, 1), 0)
-    result = score_windows(model, batches, byte_lengths(tokenizer), torch.device("cpu"))
-    print(json.dumps(result))
+    result = score_windows(model, batches, byte_lengths(tokenizer), device,
+                           autocast=device.type == "cuda")
+    print(json.dumps({**result, **scored}))
     return 0
 
 

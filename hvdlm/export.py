@@ -17,11 +17,9 @@ from typing import Sequence
 import torch
 
 from hvdlm import cli, output
-from hvdlm.config import config_from_dict
 from hvdlm.errors import UsageError
 from hvdlm.models import gpt2_format, safetensors
-from hvdlm.training import checkpoint
-from hvdlm.training.record.files import run_tokenizer
+from hvdlm.training.run import Run
 
 PROG = "hvdlm.export"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -34,14 +32,14 @@ def _json(value: dict) -> bytes:
 def export(run: Path, out: Path, checkpoint_path: str | None = None, dtype: str = "fp32",
            tokenizer_path: str | None = None) -> None:
     """Write the Hugging Face folder `out` for the run's (or the given) checkpoint."""
-    state = checkpoint.load_run_state(run, checkpoint_path)
-    cfg = config_from_dict(state.config).model
+    opened = Run.open(run, checkpoint_path, tokenizer=tokenizer_path)
+    cfg, tokenizer = opened.config.model, opened.tokenizer
     if cfg.arch != "gpt":
         raise UsageError(f"{run}: model.arch={cfg.arch} cannot be exported; Hugging Face export "
                          "supports model.arch=gpt (as GPT-2)")
-    tokenizer = run_tokenizer(run, state, tokenizer_path)
     output.refuse_existing(out)
-    config, tensors = gpt2_format.to_gpt2(cfg, state.model, tokenizer.eos_id, DTYPES[dtype])
+    config, tensors = gpt2_format.to_gpt2(cfg, opened.state.model, tokenizer.eos_id,
+                                          DTYPES[dtype])
     files = {"config.json": _json(config),
              "generation_config.json": _json({"bos_token_id": tokenizer.eos_id,
                                               "eos_token_id": tokenizer.eos_id,

@@ -1,9 +1,9 @@
-"""Sample continuations from a run's latest checkpoint, with controls.
+"""Sample continuations from a run's checkpoint, with controls.
 
     python -m hvdlm.generate --run RUN --prompt "def main(" [--max-new-tokens 200]
         [--temperature 0.8] [--top-k 50] [--top-p 1.0] [--repetition-penalty 1.0]
         [--stop STR ...] [--ban STR ...] [--num-samples 1] [--max-time S] [--redact-pii]
-        [--seed 0]
+        [--seed 0] [--checkpoint PATH] [--device auto|cpu|cuda]
 
 Prints the prompt and its continuation, which ends at end-of-text, before a --stop string, after
 --max-new-tokens, or at --max-time (the whole command's seconds). A --ban string never appears
@@ -11,14 +11,15 @@ in the output, even where it would span tokens (hvdlm/models/decoding.py). --tem
 greedy. --num-samples N prints N continuations, each under a `==> sample i of N <==` line, drawn
 one after another from the one --seed. --redact-pii passes the printed text through the
 preprocessing's detector (hvdlm/text/pii.py). The tokenizer is the run's (`--tokenizer FILE`
-when the run's dataset has moved).
+when the run's dataset has moved); the checkpoint is --checkpoint or the run's newest sound one
+(hvdlm/training/run.py). The model runs on --device (default cpu); the draws are made on the CPU
+from --seed, so a seed gives the same text on any device (up to the device's arithmetic).
 """
 from __future__ import annotations
 
 import dataclasses
 import sys
 import time
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -27,8 +28,7 @@ from hvdlm import cli
 from hvdlm.errors import UsageError
 from hvdlm.models.decoding import DecodeOptions, continue_text
 from hvdlm.text.pii import redact_pii
-from hvdlm.training.checkpoint import load_run_model
-from hvdlm.training.record.files import run_tokenizer
+from hvdlm.training.run import Run
 
 ENDED_EARLY = {"banned": "every possible next token would complete a --ban string",
                "time": "--max-time reached"}
@@ -55,6 +55,9 @@ def _parser() -> cli.ArgumentParser:
                         help="replace e-mails, phone numbers, IPs and card numbers in the output")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tokenizer", help="tokenizer.json (default: the run's dataset's)")
+    parser.add_argument("--checkpoint", metavar="PATH",
+                        help="sample from this checkpoint file (default: the run's newest)")
+    cli.add_device_option(parser, default="cpu")
     return parser
 
 
@@ -73,16 +76,15 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.error(f"--num-samples must be >= 1, got {args.num_samples}")
 
     deadline = time.monotonic() + args.max_time if args.max_time else None
-    run = Path(args.run)
-    model, state = load_run_model(run)
-    tokenizer = run_tokenizer(run, state, args.tokenizer)
+    run = Run.open(args.run, args.checkpoint, cli.pick_device(args.device), args.tokenizer)
+    tokenizer = run.tokenizer
     ids = tokenizer.encode(args.prompt) or [tokenizer.eos_id]
     generator = torch.Generator().manual_seed(args.seed)
     for i in range(1, args.num_samples + 1):
         if deadline is not None:  # what is left of the command's time, for this sample
             options = dataclasses.replace(options, max_time=max(deadline - time.monotonic(),
                                                                 1e-9))
-        out = continue_text(model, ids, options, seq_len=state.config["model"]["seq_len"],
+        out = continue_text(run.model, ids, options, seq_len=run.config.model.seq_len,
                             eos_id=tokenizer.eos_id, generator=generator,
                             detokenize=tokenizer.decode, prompt=args.prompt)
         text = args.prompt + out.text

@@ -1,6 +1,7 @@
 """python -m hvdlm.evaluate on a tiny trained run: one JSON line whose numbers are recomputed
-here from the val shard's tokens and the tokenizer's byte lengths; the unigram baseline;
-refusals in one line. Also hvdlm.training.scoring.score_windows on a hand-built batch.
+here from the val shard's tokens and the tokenizer's byte lengths, and the checkpoint scored;
+--checkpoint and --device; the unigram baseline; refusals in one line. Also
+hvdlm.training.scoring.score_windows on a hand-built batch.
 
     .venv/bin/python -m pytest tests/test_evaluate.py
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,8 @@ from hvdlm.errors import DataError
 from hvdlm.evaluate import main as evaluate_main
 from hvdlm.text.shards import load_manifest, open_tokens
 from hvdlm.text.tokenizer import load_tokenizer
-from hvdlm.training.checkpoint import load_run_model
+from hvdlm.training import checkpoint
+from hvdlm.training.run import Run
 from hvdlm.training.scoring import score_windows
 from tests.conftest import TINY_SEQ_LEN as SEQ_LEN
 from tests.conftest import run_module
@@ -45,7 +48,10 @@ def val_windows(data: Path, seq_len: int, split: str = "val") -> torch.Tensor:
 
 def test_run_scores_are_recomputed_independently(tiny_run, byte_dataset):
     scores = evaluate("--run", tiny_run, "--data", byte_dataset)
-    assert set(scores) == {"loss", "perplexity", "bits_per_byte", "accuracy", "tokens"}
+    assert set(scores) == {"loss", "perplexity", "bits_per_byte", "accuracy", "tokens",
+                           "checkpoint", "step"}
+    assert scores["step"] == 4 and scores["checkpoint"] == str(
+        tiny_run / "checkpoints" / "step-00000004.pt")
     assert scores["perplexity"] == pytest.approx(math.exp(scores["loss"]), rel=1e-9)
 
     windows = val_windows(byte_dataset, SEQ_LEN)
@@ -61,7 +67,7 @@ def test_run_scores_are_recomputed_independently(tiny_run, byte_dataset):
         scores["loss"] * scores["tokens"] / math.log(2) / n_bytes, rel=1e-9)
 
     # Loss and accuracy from the checkpoint's model, by hand: mean cross-entropy of the targets.
-    model, _ = load_run_model(tiny_run)
+    model = Run.open(tiny_run).model
     with torch.no_grad():
         logits = torch.cat([model(windows[i:i + 256, :-1]) for i in range(0, len(windows), 256)])
     log_probs = torch.log_softmax(logits.double(), -1)
@@ -154,8 +160,36 @@ def test_run_without_checkpoint_is_one_line(tmp_path, byte_dataset):
     assert "no checkpoint" in proc.stderr
 
 
+def test_checkpoint_and_device_choose_what_is_scored(tiny_run, byte_dataset, tmp_path):
+    """An older checkpoint (step 2, all weights zero: uniform logits over the 257 real tokens)
+    beside the newest (step 4) is scored when --checkpoint names it, on --device cpu."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    state = checkpoint.load(run / "checkpoints" / "step-00000004.pt")
+    state.model = {k: torch.zeros_like(v) for k, v in state.model.items()}
+    state.step = 2
+    older = checkpoint.save(tmp_path / "elsewhere", state, keep=1)  # not to prune step 4
+    for path in (older, older.with_name(older.name + ".sha256")):
+        shutil.copy(path, run / "checkpoints" / path.name)
+    chosen = run / "checkpoints" / older.name
+    scores = evaluate("--run", run, "--data", byte_dataset, "--checkpoint", chosen,
+                      "--device", "cpu")
+    assert scores["step"] == 2 and scores["checkpoint"] == str(chosen)
+    assert scores["loss"] == pytest.approx(math.log(257), rel=1e-6)
+    newest = evaluate("--run", run, "--data", byte_dataset, "--device", "cpu")
+    assert newest["step"] == 4 and newest["loss"] < math.log(257) - 0.1
+
+
+def test_a_mistyped_run_is_named_in_one_line(tmp_path, byte_dataset, capsys):
+    assert evaluate_main(["--run", str(tmp_path / "nope"), "--data", str(byte_dataset)]) == 1
+    assert capsys.readouterr().err == \
+        f"hvdlm.evaluate: error: {tmp_path / 'nope'}: no such run folder\n"
+
+
 @pytest.mark.parametrize("args, message", [
     (["--data", "D"], "give exactly one of --run and --baseline"),
+    (["--data", "D", "--baseline", "unigram", "--checkpoint", "C"], "--checkpoint goes with"),
+    (["--data", "D", "--run", "R", "--device", "tpu"], "invalid choice: 'tpu'"),
     (["--data", "D", "--run", "R", "--baseline", "unigram"], "give exactly one of --run"),
     (["--data", "D", "--run", "R", "--batch-size", "0"], "--batch-size and --seq-len must be"),
     (["--data", "D", "--baseline", "unigram", "--seq-len", "0"], "must be >= 1"),

@@ -27,7 +27,7 @@ from hvdlm.models import build_model
 from hvdlm.models.rnn import CELLS
 from hvdlm.text.tokenizer import build_byte_tokenizer, hf_to_json_bytes, load_tokenizer
 from hvdlm.training import checkpoint
-from hvdlm.training.checkpoint import load_run_model
+from hvdlm.training.run import Run
 from tests.conftest import ROOT
 from tests.conftest import TINY_SEQ_LEN as SEQ_LEN
 
@@ -105,7 +105,7 @@ def test_text_scores_recomputed_by_hand(tiny_run, tmp_path):
     text = report["texts"][0]
     ids = list(TEXT.encode())                     # the byte tokenizer: ids are the bytes
     assert text["ids"] == ids and len(ids) > 3 * SEQ_LEN
-    model, _ = load_run_model(tiny_run)
+    model = Run.open(tiny_run).model
     nll, top = [], []
     with torch.no_grad():
         for start in range(0, len(ids) - 1, SEQ_LEN):   # evaluate's cut, the last one shorter
@@ -318,7 +318,7 @@ def test_missing_run_and_taken_out_are_one_line(tiny_run, tmp_path, capsys):
     (tmp_path / "r" / "keep").write_text("x")
     assert explain("--run", tiny_run, "--text", "abc", "--out", tmp_path / "r") == 1
     assert "already exists; choose a new --out" in capsys.readouterr().err
-    explainer = Explainer(load_run_model(tiny_run)[0], SEQ_LEN, 257,
+    explainer = Explainer(Run.open(tiny_run).model, SEQ_LEN, 257,
                           load_tokenizer(tiny_run / "tokenizer.json"), torch.device("cpu"),
                           Options())
     with pytest.raises(UsageError, match="token id 300 is outside the model's vocabulary"):

@@ -15,7 +15,7 @@ import torch
 from hvdlm.models import safetensors
 from hvdlm.text.shards import load_manifest, open_tokens, read_doc_offsets
 from hvdlm.text.tokenizer import EOS, load_tokenizer
-from hvdlm.training.checkpoint import load_run_model
+from hvdlm.training.run import Run
 from tests.conftest import TINY_RUN, run_module
 
 transformers = pytest.importorskip("transformers", reason="transformers is a dev dependency")
@@ -49,7 +49,7 @@ def _val_documents(data: Path) -> list[list[int]]:
 
 
 def test_exported_logits_equal_hvdlm_logits(gpt_run, exported, bpe_dataset):
-    model, _ = load_run_model(gpt_run)
+    model = Run.open(gpt_run).model
     hf = transformers.AutoModelForCausalLM.from_pretrained(exported, local_files_only=True)
     tokens = np.concatenate([np.array(d) for d in _val_documents(bpe_dataset)])
     windows = torch.as_tensor(tokens[:len(tokens) // SEQ_LEN * SEQ_LEN].astype(np.int64))

@@ -1,6 +1,6 @@
 """python -m hvdlm.generate on a tiny trained run: seeds, greedy decoding, the prompt alone,
-refusals in one line; hvdlm.models.sampling.sample with hand-made models (end-of-text, top-k,
-the context window); the decoding controls (stop, ban, repetition penalty, max time, samples,
+refusals in one line; --checkpoint and --device; the one decoding loop (continue_batch) with
+hand-made models (end-of-text, top-k, the context window); the decoding controls (stop, ban, repetition penalty, max time, samples,
 PII redaction, top-p) on a hand-built checkpoint whose continuation is certain.
 
     .venv/bin/python -m pytest tests/test_generate.py
@@ -17,12 +17,11 @@ from hvdlm import generate as generate_command
 from hvdlm.config import load_config
 from hvdlm.generate import main as generate_main
 from hvdlm.models import build_model
-from hvdlm.models.decoding import Continuation
-from hvdlm.models.sampling import sample
+from hvdlm.models.decoding import Continuation, DecodeOptions, continue_batch
 from hvdlm.text.shards import load_manifest
 from hvdlm.text.tokenizer import build_byte_tokenizer, hf_to_json_bytes, load_tokenizer
 from hvdlm.training import checkpoint
-from hvdlm.training.checkpoint import load_run_model
+from hvdlm.training.run import Run
 from tests.conftest import TINY_RUN
 from tests.conftest import TINY_SEQ_LEN as SEQ_LEN
 from tests.conftest import run_module
@@ -48,7 +47,7 @@ def test_temperature_zero_is_greedy_and_ignores_the_seed(tiny_run, byte_dataset)
     text = generate(tiny_run, *opts, "--seed", "1").stdout
     assert text == generate(tiny_run, *opts, "--seed", "2").stdout
     # The same greedy decoding, by hand: the argmax of the model's last position each time.
-    model, _ = load_run_model(tiny_run)
+    model = Run.open(tiny_run).model
     tokenizer = load_tokenizer(load_manifest(byte_dataset).tokenizer_path)
     ids = tokenizer.encode(PROMPT)
     new = []
@@ -151,7 +150,16 @@ def test_missing_prompt_exits_2_in_one_line(tmp_path):
     assert "--prompt" in proc.stderr
 
 
-# -- sample() with hand-made models ---------------------------------------------------------
+# -- the decoding loop with hand-made models ------------------------------------------------
+
+def sample(model: torch.nn.Module, ids: list[int], max_new_tokens: int, seq_len: int,
+           temperature: float = 1.0, top_k: int = 0, eos_id: int | None = None,
+           generator: torch.Generator | None = None) -> list[int]:
+    """The tokens hvdlm/models/decoding.py's loop draws after one prompt."""
+    options = DecodeOptions(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k)
+    return continue_batch(model, torch.tensor([ids]), options, seq_len=seq_len, eos_id=eos_id,
+                          generator=generator)[0].tokens
+
 
 class Successor(torch.nn.Module):
     """Next token = current + 1 (a sharp peak), end-of-text after `last`; records contexts."""
@@ -263,6 +271,22 @@ def chain_run(tmp_path_factory):
         model=model.state_dict(), optimizer={}, step=1, consumed_samples=0, config=config,
         tokenizer_sha256=tokenizer.sha256), keep=1)
     return run
+
+
+def test_checkpoint_and_device_choose_the_model(chain_run, tmp_path, capsys):
+    """A newer checkpoint (step 2: "x" -> "q", then end-of-text) beside the chain's (step 1):
+    --checkpoint names the older one, and it writes the chain."""
+    run = tmp_path / "run"
+    shutil.copytree(chain_run, run)
+    tokenizer = load_tokenizer(run / "tokenizer.json")
+    model, config = bigram_gpt(tokenizer, {"x": [("q", 20)], "q": [("", 20)]}, [("", 20)])
+    checkpoint.save(run, checkpoint.TrainingState(
+        model=model.state_dict(), optimizer={}, step=2, consumed_samples=0, config=config,
+        tokenizer_sha256=tokenizer.sha256), keep=2)
+    older = run / "checkpoints" / "step-00000001.pt"
+    assert generated(run, capsys, "--prompt", "x", "--device", "cpu")[0] == "xq\n"
+    assert generated(run, capsys, "--prompt", "x", "--device", "cpu", "--checkpoint",
+                     str(older))[0] == "xab@cd.fg;\n"
 
 
 def generated(run, capsys, *args: str) -> tuple[str, str]:

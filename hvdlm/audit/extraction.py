@@ -97,7 +97,7 @@ def measure(lm: runmodel.AuditModel, docs: Documents, skip: set[int], counts: np
     for a in range(0, len(chosen), batch):
         part = rows[a:a + batch]
         prompts = torch.cat([torch.full((len(part), 1), lm.eos_id), part[:, :prefix]], dim=1)
-        out = runmodel.continue_batch(lm, prompts, suffix)
+        out = runmodel.tokens_after(lm, prompts, suffix)
         hit[a:a + batch] = (out == part[:, prefix:]).all(dim=1).numpy()
         bar.update(len(part))
     bar.close()

@@ -29,8 +29,8 @@ def sample_texts(lm: runmodel.AuditModel, tok: Tokenizer, samples: int, length: 
                disable=not progress, dynamic_ncols=True)
     for a in range(0, samples, batch):
         n = min(batch, samples - a)
-        out = runmodel.continue_batch(lm, torch.full((n, 1), lm.eos_id), length, temperature,
-                                 generator, top_k)
+        out = runmodel.tokens_after(lm, torch.full((n, 1), lm.eos_id), length, temperature,
+                                    generator, top_k)
         for row in out.tolist():
             piece: list[int] = []
             for token in row + [lm.eos_id]:

@@ -1,8 +1,9 @@
 """A run's model on a device, and the three things the audit asks of it, batched.
 
-Only the models' forward (idx (B, T) -> logits (B, T, V)) is used, so GPT and the recurrent
-models are treated alike: each sees at most the last `model.seq_len` tokens, the context it
-was trained on (as hvdlm.generate does).
+Log-probabilities come from the models' forward (idx (B, T) -> logits (B, T, V)); continuations
+from the one decoding loop (hvdlm/models/decoding.py), through each model's own cache. Either
+way each model sees at most the last `model.seq_len` tokens, the context it was trained on (as
+hvdlm.generate does).
 """
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ from pathlib import Path
 
 import torch
 
-from hvdlm.config import config_from_dict
 from hvdlm.errors import UsageError
-from hvdlm.models.decoding import keep_top_k
+from hvdlm.models.decoding import DecodeOptions, continue_batch
 from hvdlm.text.tokenizer import Tokenizer
-from hvdlm.training import checkpoint
+from hvdlm.training.run import Run
 
 
 @dataclass
@@ -33,11 +33,10 @@ def load(run: str | Path, checkpoint_path: str | None, tokenizer: Tokenizer,
          device: torch.device) -> AuditModel:
     """The run's newest sound checkpoint (or `checkpoint_path`), checked against `tokenizer`
     (DataError on a mismatch, CheckpointError without any checkpoint)."""
-    state = checkpoint.load_run_state(run, checkpoint_path)
-    state.require_tokenizer(tokenizer.sha256, tokenizer.source)
-    cfg = config_from_dict(state.config).model
-    return AuditModel(checkpoint.model_of(state).to(device), device, cfg.seq_len,
-                      tokenizer.eos_id, cfg.vocab_size, cfg.arch, state.step)
+    opened = Run.open(run, checkpoint_path, device, tokenizer)
+    cfg = opened.config.model
+    return AuditModel(opened.model, opened.device, cfg.seq_len, tokenizer.eos_id,
+                      cfg.vocab_size, cfg.arch, opened.step)
 
 
 def rows_per_batch(lm: AuditModel, length: int, budget: int = 1 << 25) -> int:
@@ -55,21 +54,11 @@ def log_probs(lm: AuditModel, idx: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def continue_batch(lm: AuditModel, prompts: torch.Tensor, steps: int, temperature: float = 0.0,
-                   generator: torch.Generator | None = None, top_k: int = 0) -> torch.Tensor:
+def tokens_after(lm: AuditModel, prompts: torch.Tensor, steps: int, temperature: float = 0.0,
+                 generator: torch.Generator | None = None, top_k: int = 0) -> torch.Tensor:
     """prompts (B, T) -> the next `steps` tokens (B, steps): greedy for temperature 0, else
-    sampled, from the `top_k` likeliest tokens if > 0 (end-of-text is a token like any other
-    here)."""
-    out = prompts.to(lm.device)
-    for _ in range(steps):
-        context = out[:, -lm.seq_len:]
-        logits = lm.model(context)[:, -1].float()  # (B, V)
-        if temperature == 0:
-            token = logits.argmax(-1)
-        else:
-            if top_k:
-                logits = keep_top_k(logits, top_k)
-            probs = torch.softmax(logits / temperature, dim=-1)
-            token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        out = torch.cat([out, token[:, None]], dim=1)
-    return out[:, prompts.shape[1]:].cpu()
+    sampled on `generator`'s device, from the `top_k` likeliest tokens if > 0 (end-of-text is
+    a token like any other here)."""
+    options = DecodeOptions(max_new_tokens=steps, temperature=temperature, top_k=top_k)
+    rows = continue_batch(lm.model, prompts, options, seq_len=lm.seq_len, generator=generator)
+    return torch.tensor([r.tokens for r in rows], dtype=torch.long).view(len(rows), steps)

@@ -20,16 +20,13 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-import torch
-
 from hvdlm import cli, output
-from hvdlm.config import config_from_dict
 from hvdlm.errors import DataError
 from hvdlm.explain import page
 from hvdlm.explain.report import Explainer, Options
 from hvdlm.models import count_parameters
-from hvdlm.training import checkpoint, data
-from hvdlm.training.record.files import run_tokenizer
+from hvdlm.training import data
+from hvdlm.training.run import Run
 
 PROG = "hvdlm.explain"
 
@@ -72,28 +69,19 @@ def _check(parser: cli.ArgumentParser, args) -> None:
     args.device = cli.pick_device(args.device)
 
 
-def _load(args) -> tuple[torch.nn.Module, checkpoint.TrainingState, str]:
-    run = Path(args.run)
-    if not run.is_dir():
-        raise DataError(f"{run}: no such run folder")
-    path, state = checkpoint.load_chosen(run, args.checkpoint)
-    model = checkpoint.model_of(state).requires_grad_(False).to(args.device)
-    return model, state, str(path)
-
-
 def build(args) -> dict:
     """The report dict of the command's arguments."""
     started = time.perf_counter()
-    model, state, path = _load(args)
-    cfg = config_from_dict(state.config).model
-    tokenizer = run_tokenizer(Path(args.run), state, args.tokenizer)
+    run = Run.open(args.run, args.checkpoint, args.device, args.tokenizer)
+    model, state, cfg, tokenizer = run.model, run.state, run.config.model, run.tokenizer
+    model.requires_grad_(False)  # gradients flow to the inputs only
     options = Options(position=args.position, integrated_gradients=args.integrated_gradients,
                       ig_steps=args.steps, max_tokens=args.max_tokens, documents=args.documents,
                       max_windows=args.max_windows)
     explainer = Explainer(model, cfg.seq_len, cfg.vocab_size, tokenizer,
                           args.device, options)
     report = {"format": "hvdlm-explain", "version": 1, "device": str(args.device), "notes": [],
-              "run": {"path": str(args.run), "checkpoint": path, "step": state.step,
+              "run": {"path": str(args.run), "checkpoint": str(run.checkpoint), "step": run.step,
                       "world_size": state.world_size},
               "model": {"arch": cfg.arch, "n_layer": cfg.n_layer, "n_head": cfg.n_head,
                         "n_embd": cfg.n_embd, "seq_len": cfg.seq_len,

@@ -1,17 +1,19 @@
-"""Controlled decoding: the loop behind `python -m hvdlm.generate` (and `sampling.sample`).
+"""Controlled decoding, batched: the one loop behind hvdlm.generate and hvdlm.audit.
 
-    from hvdlm.models.decoding import DecodeOptions, continue_text
+    from hvdlm.models.decoding import DecodeOptions, continue_batch, continue_text
     options = DecodeOptions(max_new_tokens=200, temperature=0.8, top_p=0.95, stop=("\\n\\n",),
                             ban=("password",), repetition_penalty=1.2, max_time=10)
     out = continue_text(model, tokenizer.encode(prompt), options, seq_len=128,
                         eos_id=tokenizer.eos_id, detokenize=tokenizer.decode, prompt=prompt,
                         generator=torch.Generator().manual_seed(0))
     print(prompt + out.text, out.reason)
+    rows = continue_batch(model, prompts, options, seq_len=128)  # prompts (B, T): B at once
 
-Each new token starts from the model's next-token logits, through its decoder: `decoder(seq_len)`
-where the model has one (the CNN's cache of past conv inputs; GPT's keys and values and the RNN's
-state while the window fills: one column per token), else the last seq_len tokens recomputed
-(`WindowDecoder`). Then, in order: the repetition penalty (CTRL,
+`continue_batch` decodes B prompts of one length together; `continue_text` is it for one.
+Each new token starts from the model's next-token logits (B, vocab), through its decoder:
+`decoder(seq_len)` where the model has one (the CNN's cache of past conv inputs; GPT's keys and
+values and the RNN's state while the window fills: one column per token), else the last seq_len
+tokens recomputed (`WindowDecoder`). Then, in order: the repetition penalty (CTRL,
 Keskar et al. 2019: the logit of a token already in the prompt or the continuation is divided by
 it when positive, multiplied when negative), the banned tokens masked, and greedy argmax
 (temperature 0) or temperature, top-k, top-p (nucleus: the fewest most likely tokens whose
@@ -42,62 +44,66 @@ Detokenize = Callable[[Sequence[int]], str]
 
 
 class Decoder(Protocol):
-    """Next-token logits, one token at a time; a model may offer its own via decoder(seq_len)."""
+    """Next-token logits for B texts at once, one token each at a time; a model may offer its
+    own via decoder(seq_len)."""
 
-    def start(self, ids: list[int]) -> torch.Tensor:
-        """Read the prompt; the logits (vocab,) of the token after it."""
+    def start(self, ids: torch.Tensor) -> torch.Tensor:
+        """Read the prompts ids (B, T); the logits (B, vocab) of the token after each."""
 
-    def push(self, token: int) -> torch.Tensor:
-        """Append one token; the logits (vocab,) of the token after it."""
+    def push(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append one token to each text, tokens (B,); the logits (B, vocab) after each."""
 
 
 class WindowDecoder:
     """Any model: its forward pass over the last seq_len tokens, again for every new token."""
 
     def __init__(self, model: torch.nn.Module, seq_len: int):
-        self.model, self.seq_len, self.ids = model, seq_len, []
+        self.model, self.seq_len = model, seq_len
+        self.ids = torch.zeros(0, 0, dtype=torch.long)
         param = next(model.parameters(), None)
         self.device = param.device if param is not None else torch.device("cpu")
 
     def _logits(self) -> torch.Tensor:
-        context = torch.tensor([self.ids[-self.seq_len:]], dtype=torch.long, device=self.device)
-        return self.model(context)[0, -1]
+        return self.model(self.ids[:, -self.seq_len:])[:, -1]  # (B, V)
 
-    def start(self, ids: list[int]) -> torch.Tensor:
-        self.ids = list(ids)
+    def start(self, ids: torch.Tensor) -> torch.Tensor:
+        self.ids = ids.to(self.device)
         return self._logits()
 
-    def push(self, token: int) -> torch.Tensor:
-        self.ids.append(token)
+    def push(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.ids = torch.cat([self.ids, tokens.to(self.device)[:, None]], dim=1)
         return self._logits()
 
 
 class FillingWindowDecoder:
-    """Incremental while the text still fits the window: `prefill(ids)` reads a window from its
-    start, `extend(token)` adds one token to it. Once the window is full each new token shifts
-    it, and a model trained on windows from position 0 (GPT) or from a zero state (RNN) must see
-    the shifted window afresh, so it is read again: the logits stay those of WindowDecoder."""
+    """Incremental while the texts still fit the window: `prefill(ids)` reads windows (B, T)
+    from their start, `extend(tokens)` adds one token (B,) to each. Once the window is full each
+    new token shifts it, and a model trained on windows from position 0 (GPT) or from a zero
+    state (RNN) must see the shifted window afresh, so it is read again: the logits stay those
+    of WindowDecoder."""
 
-    def __init__(self, seq_len: int):
-        self.seq_len, self.ids = seq_len, []
+    def __init__(self, seq_len: int, device: torch.device):
+        self.seq_len, self.device = seq_len, device
+        self.ids = torch.zeros(0, 0, dtype=torch.long)  # (B, window so far)
 
-    def prefill(self, ids: list[int]) -> torch.Tensor:
+    def prefill(self, ids: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def extend(self, token: int) -> torch.Tensor:
+    def extend(self, tokens: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     @torch.no_grad()
-    def start(self, ids: list[int]) -> torch.Tensor:
-        self.ids = list(ids)[-self.seq_len:]
+    def start(self, ids: torch.Tensor) -> torch.Tensor:
+        self.ids = ids[:, -self.seq_len:].to(self.device)
         return self.prefill(self.ids)
 
     @torch.no_grad()
-    def push(self, token: int) -> torch.Tensor:
-        if len(self.ids) == self.seq_len:
-            return self.start(self.ids[1:] + [token])
-        self.ids.append(token)
-        return self.extend(token)
+    def push(self, tokens: torch.Tensor) -> torch.Tensor:
+        tokens = tokens.to(self.device)
+        if self.ids.shape[1] == self.seq_len:
+            return self.start(torch.cat([self.ids[:, 1:], tokens[:, None]], dim=1))
+        self.ids = torch.cat([self.ids, tokens[:, None]], dim=1)
+        return self.extend(tokens)
 
 
 def decoder_for(model: torch.nn.Module, seq_len: int) -> Decoder:
@@ -146,21 +152,18 @@ class Continuation:
 
 
 class BanList:
-    """Which next tokens would put a banned string into the output text."""
+    """Which next tokens would put a banned string into each text's output."""
 
-    def __init__(self, strings: Sequence[str], detokenize: Detokenize | None, prompt: str,
-                 eos_id: int | None):
+    def __init__(self, strings: Sequence[str], detokenize: Detokenize | None,
+                 prompts: Sequence[str], eos_id: int | None):
         self.strings, self.detokenize, self.eos_id = tuple(strings), detokenize, eos_id
         longest = max(map(len, self.strings), default=1)
         # An occurrence that is not inside the prompt alone ends in the continuation, so it
         # starts at most longest - 1 characters before it.
-        self.tail = prompt[len(prompt) - (longest - 1):] if longest > 1 else ""
+        self.tails = [p[len(p) - (longest - 1):] if longest > 1 else "" for p in prompts]
         self._always: torch.Tensor | None = None
 
-    def _holds(self, text: str) -> bool:
-        return any(s in text for s in self.strings)
-
-    def always(self, vocab: int) -> torch.Tensor | None:
+    def always(self, vocab: int, device: torch.device) -> torch.Tensor | None:
         """Tokens whose own text holds a banned string (a bool mask), or None without bans."""
         if not self.strings:
             return None
@@ -171,13 +174,15 @@ class BanList:
             self._always = torch.tensor(
                 [t != self.eos_id and any(s in self.detokenize([t]) for s in plain)
                  for t in range(vocab)], dtype=torch.bool)
-        return self._always
+        return self._always.to(device)
 
-    def completes(self, out: list[int], token: int) -> bool:
-        """Whether appending `token` to the continuation `out` puts a banned string in it."""
+    def completes(self, row: int, out: list[int], token: int) -> bool:
+        """Whether appending `token` to text `row`'s continuation `out` puts a banned string
+        in it."""
         if not self.strings or token == self.eos_id:
             return False
-        return self._holds(self.tail + self.detokenize(out + [token]))
+        text = self.tails[row] + self.detokenize(out + [token])
+        return any(s in text for s in self.strings)
 
 
 def penalize_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
@@ -189,11 +194,13 @@ def penalize_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -
 
 
 def nucleus(logits: torch.Tensor, top_p: float) -> torch.Tensor:
-    """`logits` with -inf outside the fewest most likely tokens whose probability reaches top_p."""
+    """`logits` (..., V) with -inf outside the fewest most likely tokens of each row whose
+    probability reaches top_p."""
     probs = torch.softmax(logits, -1)
-    ranked, order = torch.sort(probs, descending=True, stable=True)  # ties: lower id first
-    before = ranked.cumsum(0) - ranked  # probability of the tokens ranked above each
-    return logits.index_fill(0, order[before >= top_p], -math.inf)
+    ranked, order = torch.sort(probs, dim=-1, descending=True, stable=True)  # ties: lower id
+    before = ranked.cumsum(-1) - ranked  # probability of the tokens ranked above each
+    dropped = torch.zeros_like(before, dtype=torch.bool).scatter(-1, order, before >= top_p)
+    return logits.masked_fill(dropped, -math.inf)
 
 
 def keep_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -203,32 +210,31 @@ def keep_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def pick(logits: torch.Tensor, options: DecodeOptions,
-         generator: torch.Generator | None) -> int:
-    """Greedy (temperature 0), or one draw after temperature, top-k and top-p."""
+         generator: torch.Generator | None) -> torch.Tensor:
+    """logits (B, V) -> tokens (B,): greedy (temperature 0), or one draw per row after
+    temperature, top-k and top-p."""
     if options.temperature == 0:
-        return int(logits.argmax())
+        return logits.argmax(-1)
     logits = logits / options.temperature
     if options.top_k:
         logits = keep_top_k(logits, options.top_k)
     if options.top_p < 1:
         logits = nucleus(logits, options.top_p)
-    return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
+    return torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)[:, 0]
 
 
-def _draw(logits: torch.Tensor, options: DecodeOptions, generator: torch.Generator | None,
-          bans: BanList, out: list[int]) -> int | None:
-    """The next token, redrawn without each one that would complete a banned string; None if
-    no token is left."""
-    forbidden = bans.always(logits.numel())
-    while True:
-        masked = logits if forbidden is None else logits.masked_fill(forbidden, -math.inf)
+def _redraw(logits: torch.Tensor, forbidden: torch.Tensor, token: int, options: DecodeOptions,
+            generator: torch.Generator | None, completes: Callable[[int], bool]) -> int | None:
+    """One text's next token (logits (V,)), drawn again without each one that would complete a
+    banned string; None if no token is left."""
+    while completes(token):
+        forbidden = forbidden.clone()
+        forbidden[token] = True
+        masked = logits.masked_fill(forbidden, -math.inf)
         if not bool((masked > -math.inf).any()):
             return None
-        token = pick(masked, options, generator)
-        if not bans.completes(out, token):
-            return token
-        forbidden = forbidden.clone()  # not None: completes() is False without bans
-        forbidden[token] = True
+        token = int(pick(masked[None], options, generator)[0])
+    return token
 
 
 def _first_stop(text: str, stops: Sequence[str]) -> int | None:
@@ -237,43 +243,88 @@ def _first_stop(text: str, stops: Sequence[str]) -> int | None:
 
 
 @torch.no_grad()
+def continue_batch(model: torch.nn.Module, prompts: torch.Tensor,
+                   options: DecodeOptions = DecodeOptions(), *, seq_len: int,
+                   eos_id: int | None = None, generator: torch.Generator | None = None,
+                   detokenize: Detokenize | None = None, texts: Sequence[str] | None = None,
+                   cached: bool = True) -> list[Continuation]:
+    """Continue each row of `prompts` (B, T) under `options` (module docstring): the one
+    decoding loop, through the model's own decoder. `detokenize` (ids -> text) is needed for
+    stop and ban strings; `texts` are the prompts' texts (default: detokenized), whose ends a
+    banned string may not complete. Draws happen on `generator`'s device. With eos_id None and
+    no stop, ban or time limit every row gets max_new_tokens tokens. `cached=False` recomputes
+    the window for every token even where the model has its own decoder (for comparisons)."""
+    options.validate()
+    if (options.stop or options.ban) and detokenize is None:
+        raise ValueError("stop and ban strings need detokenize (token ids -> text)")
+    rows = prompts.shape[0]
+    if texts is None:
+        texts = [detokenize(p) if options.ban else "" for p in prompts.tolist()]
+    deadline = time.monotonic() + options.max_time if options.max_time else math.inf
+    bans = BanList(options.ban, detokenize, texts, eos_id)
+    decoder = decoder_for(model, seq_len) if cached else WindowDecoder(model, seq_len)
+    watch = eos_id is not None or bool(options.stop or options.ban)  # rows may end early
+    drawn: list[torch.Tensor] = []   # (B,) per step
+    outs: list[list[int]] = [[] for _ in range(rows)]  # the live rows' tokens, when watched
+    reason, cut = ["length"] * rows, {}  # cut: row -> its text up to a stop string
+    live = set(range(rows))
+    seen: torch.Tensor | None = None
+    for _ in range(options.max_new_tokens):
+        if time.monotonic() >= deadline:
+            for b in live:
+                reason[b] = "time"
+            break
+        logits = (decoder.start(prompts) if not drawn else decoder.push(drawn[-1])).float()
+        if generator is not None and logits.device != generator.device:
+            logits = logits.to(generator.device)
+        if options.repetition_penalty != 1.0:
+            if seen is None:
+                seen = torch.zeros_like(logits, dtype=torch.bool).scatter_(
+                    1, prompts.to(logits.device), True)
+            logits = penalize_repeats(logits, seen, options.repetition_penalty)
+        forbidden = bans.always(logits.shape[-1], logits.device)
+        if forbidden is not None:
+            logits = logits.masked_fill(forbidden, -math.inf)
+            empty = (~(logits > -math.inf).any(-1)).tolist()
+            logits = logits.masked_fill(torch.tensor(empty, device=logits.device)[:, None], 0.0)
+        tokens = pick(logits, options, generator)
+        if watch:
+            values = tokens.tolist()
+            for b in sorted(live):
+                token = values[b]
+                if forbidden is not None:
+                    token = None if empty[b] else _redraw(
+                        logits[b], forbidden, token, options, generator,
+                        lambda t, b=b: bans.completes(b, outs[b], t))
+                if token is None or token == eos_id:
+                    reason[b] = "banned" if token is None else "eos"
+                    live.discard(b)
+                    continue
+                values[b] = token
+                outs[b].append(token)
+                at = _first_stop(detokenize(outs[b]), options.stop) if options.stop else None
+                if at is not None:
+                    reason[b], cut[b] = "stop", detokenize(outs[b])[:at]
+                    live.discard(b)
+            tokens = torch.tensor(values, dtype=torch.long, device=tokens.device)
+        drawn.append(tokens)
+        if seen is not None:
+            seen[torch.arange(rows, device=seen.device), tokens] = True
+        if not live:
+            break
+    if not watch:  # every row ran the whole loop
+        outs = torch.stack(drawn, 1).tolist() if drawn else outs
+    return [Continuation(cut[b] if b in cut else detokenize(ids) if detokenize else "", ids,
+                         reason[b]) for b, ids in enumerate(outs)]
+
+
 def continue_text(model: torch.nn.Module, ids: list[int], options: DecodeOptions = DecodeOptions(),
                   *, seq_len: int, eos_id: int | None = None,
                   generator: torch.Generator | None = None, detokenize: Detokenize | None = None,
                   prompt: str | None = None, cached: bool = True) -> Continuation:
-    """Continue the token ids `ids` under `options` (module docstring). `detokenize` (ids ->
-    text) is needed for stop and ban strings; `prompt` is the text of `ids` (default:
-    detokenize(ids)), whose end a banned string may not complete. `cached=False` recomputes the
-    window for every token even where the model has its own decoder (for comparisons)."""
-    options.validate()
-    if (options.stop or options.ban) and detokenize is None:
-        raise ValueError("stop and ban strings need detokenize (token ids -> text)")
-    if prompt is None:
-        prompt = detokenize(ids) if detokenize is not None and options.ban else ""
-    deadline = time.monotonic() + options.max_time if options.max_time else math.inf
-    bans = BanList(options.ban, detokenize, prompt, eos_id)
-    decoder = decoder_for(model, seq_len) if cached else WindowDecoder(model, seq_len)
-    out: list[int] = []
-    seen: torch.Tensor | None = None
-    reason = "length"
-    for _ in range(options.max_new_tokens):
-        if time.monotonic() >= deadline:
-            reason = "time"
-            break
-        logits = (decoder.start(ids) if not out else decoder.push(out[-1])).float().cpu()
-        if seen is None:
-            seen = torch.zeros(logits.numel(), dtype=torch.bool)
-            seen[torch.tensor(ids, dtype=torch.long)] = True
-        token = _draw(penalize_repeats(logits, seen, options.repetition_penalty), options,
-                      generator, bans, out)
-        if token is None or token == eos_id:
-            reason = "banned" if token is None else "eos"
-            break
-        out.append(token)
-        seen[token] = True
-        if options.stop:
-            text = detokenize(out)
-            cut = _first_stop(text, options.stop)
-            if cut is not None:
-                return Continuation(text[:cut], out, "stop")
-    return Continuation(detokenize(out) if detokenize is not None else "", out, reason)
+    """Continue the token ids `ids` under `options`: continue_batch with one row. `prompt` is
+    the text of `ids` (default: detokenize(ids))."""
+    return continue_batch(model, torch.tensor([ids], dtype=torch.long), options,
+                          seq_len=seq_len, eos_id=eos_id, generator=generator,
+                          detokenize=detokenize, texts=None if prompt is None else [prompt],
+                          cached=cached)[0]

@@ -9,7 +9,8 @@ then `latest` is rewritten: a crash or a full disk leaves the previous checkpoin
 only a pair on disk is ever named. A save at step S removes the checkpoints above S (an
 abandoned lineage: the run went back to an older checkpoint), then all but the newest `keep`.
 Loading uses `torch.load(weights_only=True)`: a file that needs any other unpickling is refused.
-A corrupt newest checkpoint is reported and the one before it is used.
+A corrupt newest checkpoint is reported and the one before it is used. Commands open a trained
+run, model included, through hvdlm/training/run.py's `Run`.
 """
 from __future__ import annotations
 
@@ -24,9 +25,7 @@ from typing import Any
 
 import torch
 
-from hvdlm.config import config_from_dict
 from hvdlm.errors import CheckpointError, DataError
-from hvdlm.models import build_model
 from hvdlm.output import fsync_dir, write_atomic, write_temp
 
 log = logging.getLogger("hvdlm")
@@ -45,6 +44,7 @@ class TrainingState:
     tokenizer_sha256: str | None = None
     world_size: int = 1
     rng: list[torch.Tensor] | None = None  # torch's RNG state of each rank, in rank order
+    scaler: dict[str, Any] | None = None  # fp16's loss scale (training/precision.py), else None
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}  # no deep copy of tensors
@@ -188,33 +188,3 @@ def load_latest(run: str | Path) -> tuple[Path, TrainingState] | None:
         raise CheckpointError(f"no usable checkpoint in {checkpoint_dir(run)}: {problems[0]}")
     return None
 
-
-def load_chosen(run: str | Path, path: str | Path | None = None) -> tuple[Path, TrainingState]:
-    """The checkpoint at `path` if given (a user's --checkpoint), else the run's newest sound
-    one, with its path; CheckpointError if there is none."""
-    if path:
-        return Path(path), load(path)
-    found = load_latest(run)
-    if found is None:
-        raise CheckpointError(f"{checkpoint_dir(run)}: no checkpoint to load")
-    return found
-
-
-def load_run_state(run: str | Path, path: str | Path | None = None) -> TrainingState:
-    """The training state of `path` or of the run's newest sound checkpoint."""
-    return load_chosen(run, path)[1]
-
-
-def load_run_model(run: str | Path,
-                   path: str | Path | None = None) -> tuple[torch.nn.Module, TrainingState]:
-    """The model of `path` or of the run's newest sound checkpoint (CPU, eval mode) and its
-    training state."""
-    state = load_run_state(run, path)
-    return model_of(state), state
-
-
-def model_of(state: TrainingState) -> torch.nn.Module:
-    """The model a training state holds, built from its own config (CPU, eval mode)."""
-    model = build_model(config_from_dict(state.config).model)
-    model.load_state_dict(state.model)
-    return model.eval()

@@ -1,6 +1,7 @@
 """Controlled decoding (hvdlm/models/decoding.py) with hand-made models whose next token is
 known: banned strings inside and across tokens and at the prompt's end, every token banned, stop
-strings, top-p, the repetition penalty, the time limit, option checks.
+strings, each row of a batch with its own, top-p, the repetition penalty, the time limit, option
+checks.
 
     .venv/bin/python -m pytest tests/models/test_decoding.py
 """
@@ -11,7 +12,8 @@ import pytest
 import torch
 
 from hvdlm.errors import UsageError
-from hvdlm.models.decoding import DecodeOptions, continue_text, nucleus, penalize_repeats
+from hvdlm.models.decoding import (DecodeOptions, continue_batch, continue_text, nucleus,
+                                   penalize_repeats)
 
 # Tokens of several characters, so that a string can lie inside one token or span two.
 PIECES = ["<s>", "ab", "cd", "bc", "e", "x", "<eos>"]
@@ -85,6 +87,19 @@ def test_the_output_ends_before_the_first_stop_string():
     assert out.tokens == [AB, CD]  # drawn until the stop string was complete
     assert run(CHAIN, DecodeOptions(temperature=0, stop=("dx",))).text == "abc"
     assert run(CHAIN, DecodeOptions(temperature=0, stop=("zz",))).reason == "eos"
+
+
+@pytest.mark.parametrize("options", [
+    DecodeOptions(temperature=0, ban=("bc",)), DecodeOptions(temperature=0, stop=("dx",)),
+    DecodeOptions(temperature=0, repetition_penalty=3.0),
+    DecodeOptions(temperature=0, ban=("a", "b", "c", "d", "e", "x", "<"))])
+def test_in_a_batch_each_row_gets_its_own_text_controls(options):
+    prompts = [[S, S], [S, E], [AB, AB]]
+    batch = continue_batch(CHAIN, torch.tensor(prompts), options, seq_len=8, eos_id=EOS,
+                           detokenize=detokenize)
+    alone = [run(CHAIN, options, ids=p) for p in prompts]
+    assert [(r.text, r.tokens, r.reason) for r in batch] == \
+        [(r.text, r.tokens, r.reason) for r in alone]
 
 
 class Fixed(torch.nn.Module):

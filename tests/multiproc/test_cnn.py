@@ -14,7 +14,7 @@ from hvdlm import evaluate, generate
 from hvdlm.config import load_config
 from hvdlm.models.cnn import ConvDecoder
 from hvdlm.models.decoding import decoder_for
-from hvdlm.training.checkpoint import load_run_model
+from hvdlm.training.run import Run
 from hvdlm.training.record.logs import read_metrics
 from hvdlm.training.trainer import Trainer
 from tests.conftest import horovodrun
@@ -93,8 +93,8 @@ def test_generate_through_the_cache_equals_recomputing_the_window(cnn_runs, caps
     assert generate.main(["--run", str(run), "--prompt", prompt, "--max-new-tokens", str(n),
                           "--temperature", "0"]) == 0
     text = capsys.readouterr().out
-    model, state = load_run_model(run)
-    seq_len = state.config["model"]["seq_len"]
+    opened = Run.open(run)
+    model, seq_len = opened.model, opened.config.model.seq_len
     assert isinstance(decoder_for(model, seq_len), ConvDecoder)  # generate took the cache
     ids = list(prompt.encode())  # the byte tokenizer: token id = byte
     with torch.no_grad():  # uncached greedy: the whole window again for every token

@@ -6,7 +6,8 @@
     RUN/tokenizer.json   a copy of the dataset's tokenizer, so the run stands on its own
     RUN/data_dir.txt     the dataset it trained on
 
-Written by rank 0 at each start (`record_start`); read by generate, evaluate and export.
+Written by rank 0 at each start (`record_start`); the commands that read a run find its
+tokenizer here through hvdlm/training/run.py's `Run`.
 """
 from __future__ import annotations
 
