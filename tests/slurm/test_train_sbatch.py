@@ -124,6 +124,27 @@ def test_usr1_checkpoints_requeues_and_resumes_exactly(slurm_cluster, byte_datas
     print(f"stopped at step {stopped_at[0]}; wall time {time.monotonic() - started:.1f} s")
 
 
+def test_max_requeues_0_checkpoints_and_ends_without_requeue(slurm_cluster, byte_dataset,
+                                                              tmp_path):
+    """The cap hvdlm.submit honours, honoured by train.sbatch too: past it a USR1 still gets its
+    checkpoint, and the job ends with status 75 saying so instead of requeueing."""
+    args = [*TINY, "train.max_steps=12", "train.ckpt_interval=100000",
+            "train.eval_interval=100000"]
+    run, out = tmp_path / "capped", tmp_path / "job.out"
+    job = slurm_cluster.sbatch("--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1",
+                               "--time=10", "--output", out,
+                               export(None, None, [], tmp_path) + ",HVDLM_FAULT_PAUSE=0:2",
+                               SCRIPT, "--data", byte_dataset, "--out", run,
+                               "--max-requeues", "0", *args)
+    slurm_cluster.wait_for(lambda: len(logged_steps(run)) >= 2, 180,
+                           f"job {job} to log 2 steps", interval=0.1)
+    slurm_cluster.scancel("--batch", "--signal=USR1", job)
+    assert slurm_cluster.wait(job, timeout=120) == "FAILED", out.read_text()
+    assert slurm_cluster.restart_count(job) == 0
+    assert checkpoint_steps(run) == [3]
+    assert "train.sbatch: not requeued: --max-requeues 0 reached" in out.read_text()
+
+
 def test_dead_rank_fails_the_job_fast(slurm_cluster, byte_dataset, tmp_path):
     """kill -9 of rank 1 (fault injection): --kill-on-bad-exit ends rank 0 at once instead of
     leaving it in an allreduce; the job fails naming the task, and is not requeued."""
