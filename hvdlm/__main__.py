@@ -1,26 +1,23 @@
-"""`hvdlm --version` (or `python -m hvdlm --version`): hvdlm, torch, Horovod and the build key
-of the patched Horovod. Without options: the commands, each also an `hvdlm-NAME` script."""
+"""hvdlm's commands behind one name: `hvdlm COMMAND [ARGS...]`, as `git COMMAND`.
+
+    hvdlm train --data data/ --out runs/a   # = hvdlm-train ... = python -m hvdlm.train ...
+    hvdlm                                   # the commands (their list: hvdlm/commands.py)
+    hvdlm --version                         # hvdlm, torch, Horovod and its patch-set hash
+"""
 from __future__ import annotations
 
+import argparse
+import importlib
 import sys
 from typing import Sequence
 
 import hvdlm
 from hvdlm import cli
+from hvdlm.commands import COMMANDS, listing
+from hvdlm.errors import UsageError
 from hvdlm.versions import horovod_build, version
 
-COMMANDS = {
-    "preprocess": "text files -> tokenizer + sharded HDF5 dataset",
-    "verify": "check a dataset's shards against its manifest",
-    "train": "train a model (under horovodrun, srun or hvdlm.launch)",
-    "evaluate": "perplexity, token accuracy and bits per byte of a run",
-    "generate": "continue a prompt with a run's model",
-    "export": "a run's GPT as a Hugging Face GPT-2 folder",
-    "explain": "an interpretability report of a run's model (one HTML page)",
-    "audit": "what a run's model memorised: canaries, extraction, PII in samples",
-    "launch": "start one rank per Slurm task or per --hosts slot",
-    "submit": "submit a training run with submitit",
-}
+PROG = "hvdlm"
 
 
 def version_lines() -> list[str]:
@@ -36,23 +33,31 @@ def version_lines() -> list[str]:
             f"horovod {horovod or 'not installed'}{how}"]
 
 
-def _main(argv: Sequence[str] | None) -> int:
-    parser = cli.ArgumentParser(prog="hvdlm", description=__doc__.split("\n")[0])
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(
+        prog=PROG, usage="hvdlm [--version] COMMAND [ARGS...]",
+        description=__doc__.split("\n")[0].replace("`", ""),
+        epilog=f"commands (also hvdlm-NAME, python -m hvdlm.NAME; --help on each):\n{listing('  ')}",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="store_true", help="print the versions and exit")
-    args = parser.parse_args(argv)
-    if args.version:
+    return parser
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in COMMANDS:  # the rest of the line is the command's own
+        return importlib.import_module(COMMANDS[argv[0]].module).main(argv[1:])
+    if argv and not argv[0].startswith("-"):
+        raise UsageError(f"{argv[0]!r} is not an hvdlm command (hvdlm --help lists them)")
+    parser = build_parser()
+    if parser.parse_args(argv).version:
         print("\n".join(version_lines()))
-        return 0
-    width = max(map(len, COMMANDS))
-    print("hvdlm commands (python -m hvdlm.NAME or hvdlm-NAME; --help on each):")
-    for name, what in COMMANDS.items():
-        print(f"  {name:<{width}}  {what}")
+    else:
+        parser.print_help()
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return cli.run(_main, argv, prog="hvdlm")
-
+main = cli.entry_point(_main, PROG)
 
 if __name__ == "__main__":
     sys.exit(main())

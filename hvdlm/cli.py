@@ -43,3 +43,19 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
     except KeyboardInterrupt:
         sys.stderr.write(f"{prog}: interrupted\n")
         return EXIT_INTERRUPTED
+
+
+def entry_point(body: Callable[[Sequence[str] | None], int | None],
+                prog: str) -> Callable[[Sequence[str] | None], int]:
+    """A command's `main(argv=None)`: `body` under `run`, named `prog` in its error lines.
+
+        main = cli.entry_point(_main, PROG)   # hvdlm-NAME, hvdlm NAME and python -m run it
+
+        if __name__ == "__main__":
+            sys.exit(main())
+    """
+    def main(argv: Sequence[str] | None = None) -> int:
+        return run(body, argv, prog)
+
+    main.__doc__ = f"Run `{prog}` with `argv` (default sys.argv[1:]); return its exit status."
+    return main

@@ -69,9 +69,7 @@ def _main(argv: Sequence[str] | None) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return cli.run(_main, argv, prog="hvdlm.evaluate")
-
+main = cli.entry_point(_main, "hvdlm.evaluate")
 
 if __name__ == "__main__":
     sys.exit(main())

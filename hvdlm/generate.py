@@ -99,9 +99,7 @@ def _main(argv: Sequence[str] | None) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return cli.run(_main, argv, prog="hvdlm.generate")
-
+main = cli.entry_point(_main, "hvdlm.generate")
 
 if __name__ == "__main__":
     sys.exit(main())

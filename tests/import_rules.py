@@ -13,11 +13,14 @@ import ast
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hvdlm.commands import COMMANDS as LISTED
+from hvdlm.commands import DISPATCHER
+
 PACKAGES = ("hvdlm", "benchmarks")
-COMMANDS = frozenset([*(f"hvdlm.{c}" for c in ("preprocess", "verify", "train", "evaluate",
-                                               "generate", "export", "launch", "submit")),
-                      "hvdlm.explain.command", "hvdlm.audit.command",
-                      "hvdlm.explain.__main__", "hvdlm.audit.__main__"])
+# The command modules (hvdlm/commands.py), with the __main__.py that runs a package's command.
+COMMANDS = frozenset([DISPATCHER, *(c.module for c in LISTED.values()),
+                      *(f"{c.module.removesuffix('.command')}.__main__" for c in LISTED.values()
+                        if c.module.endswith(".command"))])
 SHIMS = ("hvdlm.launch", "hvdlm.submit")  # the cluster commands re-export hvdlm.cluster.*
 SHIM_STDLIB = frozenset({"sys", "__future__"})
 LINE_LIMIT = 400

@@ -5,7 +5,7 @@ that break one rule each, to prove each check reports the file and the import.
     horovod.torch    only hvdlm/cluster/distributed.py
     horovod.runner, submitit, subprocess    only hvdlm/cluster/ (the launch/submit shims: only
                      hvdlm.cluster)
-    commands         (hvdlm.preprocess, verify, train, evaluate, generate, launch, submit)
+    commands         (listed in hvdlm/commands.py, and hvdlm.__main__, the dispatcher)
                      imported by no library or benchmark module
     no import cycles; no .py file over 400 lines in hvdlm/, benchmarks/, tests/, scripts/
 

@@ -149,9 +149,7 @@ def _main(argv: Sequence[str] | None) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return cli.run(_main, argv, prog=PROG)
-
+main = cli.entry_point(_main, PROG)
 
 if __name__ == "__main__":
     sys.exit(main())

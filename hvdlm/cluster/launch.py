@@ -313,6 +313,5 @@ def _main(argv: Sequence[str] | None) -> int:
                         timeout=args.job_timeout, startup_timeout=args.timeout)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return cli.run(_main, argv, prog="hvdlm.launch")
+main = cli.entry_point(_main, "hvdlm.launch")
 

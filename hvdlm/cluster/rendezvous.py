@@ -328,9 +328,7 @@ def _main(argv: Sequence[str] | None) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return cli.run(_main, argv, prog="hvdlm.cluster.rendezvous")
-
+main = cli.entry_point(_main, "hvdlm.cluster.rendezvous")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -121,9 +121,7 @@ def _main(argv: Sequence[str] | None) -> int:
     return requeue(job_id, args.run)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return cli.run(_main, argv, prog="hvdlm.cluster.requeue")
-
+main = cli.entry_point(_main, "hvdlm.cluster.requeue")
 
 if __name__ == "__main__":
     sys.exit(main())
