@@ -3,7 +3,8 @@
 The environment stands for a cluster module or a conda environment that already has torch and
 the usual packages: a fresh virtual environment that sees this checkout's site-packages through
 a .pth file, minus Horovod and hvdlm. make install must then put the patched Horovod (the cached
-wheel) and hvdlm into it, with working console scripts.
+wheel) and hvdlm into it, with working console scripts: one for each command of
+hvdlm/commands.py, and `hvdlm` that runs them.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from hvdlm.commands import COMMANDS
 from tests.conftest import ROOT
 
 NOT_SHARED = ("horovod", "hvdlm", "__editable__", "_hvdlm", "easy-install.pth", "distutils-")
@@ -52,9 +54,13 @@ def test_make_install_into_an_existing_environment(tmp_path):
         assert path.startswith(str(tmp_path / "env")), where.stdout  # installed there, not seen
 
     bin_dir = tmp_path / "env" / "bin"
+    assert {p.name for p in bin_dir.glob("hvdlm*")} == {"hvdlm", *(f"hvdlm-{c}" for c in COMMANDS)}
     help_ = subprocess.run([bin_dir / "hvdlm-train", "--help"], capture_output=True, text=True,
                            cwd=tmp_path, timeout=120)
     assert help_.returncode == 0 and "usage: hvdlm.train" in help_.stdout, help_.stderr
+    dispatched = subprocess.run([bin_dir / "hvdlm", "train", "--help"], capture_output=True,
+                                text=True, cwd=tmp_path, timeout=120)
+    assert dispatched.returncode == 0 and dispatched.stdout == help_.stdout, dispatched.stderr
     version = subprocess.run([bin_dir / "hvdlm", "--version"], capture_output=True, text=True,
                              cwd=tmp_path, timeout=120)
     assert version.returncode == 0, version.stderr
