@@ -10,8 +10,8 @@
     config, errors, cli, output, versions   shared: one config tree, error types and exit
                 codes, CLI plumbing, complete-or-absent output folders, installed versions
 
-The commands are thin modules at the top: preprocess, verify, train, evaluate, generate,
-export, explain, audit, launch, submit (`python -m hvdlm.<command>`; `hvdlm` lists them).
+The commands are thin modules at the top (explain and audit: NAME/command.py), listed once in
+commands.py; `hvdlm COMMAND ...`, `hvdlm-COMMAND` and `python -m hvdlm.COMMAND` run them.
 """
 
 __version__ = "0.1.0"
