@@ -2,18 +2,32 @@
 
     python -m hvdlm.train --data DATA --out RUN --config run.toml model.n_layer=4 train.lr=3e-4
 
-Unknown keys and wrong types are UsageErrors naming the key (and the closest valid ones).
-The resolved config is written to RUN/config.toml and stored in every checkpoint.
+Each key's meaning is written once, on its field (`setting(default, doc, choices)`);
+`--print-config`'s comments (`to_toml(cfg, comments=True)`) and docs/configuration.md
+(hvdlm/config_reference.py) are made from it.
+
+Values, from the file or the command line: an int key takes a whole number only (`2.5` and
+`2.5e0` are refused; `1e3` and `2.0`, exactly whole, are taken) within TOML's 64 bits; a float
+key a finite number (no nan or inf); a bool key true | false | 1 | 0; a key with choices one of
+them; a string key any text UTF-8 can hold. Anything else, or an unknown key, is a one-line
+UsageError naming the key (and the closest valid ones). The resolved config is written to
+RUN/config.toml by tomli-w, so every accepted value reads back as it was, and is stored in
+every checkpoint.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
+import functools
+import math
 import sys
+import textwrap
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, NoReturn, get_type_hints
+
+import tomli_w
 
 from hvdlm.errors import UsageError
 
@@ -23,55 +37,95 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 ARCHES = ("gpt", "lstm", "gru", "rnn", "cnn")
+INT_LIMIT = 2**63  # TOML integers are 64-bit signed: [-2**63, 2**63)
+BOOLS = {"true": True, "1": True, "false": False, "0": False}
+
+
+def setting(default: Any, doc: str, choices: tuple[str, ...] = ()) -> Any:
+    """A config field with its meaning and, for a key with a fixed set of values, the values."""
+    return field(default=default, metadata={"doc": doc, "choices": choices})
 
 
 @dataclass
 class ModelConfig:
-    arch: str = "gpt"            # gpt | lstm | gru | rnn | cnn
-    n_layer: int = 4
-    n_head: int = 4              # gpt only
-    n_embd: int = 128
-    seq_len: int = 128
-    dropout: float = 0.0
-    tie_embeddings: bool = True
-    kernel_size: int = 4         # cnn only: width of each causal convolution
-    dilation_growth: int = 2     # cnn only: layer i dilates by dilation_growth**i (1 = none)
-    vocab_size: int = 0          # taken from the dataset's manifest; 0 = not yet known
+    arch: str = setting(
+        "gpt", "model family: gpt (pre-LN decoder, causal attention, learned positions, GELU), "
+        "lstm, gru, rnn (embedding, recurrent layers, linear) or cnn (gated convolutional LM, "
+        "Dauphin et al. 2017: residual blocks of causal 1-D convolution and GLU, no positions)",
+        ARCHES)
+    n_layer: int = setting(4, "layers (transformer, recurrent or convolutional blocks)")
+    n_head: int = setting(4, "gpt only: attention heads; must divide model.n_embd")
+    n_embd: int = setting(128, "width: embedding and hidden size")
+    seq_len: int = setting(128, "tokens per training window (the context length)")
+    dropout: float = setting(0.0, "dropout probability, in [0, 1)")
+    tie_embeddings: bool = setting(True, "the output layer shares the input embedding's weights")
+    kernel_size: int = setting(4, "cnn only: width of each causal convolution")
+    dilation_growth: int = setting(
+        2, "cnn only: layer i dilates by dilation_growth**i (1 = none); an output then sees "
+        "1 + (kernel_size-1) x the sum of dilations tokens (46 by default), which must fit in "
+        "model.seq_len")
+    vocab_size: int = setting(0, "taken from the dataset's manifest; 0 = not yet known")
 
 
 @dataclass
 class TrainConfig:
-    micro_batch: int = 8         # windows per rank per forward/backward
-    grad_accum: int = 1          # micro-batches per optimizer step
-    global_batch: int = 0        # windows per optimizer step, all ranks; > 0 sets grad_accum
-    max_steps: int = 200
-    lr: float = 3e-3
-    min_lr: float = 3e-4
-    warmup_steps: int = 20
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0       # 0 disables clipping
-    eval_interval: int = 100
-    eval_batches: int = 8        # micro-batches per rank per periodic eval; 0 = whole split
-    ckpt_interval: int = 100
-    keep_checkpoints: int = 3
-    log_interval: int = 10
-    seed: int = 1337
-    precision: str = "fp32"      # fp32 | bf16 (autocast; fp32 master weights and allreduce) | fp16 (autocast + dynamic loss scaling)
-    compile: str = "auto"        # auto (on for CUDA, off on CPU) | true | false: torch.compile the model (not the optimizer step)
-    tf32: bool = True            # TF32 matmuls and convolutions on CUDA (no effect on CPU)
-    activation_checkpointing: bool = False  # recompute each GPT/CNN block's activations in backward
-    fp16_allreduce: bool = False  # Horovod Compression.fp16 on the wire
-    device: str = "auto"         # auto | cpu | cuda
-    num_workers: int = 0         # DataLoader worker processes per rank
-    max_bad_steps: int = 3       # non-finite steps skipped before the run stops
-    peak_flops: float = 989e12   # per device, for MFU on GPU (H100/H200 dense bf16)
-    init_from: str = ""          # weights from an hvdlm checkpoint or a GPT-2 folder (export)
-    log_format: str = "auto"     # auto (bar on a terminal, else lines) | bar | lines
-    wandb_project: str = ""      # W&B project; "" = no W&B (pip install 'hvdlm[wandb]')
-    wandb_name: str = ""         # W&B run name ("" = the run folder's name)
-    wandb_mode: str = "online"   # online | offline | disabled
+    micro_batch: int = setting(8, "windows per rank per forward/backward pass")
+    grad_accum: int = setting(1, "passes (micro-batches) per optimizer step")
+    global_batch: int = setting(
+        0, "windows per optimizer step over all ranks; > 0 sets train.grad_accum to "
+        "global_batch / (micro_batch x ranks) for the ranks at hand, so a resume on another "
+        "node count keeps the optimisation (0 = use train.grad_accum)")
+    max_steps: int = setting(200, "optimizer steps of the whole run")
+    lr: float = setting(3e-3, "peak learning rate of AdamW: linear warm-up to it, then cosine "
+                              "decay to train.min_lr")
+    min_lr: float = setting(3e-4, "learning rate at the end of the cosine decay, <= train.lr")
+    warmup_steps: int = setting(20, "steps of linear warm-up")
+    weight_decay: float = setting(0.1, "AdamW weight decay, on matrices only")
+    beta1: float = setting(0.9, "AdamW's first-moment decay, in [0, 1)")
+    beta2: float = setting(0.95, "AdamW's second-moment decay, in [0, 1)")
+    grad_clip: float = setting(1.0, "largest global gradient norm; 0 disables clipping")
+    eval_interval: int = setting(100, "steps between validations")
+    eval_batches: int = setting(8, "micro-batches per rank per validation; 0 = the whole split")
+    ckpt_interval: int = setting(100, "steps between checkpoints")
+    keep_checkpoints: int = setting(3, "newest checkpoints kept in RUN/checkpoints")
+    log_interval: int = setting(10, "steps between log lines and metrics records")
+    seed: int = setting(1337, "seed of the data order, the initial weights and dropout")
+    precision: str = setting(
+        "fp32", "fp32; bf16 (autocast, fp32 master weights and allreduce); fp16 (autocast with "
+        "dynamic loss scaling)", ("fp32", "bf16", "fp16"))
+    loss_scale_init: float = setting(65536.0, "fp16 only: the loss scale the run starts with")
+    loss_scale_growth_interval: int = setting(
+        2000, "fp16 only: steps without overflow after which the loss scale doubles")
+    compile: str = setting(
+        "auto", "torch.compile the model (not the optimizer step); auto = on for CUDA, off on "
+        "CPU", ("auto", "true", "false"))
+    tf32: bool = setting(True, "TF32 matmuls and convolutions on CUDA (no effect on CPU)")
+    activation_checkpointing: bool = setting(
+        False, "recompute each GPT/CNN block's activations in backward instead of keeping them")
+    fp16_allreduce: bool = setting(False, "send gradients as fp16 on the wire (Horovod's "
+                                          "Compression.fp16)")
+    device: str = setting("auto", "where each rank trains; auto = its GPU if there is one",
+                          ("auto", "cpu", "cuda"))
+    num_workers: int = setting(0, "DataLoader worker processes per rank")
+    keep_freed_memory: bool = setting(
+        True, "on CPU, keep freed memory in the process instead of handing it back to the "
+        "kernel after every step (fewer page faults; glibc only, and MALLOC_TRIM_THRESHOLD_, "
+        "MALLOC_MMAP_THRESHOLD_ or GLIBC_TUNABLES, when set, win)")
+    max_bad_steps: int = setting(3, "steps with a non-finite gradient skipped before the run "
+                                    "stops")
+    peak_flops: float = setting(989e12, "peak FLOP/s of one device, for the MFU figure on GPU "
+                                        "(989e12: H100/H200 dense bf16)")
+    init_from: str = setting("", "start from the weights of an hvdlm checkpoint or a GPT-2 "
+                                 "folder (as hvdlm.export writes); \"\" = random weights")
+    log_format: str = setting("auto", "bar: a progress bar; lines: one line per log interval "
+                                      "(as in a Slurm .out); auto = bar on a terminal, else lines",
+                              ("auto", "bar", "lines"))
+    wandb_project: str = setting("", "Weights & Biases project; \"\" = no W&B (pip install "
+                                     "'hvdlm[wandb]')")
+    wandb_name: str = setting("", "W&B run name; \"\" = the run folder's name")
+    wandb_mode: str = setting("online", "online: sent as the run goes; offline: kept in the run "
+                                        "folder to sync later (nodes without internet)",
+                              ("online", "offline", "disabled"))
 
 
 @dataclass
@@ -83,38 +137,71 @@ class Config:
         return dataclasses.asdict(self)
 
 
-def _coerce(key: str, value: Any, kind: type) -> Any:
+def _whole(value: Any) -> Decimal | None:
+    """`value` exactly, if it is a whole number (1e3 and 2.0 are; 2.5, nan and True are not)."""
+    if isinstance(value, bool):
+        return None
+    try:  # Decimal: exact, where float("9007199254740993") would round
+        number = Decimal(value.strip()) if isinstance(value, str) else Decimal(value)
+    except (InvalidOperation, TypeError, ValueError):
+        return None
+    return number if number.is_finite() and number == number.to_integral_value() else None
+
+
+def _coerce(key: str, value: Any, kind: type, choices: tuple[str, ...]) -> Any:
     """Convert a TOML or command-line value to the field's type, or raise naming the key."""
-    if isinstance(value, str) and kind is not str:
-        text = value.strip()
+    def refuse(expected: str = kind.__name__) -> NoReturn:
+        raise UsageError(f"config key {key}: expected {expected}, got {value!r}")
+    text = value.strip().lower() if isinstance(value, str) else None
+    if kind is bool:
+        if isinstance(value, bool) or text in BOOLS:
+            return value if isinstance(value, bool) else BOOLS[text]
+        refuse()
+    if kind is str:
+        if isinstance(value, bool) and "true" in choices:  # compile = true, from a TOML file
+            return str(value).lower()
+        if not isinstance(value, str):
+            refuse()
         try:
-            if kind is bool:
-                if text.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError
-                return text.lower() in ("true", "1")
-            return kind(float(text)) if kind is int and "e" in text.lower() else kind(text)
-        except ValueError:
-            raise UsageError(f"config key {key}: expected {kind.__name__}, got {value!r}") from None
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if kind is int and isinstance(value, float) and value.is_integer():
-        return int(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise UsageError(f"config key {key}: expected {kind.__name__}, got {value!r}")
-    return value
+            value.encode("utf-8")  # a lone surrogate (undecodable argv bytes) cannot be written
+        except UnicodeEncodeError:
+            refuse("text that UTF-8 can hold")
+        return value
+    if kind is int:
+        whole = _whole(value)
+        if whole is None:
+            refuse()
+        if not -INT_LIMIT <= whole < INT_LIMIT:  # before int(): 1e999999999 is whole too
+            refuse("int within 64 bits")
+        return int(whole)
+    if isinstance(value, bool):
+        refuse()
+    try:  # a float key: from text, a TOML float or a TOML int
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        refuse()
+    if not math.isfinite(number):
+        refuse("a finite float")
+    return number
+
+
+@functools.cache
+def _types(section: type) -> dict[str, type]:
+    return get_type_hints(section)  # the annotations are strings: evaluated once, not per key
 
 
 def _set(cfg: Config, dotted: str, value: Any) -> None:
     section_name, _, key = dotted.partition(".")
     known = section_name in {f.name for f in dataclasses.fields(cfg)}
     section = getattr(cfg, section_name) if known else None
-    hints = get_type_hints(type(section)) if section is not None else {}
-    if key not in hints:
+    fields = {f.name: f for f in dataclasses.fields(section)} if section is not None else {}
+    if key not in fields:
         keys = [f"{s}.{k}" for s, d in cfg.to_dict().items() for k in d]
         close = difflib.get_close_matches(dotted, keys, n=3)
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise UsageError(f"unknown config key {dotted!r}{hint}")
-    setattr(section, key, _coerce(dotted, value, hints[key]))
+    kind = _types(type(section))[key]
+    setattr(section, key, _coerce(dotted, value, kind, fields[key].metadata.get("choices", ())))
 
 
 def load_config(toml_path: str | Path | None = None, overrides: list[str] = ()) -> Config:
@@ -123,9 +210,11 @@ def load_config(toml_path: str | Path | None = None, overrides: list[str] = ()) 
     if toml_path is not None:
         path = Path(toml_path)
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(path.read_bytes().decode("utf-8"))
         except OSError as err:
             raise UsageError(f"{path}: cannot read config file ({err.strerror})") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"{path}: not valid TOML (not UTF-8)") from None
         except tomllib.TOMLDecodeError as err:
             raise UsageError(f"{path}: not valid TOML ({err})") from None
         for section, table in data.items():
@@ -169,9 +258,15 @@ def receptive_field(m: ModelConfig) -> int:
 
 def validate(cfg: Config) -> None:
     """Range checks that a type alone cannot express; each error names its key."""
+    for section in dataclasses.fields(cfg):
+        for f in dataclasses.fields(getattr(cfg, section.name)):
+            choices = f.metadata.get("choices", ())
+            value = getattr(getattr(cfg, section.name), f.name)
+            if choices and value not in choices:
+                raise UsageError(f"config key {section.name}.{f.name} must be one of "
+                                 f"{', '.join(choices)} (got {value!r})")
     m, t = cfg.model, cfg.train
     checks = [
-        (m.arch in ARCHES, "model.arch", f"must be one of {', '.join(ARCHES)}"),
         (m.n_layer >= 1, "model.n_layer", "must be >= 1"),
         (m.n_embd >= 1, "model.n_embd", "must be >= 1"),
         (m.n_head >= 1, "model.n_head", "must be >= 1"),
@@ -200,14 +295,11 @@ def validate(cfg: Config) -> None:
         (t.ckpt_interval >= 1, "train.ckpt_interval", "must be >= 1"),
         (t.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1"),
         (t.log_interval >= 1, "train.log_interval", "must be >= 1"),
-        (t.precision in ("fp32", "bf16"), "train.precision", "must be fp32 or bf16"),
-        (t.device in ("auto", "cpu", "cuda"), "train.device", "must be auto, cpu or cuda"),
         (t.num_workers >= 0, "train.num_workers", "must be >= 0"),
         (t.max_bad_steps >= 0, "train.max_bad_steps", "must be >= 0"),
-        (t.log_format in ("auto", "bar", "lines"), "train.log_format",
-         "must be auto, bar or lines"),
-        (t.wandb_mode in ("online", "offline", "disabled"), "train.wandb_mode",
-         "must be online, offline or disabled"),
+        (t.peak_flops > 0, "train.peak_flops", "must be > 0"),
+        (t.loss_scale_init >= 1, "train.loss_scale_init", "must be >= 1"),
+        (t.loss_scale_growth_interval >= 1, "train.loss_scale_growth_interval", "must be >= 1"),
     ]
     for ok, key, message in checks:
         if not ok:
@@ -230,10 +322,23 @@ def for_world_size(cfg: Config, world_size: int) -> Config:
         t, grad_accum=t.global_batch // per_pass))
 
 
-def to_toml(cfg: Config) -> str:
-    """Serialise the (flat, two-section) config as TOML."""
+def meaning(f: dataclasses.Field) -> str:
+    """A field's doc, with its choices when it has some."""
+    choices = f.metadata.get("choices", ())
+    return f.metadata.get("doc", "") + (f" (one of: {', '.join(choices)})" if choices else "")
+
+
+def to_toml(cfg: Config, comments: bool = False) -> str:
+    """The config as TOML that tomllib reads back to the same values (tomli-w writes each
+    value: escapes, unicode, exponents); with `comments`, each key under its meaning."""
     lines: list[str] = []
-    for section, table in cfg.to_dict().items():
-        # JSON spells a bool, a number or a string as TOML does, escapes included.
-        lines += [f"[{section}]", *(f"{k} = {json.dumps(v)}" for k, v in table.items()), ""]
+    for section in dataclasses.fields(cfg):
+        lines.append(f"[{section.name}]")
+        for f in dataclasses.fields(getattr(cfg, section.name)):
+            if comments:
+                lines += textwrap.wrap(meaning(f), 98, initial_indent="# ",
+                                       subsequent_indent="# ")
+            lines.append(tomli_w.dumps({f.name: getattr(getattr(cfg, section.name), f.name)}
+                                       ).rstrip("\n"))
+        lines.append("")
     return "\n".join(lines)

@@ -2,9 +2,11 @@
 count and the memory estimate, without Horovod and without a run."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from hvdlm.config import load_config, tomllib
+from hvdlm.config import Config, load_config, meaning, tomllib
 from hvdlm.models import build_model, count_parameters
 from hvdlm.training import estimate
 from tests.conftest import ROOT, run_module
@@ -59,6 +61,26 @@ def test_memory_estimate_parts(arch):
     if arch == "gpt":
         half = load_config(None, ["model.vocab_size=1000", "train.precision=bf16"])
         assert estimate.activation_bytes(half) < e.activations
+
+
+def test_each_key_is_printed_under_its_meaning():
+    """--print-config's comments are the fields' docs (hvdlm/config.py), wrapped, choices
+    included; the values below them are the resolved ones, hostile text too."""
+    name = 'run "🚀" \\ \x1b'
+    proc = print_config(f"train.wandb_name={name}", "train.precision=bf16")
+    assert proc.returncode == 0, proc.stderr
+    assert tomllib.loads(proc.stdout)["train"]["wandb_name"] == name
+    lines = proc.stdout.splitlines()
+    for section in dataclasses.fields(Config):
+        start = lines.index(f"[{section.name}]")
+        for f in dataclasses.fields(section.default_factory):
+            at = next(i for i in range(start, len(lines)) if lines[i].startswith(f"{f.name} = "))
+            comments = []
+            while lines[at - 1 - len(comments)].startswith("# "):
+                comments.insert(0, lines[at - 1 - len(comments)][2:])
+            assert " ".join(comments) == meaning(f), f.name
+            assert f.metadata["doc"].split()[0] in comments[0]
+    assert 'precision = "bf16"' in lines
 
 
 def test_training_still_needs_data_and_out():

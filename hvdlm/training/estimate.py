@@ -43,7 +43,7 @@ def count(cfg: Config) -> int:
 def activation_bytes(cfg: Config) -> int:
     m, t = cfg.model, cfg.train
     s, b, h = m.seq_len, t.micro_batch, m.n_embd
-    word = 2 if t.precision == "bf16" else 4
+    word = 2 if t.precision in ("bf16", "fp16") else 4  # autocast keeps 16-bit activations
     logits = s * b * m.vocab_size * 4 * 2   # fp32 logits and their softmax for the loss
     if m.arch == "gpt":
         per_layer = s * b * h * (34 + 5 * m.n_head * s / h) * word / 2

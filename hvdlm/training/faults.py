@@ -5,11 +5,12 @@
     HVDLM_FAULT_PAUSE="RANK:STEP"           that rank waits after STEP steps until it is asked
                                             to stop (SIGUSR1/SIGTERM); the others wait for it
 
-The variables are read once, when the run starts; none set, no callback is added. Real faults,
-placed exactly: a test can then check what a user would see after them. The pause replaces a
-race: a test that signals a run once step STEP is logged knows the run is still there, and
-that all ranks stop after step STEP + 1 (with train.log_interval=1; else one step later, as the
-stop flag is then read one step late).
+hvdlm.train loads this module only when an HVDLM_FAULT_* variable is set, and it reads them
+once, when the run starts; an unknown HVDLM_FAULT_* name is refused (a typo must not pass for
+"no fault"), and all empty add no callback. Real faults, placed exactly: a test can then check
+what a user would see after them. The pause replaces a race: a test that signals a run once
+step STEP is logged knows the run is still there, and that all ranks stop after step STEP + 1
+(with train.log_interval=1; else one step later, as the stop flag is then read one step late).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from hvdlm.training.record.logs import log
 from hvdlm.training.trainer import Callback, Trainer
 
 PAUSE_POLL_S = 0.05
+VARIABLES = ("HVDLM_FAULT_NONFINITE", "HVDLM_FAULT_KILL", "HVDLM_FAULT_PAUSE")
 
 
 def _spec(env: Mapping[str, str], name: str) -> set[tuple[int, int]]:
@@ -64,6 +66,8 @@ def wait_for_stop_request(trainer: Trainer) -> None:
 
 def from_environ(env: Mapping[str, str] = os.environ) -> list[Callback]:
     """The faults the environment asks for, as callbacks (none if it asks for none)."""
-    nonfinite, kill = _spec(env, "HVDLM_FAULT_NONFINITE"), _spec(env, "HVDLM_FAULT_KILL")
-    pause = _spec(env, "HVDLM_FAULT_PAUSE")
+    unknown = sorted(n for n in env if n.startswith("HVDLM_FAULT_") and n not in VARIABLES)
+    if unknown:
+        raise UsageError(f"unknown fault variable {unknown[0]} (known: {', '.join(VARIABLES)})")
+    nonfinite, kill, pause = (_spec(env, name) for name in VARIABLES)
     return [InjectedFaults(nonfinite, kill, pause)] if nonfinite or kill or pause else []

@@ -4,7 +4,7 @@ PyTorch on CPU has no caching allocator: every step's activations come from mall
 back to it. glibc returns a free region at the top of its heap to the kernel (trimming) and
 serves big requests with fresh mmaps, so the next step page-faults on every 4 KiB it touches
 again, which is dear under a hypervisor (docs/scaling/NOTES.md has the counts). Called by
-hvdlm.train on CPU; a no-op outside glibc. `HVDLM_KEEP_FREED_MEMORY=0` keeps glibc's own
+hvdlm.train on CPU; a no-op outside glibc. `train.keep_freed_memory=false` keeps glibc's own
 behaviour, and so does any of MALLOC_TRIM_THRESHOLD_, MALLOC_MMAP_THRESHOLD_, GLIBC_TUNABLES.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ def keep_freed_memory(env: Mapping[str, str] = os.environ) -> bool:
 
     The process then keeps its peak heap, which a training loop reuses every step anyway.
     """
-    if env.get("HVDLM_KEEP_FREED_MEMORY") == "0" or any(k in env for k in USER_SETTINGS):
+    if any(k in env for k in USER_SETTINGS):
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt  # the process's own C library

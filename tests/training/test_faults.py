@@ -13,6 +13,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import hvdlm.train
+import hvdlm.training.trainer
 from hvdlm.errors import EXIT_STOPPED, UsageError
 from hvdlm.training import faults
 from tests.conftest import ROOT, TINY_RUN, logged_steps
@@ -32,6 +34,32 @@ def test_no_fault_asked_adds_no_callback():
 def test_a_malformed_fault_is_a_usage_error_naming_it(name):
     with pytest.raises(UsageError, match=f"{name} must be RANK:STEP"):
         faults.from_environ({name: "0:three"})
+
+
+def test_an_unknown_fault_variable_is_refused():
+    with pytest.raises(UsageError, match="unknown fault variable HVDLM_FAULT_KIL "):
+        faults.from_environ({"HVDLM_FAULT_KIL": "0:3"})
+
+
+def test_a_run_loads_fault_injection_only_when_a_fault_is_asked_for(monkeypatch):
+    """`python -m hvdlm.train` without HVDLM_FAULT_*: the faults module is never imported
+    (here it cannot be); with one, its callback reaches the trainer."""
+    loaded = subprocess.run([sys.executable, "-c", "import sys, hvdlm.train; "
+                             "print('hvdlm.training.faults' in sys.modules)"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "False"
+    handed = []
+    monkeypatch.setattr(hvdlm.training.trainer, "train",
+                        lambda cfg, data, out, resume, callbacks: handed.append(callbacks) or 0)
+    for name in [n for n in os.environ if n.startswith("HVDLM_FAULT_")]:
+        monkeypatch.delenv(name)
+    argv = ["--data", "D", "--out", "R"]
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "hvdlm.training.faults", None)  # an import would raise
+        assert hvdlm.train.main(argv) == 0
+    monkeypatch.setenv("HVDLM_FAULT_PAUSE", "0:2")
+    assert hvdlm.train.main(argv) == 0
+    assert handed[0] == [] and [type(c) for c in handed[1]] == [faults.InjectedFaults]
 
 
 def test_pause_holds_its_rank_and_step_until_a_stop_request():

@@ -5,8 +5,13 @@ so touching it again does not page-fault. How many faults that saves is a measur
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
-from hvdlm.training import malloc
+import pytest
+import torch
+
+from hvdlm.config import load_config
+from hvdlm.training import malloc, trainer
 from tests.conftest import ROOT
 
 MIB = 1 << 20
@@ -63,13 +68,35 @@ def test_glibc_defaults_mmap_the_block():
         assert mmapped >= 16 * MIB and held < MIB and freed < MIB
 
 
-def test_the_users_malloc_settings_and_the_off_switch_win():
+def test_the_users_malloc_settings_win():
     assert malloc.keep_freed_memory({"MALLOC_TRIM_THRESHOLD_": "131072"}) is False
-    assert malloc.keep_freed_memory({"HVDLM_KEEP_FREED_MEMORY": "0"}) is False
-    kept, *figures = probe("keep", HVDLM_KEEP_FREED_MEMORY="0")
+    assert malloc.keep_freed_memory({"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=0"}) is False
+    kept, *figures = probe("keep", MALLOC_MMAP_THRESHOLD_="131072")  # glibc's default, fixed
     assert kept == "False"
     if figures != ["not-glibc"]:
         assert int(figures[0]) >= 16 * MIB  # glibc's own behaviour: an mmap
+
+
+class Started(Exception):
+    """Raised where a run's set-up is past the memory settings."""
+
+
+def started(rank: int) -> None:
+    raise Started
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_train_keeps_freed_memory_on_cpu_unless_the_config_says_no(keep, monkeypatch):
+    """train.keep_freed_memory=false is the off switch (it was HVDLM_KEEP_FREED_MEMORY=0)."""
+    calls = []
+    monkeypatch.setattr(trainer.distributed, "init",
+                        lambda device, run: SimpleNamespace(device=torch.device("cpu"), rank=0))
+    monkeypatch.setattr(malloc, "keep_freed_memory", lambda: calls.append("kept"))
+    monkeypatch.setattr(trainer, "setup_logging", started)
+    cfg = load_config(None, [f"train.keep_freed_memory={str(keep).lower()}"])
+    with pytest.raises(Started):
+        trainer.train(cfg, "DATA", "RUN")
+    assert calls == (["kept"] if keep else [])
 
 
 def test_the_page_fault_benchmark_runs(tmp_path):
