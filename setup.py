@@ -1,5 +1,11 @@
 """hvdlm: data-parallel language-model training with Horovod on HPC clusters."""
+import runpy
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+# The console scripts come from the one list of commands, read without importing hvdlm.
+COMMANDS = runpy.run_path(str(Path(__file__).resolve().parent / "hvdlm" / "commands.py"))
 
 setup(
     name="hvdlm",
@@ -18,6 +24,7 @@ setup(
         "tqdm>=4.60,<5",
         "tensorboard>=2.12,<3",
         "tomli>=2.0,<3; python_version<'3.11'",
+        "tomli-w>=1.0,<2",  # writes RUN/config.toml (any string or number reads back as it was)
     ],
     extras_require={
         "dev": [
@@ -39,19 +46,5 @@ setup(
         "bench": ["matplotlib>=3.7,<4"],
         "wandb": ["wandb>=0.17,<1"],
     },
-    entry_points={
-        "console_scripts": [
-            "hvdlm=hvdlm.__main__:main",
-            "hvdlm-preprocess=hvdlm.preprocess:main",
-            "hvdlm-verify=hvdlm.verify:main",
-            "hvdlm-train=hvdlm.train:main",
-            "hvdlm-evaluate=hvdlm.evaluate:main",
-            "hvdlm-generate=hvdlm.generate:main",
-            "hvdlm-export=hvdlm.export:main",
-            "hvdlm-explain=hvdlm.explain.command:main",
-            "hvdlm-audit=hvdlm.audit.command:main",
-            "hvdlm-launch=hvdlm.launch:main",
-            "hvdlm-submit=hvdlm.submit:main",
-        ],
-    },
+    entry_points={"console_scripts": COMMANDS["console_scripts"]()},
 )
