@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Sequence
 
 from benchmarks import report
-from benchmarks.harness import (add_common, apply_common, emulated_hosts, module_cmd, read_result,
-                                run_ranks, shared_tmp, split_config)
+from benchmarks.harness import (Launch, add_common, emulated_hosts, module_cmd, read_result,
+                                split_config)
 
 # name -> (backend, description); benchmarks.horovod_ranks / torch_ranks run each.
 CONFIGS = {
@@ -69,18 +69,18 @@ def describe(config: str) -> str:
 
 
 def measure(configs: list[str], np_: int, sizes: list[int], iters: int, rounds: int,
-            hosts: int = 0) -> tuple[list[Row], dict[str, dict]]:
+            launch: Launch = Launch()) -> tuple[list[Row], dict[str, dict]]:
     """Median over rounds of each config's per-size time; rounds interleave the configs."""
     per: dict[str, dict[int, list[float]]] = {c: {s: [] for s in sizes} for c in configs}
     info: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory(prefix="hvdlm-ar-", dir=shared_tmp()) as tmp:
+    with tempfile.TemporaryDirectory(prefix="hvdlm-ar-", dir=launch.tmp) as tmp:
         for rnd in range(rounds):
             for config in configs:
                 result = Path(tmp, f"{configs.index(config)}-{rnd}.json")
                 base, env = split_config(config, CONFIGS)
-                run_ranks(np_, module_cmd(RANK_MODULES[backend(config)], "allreduce", "--config",
-                                          base, "--sizes", ",".join(map(str, sizes)), "--iters",
-                                          iters, "--result", result), env, hosts)
+                launch.run(np_, module_cmd(RANK_MODULES[backend(config)], "allreduce",
+                                           "--config", base, "--sizes", ",".join(map(str, sizes)),
+                                           "--iters", iters, "--result", result), env)
                 got = read_result(result)
                 for size in sizes:
                     per[config][size].append(got["times"][str(size)])
@@ -110,7 +110,6 @@ def median_ratio(r: dict[int, float]) -> float | None:
 
 
 def write_report(out: Path, rows: list[Row], info: dict, args: argparse.Namespace) -> None:
-    machine = report.machine_info()
     r = ratios(rows)
     rd = ratios(rows, "defaults")
     payload = {"results": [asdict(x) for x in rows], "np": args.np, "iters": args.iters,
@@ -121,8 +120,7 @@ def write_report(out: Path, rows: list[Row], info: dict, args: argparse.Namespac
                "busbw_ratio_hvdlm_vs_torch": {str(k): v for k, v in r.items()},
                "median_ratio_hvdlm_vs_torch": median_ratio(r),
                "busbw_ratio_defaults_vs_torch": {str(k): v for k, v in rd.items()},
-               "machine": machine}
-    report.write_json(out, payload)
+               "machine": report.machine_info()}
     table = report.md_table(["backend", "config", "np", "size (MiB)", "time (ms)",
                              "algbw (GB/s)", "busbw (GB/s)"],
                             [(x.backend, x.config, x.np, x.bytes / 2**20, x.time_s * 1e3,
@@ -141,17 +139,17 @@ def write_report(out: Path, rows: list[Row], info: dict, args: argparse.Namespac
                  + ".")
     cfgs = "\n".join(f"- `{c}`: {describe(c)}; torch threads "
                      f"{info[c]['threads']}; env {info[c]['env'] or '{}'}" for c in info)
-    report.write_md(out, "Allreduce bandwidth", [("Results", text + "\n\n" + table),
-                                                 ("Configurations", cfgs),
-                                                 ("Plot", "![busbw](allreduce.png)")], machine)
     series = {}
     for config in info:
         mine = sorted((x.bytes, x.busbw_gbps) for x in rows if x.config == config)
         series[f"{backend(config)} ({config})"] = ([b / 2**20 for b, _ in mine],
                                                    [v for _, v in mine])
-    report.line_plot(out / "allreduce.png", series, xlabel="message size (MiB)",
-                     ylabel="bus bandwidth (GB/s)", logx=True,
-                     title=f"allreduce, {args.np} ranks, {where}")
+    report.write(out, payload, "Allreduce bandwidth",
+                 [("Results", text + "\n\n" + table), ("Configurations", cfgs),
+                  ("Plot", "![busbw](allreduce.png)")],
+                 [report.Figure("allreduce.png", f"allreduce, {args.np} ranks, {where}",
+                                "message size (MiB)", "bus bandwidth (GB/s)", series,
+                                logx=True)])
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -173,13 +171,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = [parse_size(s) for s in args.sizes.split(",") if s]
-    apply_common(args)
+    launch = Launch.from_args(args)
     configs = (args.configs.split(",") if args.configs else
                [c for b in args.backends.split(",") for c in BACKEND_CONFIGS[b.strip()]])
     for config in configs:
         split_config(config, CONFIGS)  # unknown names fail before any rank starts
     with emulated_hosts("benchmarks.allreduce", args.hosts, args.rate, args.delay):
-        rows, info = measure(configs, args.np, sizes, args.iters, args.rounds, args.hosts)
+        rows, info = measure(configs, args.np, sizes, args.iters, args.rounds, launch)
     write_report(Path(args.out), rows, info, args)
     for x in rows:
         print(f"{x.backend:8s} {x.config:9s} np={x.np} {x.bytes / 2**20:8.2f} MiB "

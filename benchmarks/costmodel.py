@@ -1,55 +1,43 @@
-"""A ring-allreduce cost model that explains the measurements and predicts large clusters.
+"""The cost model of data-parallel training: a ring allreduce, a step, predictions for large N.
 
     python -m benchmarks.costmodel --allreduce runs/allreduce --compute-s STEP_S --params N
     python -m benchmarks.costmodel --allreduce runs/allreduce --compute-s STEP_S --params 124e6 \
-        --overlap 0.5 --out runs/costmodel
+        --overlap 0.5 --scaling runs/scaling --out runs/costmodel
 
-Ring allreduce of S bytes over N ranks (Patarasuk & Yuan; what Gloo and NCCL run):
+Ring allreduce of S bytes over N ranks (Patarasuk & Yuan; what Gloo and NCCL run), `Ring`:
     T(N, S) = 2(N-1)·α + 2(N-1)/N · S·β
-α (latency per ring step) and β (seconds per byte) are fitted by least squares to measured
-allreduce times. A data-parallel step under weak scaling then takes
-    t(N) = c·m(N)/s + (1 - h)·T(N, G) + k·T(N, 16 B) + G·γ
-with c the 1-rank step time (compute), G the gradient bytes, h the fraction of communication
-hidden behind the backward pass, k small collectives per step (hvdlm: 1, its metrics
-allreduce) and γ the time per byte of Horovod's copies into and out of its fusion buffer
-(from a Horovod timeline; 0 when none was recorded); efficiency E(N) = c / t(N).
-Two measured compute terms (benchmarks.scaling fills them in; 1 when unknown): s, the
-throughput each rank keeps at N ranks before any gradient moves (its `hvdlm-nograds` runs:
-hvdlm without the gradient allreduce; else `nocomm`: ranks training alone side by side), and
-m(N), the straggler factor: a synchronous step waits for the slowest of N ranks, so with
-per-step compute times drawn from the measured distribution (relative to their mean) it
-takes E[max of N draws] = m(N).
-    python -m benchmarks.costmodel ... --scaling runs/scaling   (s, m and γ of a scaling run)
-Assumptions (stated in every report): one ring over all ranks (no hierarchy); α, β of a
-network are the per-link figures below, with the software latency of the stack fitted here
-added to α.
+with α (latency per ring step) and β (seconds per byte) fitted to measured times (`fit`). A
+data-parallel step under weak scaling (`step_time`; E(N) = c / t(N)):
+    t(N) = c·m(N)·⌈N/cores⌉/s + (1 - h)·T(N, G) + k·T(N, 16 B) + G·γ + o
+c: the 1-rank step time; G: gradient bytes; h: the hidden fraction of the allreduce; k: small
+collectives per step (hvdlm: 1, its metrics); γ: Horovod's fusion-buffer copies per byte (its
+timeline); o: a fixed per-step overhead. The measured compute terms (`Compute`; neutral when
+unknown): s, the throughput a rank keeps at N ranks before any gradient moves; m(N), the
+straggler factor E[max of N draws] of the per-step times over their mean (a synchronous step
+waits for the slowest rank); ⌈N/cores⌉ only where ranks pinned one core each share fewer cores.
+
+benchmarks.scaling predicts E(N) up to N = 512 here and on named networks (`Network`: its
+latency and bandwidth; the software latency and step-time variation are this machine's unless
+the network gives its own). benchmarks.emulated bounds T by the slower of link and host
+(`Roofline`, fitted by `calibrate`):
+    T(N, S; R) = max(2(N-1)·α₁ + 2(N-1)/N·S·β₁·R₁/R,  2(N-1)·α_h(N) + 2(N-1)/N·S·β_h(N))
+α₁, β₁ fitted on one link setting of rate R₁, α_h(N), β_h(N) on unshaped runs. Every report
+states its assumptions; all take one flat ring over all ranks (no hierarchy).
 """
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from benchmarks import report
 
-# Per-link latency (s) and usable bandwidth (bytes/s) of common interconnects; stated, not measured.
-NETWORKS = {
-    "25GbE (TCP)": {"alpha_s": 20e-6, "bandwidth_Bps": 25e9 / 8 * 0.9},
-    "100Gb InfiniBand": {"alpha_s": 3e-6, "bandwidth_Bps": 100e9 / 8 * 0.9},
-    "400Gb InfiniBand": {"alpha_s": 3e-6, "bandwidth_Bps": 400e9 / 8 * 0.9},
-    "NVLink-class (450 GB/s)": {"alpha_s": 2e-6, "bandwidth_Bps": 450e9 * 0.8},
-}
+AllreduceTime = Callable[[int, float], float]  # (N ranks, bytes) -> seconds
 PREDICT_N = (2, 4, 8, 16, 32, 64, 128, 256, 512)
-
-
-@dataclass
-class Fit:
-    alpha_s: float
-    beta_s_per_byte: float
-    points: int
-    max_rel_error: float  # of the fit over its own points
+UNSHAPED = "0"  # an emulated link without a rate limit
 
 
 def ring_time(n: int, size: float, alpha: float, beta: float) -> float:
@@ -57,6 +45,22 @@ def ring_time(n: int, size: float, alpha: float, beta: float) -> float:
     if n <= 1:
         return 0.0
     return 2 * (n - 1) * alpha + 2 * (n - 1) / n * size * beta
+
+
+@dataclass
+class Ring:
+    """One ring's α and β; called as T(N, S)."""
+    alpha_s: float
+    beta_s_per_byte: float
+
+    def __call__(self, n: int, size: float) -> float:
+        return ring_time(n, size, self.alpha_s, self.beta_s_per_byte)
+
+
+@dataclass
+class Fit(Ring):
+    points: int
+    max_rel_error: float  # of the fit over its own points
 
 
 def fit(points: Iterable[tuple[int, int, float]]) -> Fit:
@@ -99,58 +103,94 @@ def expected_max(relative: Sequence[float], n: int) -> float:
 
 @dataclass
 class Compute:
-    """Per-rank compute of a step: c seconds alone, slowed by sharing s and stragglers m(N)."""
+    """Per-rank compute of a step: c seconds alone, slowed by sharing s, stragglers m(N) and
+    ranks sharing cores; plus what a step costs besides compute and allreduces."""
     seconds: float
     shared_throughput: float = 1.0  # s
     relative_steps: Sequence[float] = ()  # step times / their mean, for m(N)
     copy_s_per_byte: float = 0.0  # γ: fusion-buffer copies, once N > 1
     source: str = ""  # the benchmark configuration s and the step times were measured on
+    cores: int = 0  # > 0: ranks pinned one core each on this many cores (⌈N/cores⌉ per core)
+    overhead_s: float = 0.0  # o: per step, beyond compute and allreduces (fitted)
 
     def at(self, n: int) -> float:
         if n <= 1:
             return self.seconds
-        return self.seconds * expected_max(self.relative_steps, n) / self.shared_throughput
+        per_core = math.ceil(n / self.cores) if self.cores else 1
+        return self.seconds * expected_max(self.relative_steps, n) / self.shared_throughput \
+            * per_core
 
 
-def step_time(n: int, compute: Compute, grad_bytes: float, alpha: float, beta: float,
+def step_time(n: int, compute: Compute, grad_bytes: float, allreduce: AllreduceTime,
               overlap: float = 0.0, small_per_step: int = 1) -> float:
     copies = compute.copy_s_per_byte * grad_bytes if n > 1 else 0.0
-    return (compute.at(n) + (1 - overlap) * ring_time(n, grad_bytes, alpha, beta)
-            + small_per_step * ring_time(n, 16, alpha, beta) + copies)
+    return (compute.at(n) + (1 - overlap) * allreduce(n, grad_bytes)
+            + small_per_step * allreduce(n, 16) + copies + compute.overhead_s)
 
 
-def efficiency(n: int, compute: Compute, grad_bytes: float, alpha: float, beta: float,
+def efficiency(n: int, compute: Compute, grad_bytes: float, allreduce: AllreduceTime,
                overlap: float = 0.0, small_per_step: int = 1) -> float:
-    return compute.seconds / step_time(n, compute, grad_bytes, alpha, beta, overlap,
+    return compute.seconds / step_time(n, compute, grad_bytes, allreduce, overlap,
                                        small_per_step)
 
 
-def measured_overlap(compute: Compute, step_n: float, n: int, grad_bytes: float, alpha: float,
-                     beta: float, small_per_step: int = 1) -> float:
+def measured_overlap(compute: Compute, step_n: float, n: int, grad_bytes: float,
+                     allreduce: AllreduceTime, small_per_step: int = 1) -> float:
     """h that makes the model reproduce a measured step time (informative; can be < 0)."""
-    comm = ring_time(n, grad_bytes, alpha, beta)
-    others = step_time(n, compute, grad_bytes, alpha, beta, 1.0, small_per_step)
+    comm = allreduce(n, grad_bytes)
+    others = step_time(n, compute, grad_bytes, allreduce, 1.0, small_per_step)
     return (others + comm - step_n) / comm if comm else 0.0
 
 
-def predictions(compute: Compute, grad_bytes: float, local: Fit, overlap: float,
-                small_per_step: int = 1, ns: Sequence[int] = PREDICT_N) -> dict:
-    """Efficiency for each N on this machine's fitted link and on each stated network.
+# ---------------------------------------------------------------- named networks
 
-    On a network, α = the link's latency + this stack's software latency (the fitted α), and
-    β = 1 / link bandwidth.
-    """
-    def table(alpha: float, beta: float) -> dict[str, float]:
-        return {str(n): efficiency(n, compute, grad_bytes, alpha, beta, overlap, small_per_step)
-                for n in ns}
+@dataclass(frozen=True)
+class Network:
+    """A network to predict for, by its own inputs: per-link latency and usable bandwidth;
+    the stack's software latency per ring step and the nodes' step-time variation (step
+    times / their mean) where known, else (None) the ones fitted and measured here."""
+    name: str
+    latency_s: float
+    bandwidth_Bps: float
+    software_latency_s: float | None = None
+    relative_steps: tuple[float, ...] | None = None
 
-    nets = {"this machine (fitted)": {"alpha_s": local.alpha_s, "beta_s_per_byte":
-                                      local.beta_s_per_byte,
-                                      "efficiency": table(local.alpha_s, local.beta_s_per_byte)}}
-    for name, net in NETWORKS.items():
-        alpha, beta = net["alpha_s"] + local.alpha_s, 1 / net["bandwidth_Bps"]
-        nets[name] = {"alpha_s": alpha, "beta_s_per_byte": beta, "efficiency": table(alpha, beta)}
+    def ring(self, here: Ring) -> Ring:
+        software = here.alpha_s if self.software_latency_s is None else self.software_latency_s
+        return Ring(self.latency_s + software, 1 / self.bandwidth_Bps)
+
+    def compute(self, here: Compute) -> Compute:
+        return here if self.relative_steps is None else replace(
+            here, relative_steps=self.relative_steps)
+
+
+# Common interconnects: per-link latency (s) and usable bandwidth (bytes/s), stated, not measured.
+NETWORKS = (Network("25GbE (TCP)", 20e-6, 25e9 / 8 * 0.9),
+            Network("100Gb InfiniBand", 3e-6, 100e9 / 8 * 0.9),
+            Network("400Gb InfiniBand", 3e-6, 400e9 / 8 * 0.9),
+            Network("NVLink-class (450 GB/s)", 2e-6, 450e9 * 0.8))
+
+
+def predictions(compute: Compute, grad_bytes: float, local: Ring, overlap: float,
+                small_per_step: int = 1, ns: Sequence[int] = PREDICT_N,
+                networks: Sequence[Network] = NETWORKS) -> dict:
+    """Efficiency for each N on this machine's fitted ring and on each network."""
+    def row(ring: Ring, c: Compute) -> dict:
+        return {"alpha_s": ring.alpha_s, "beta_s_per_byte": ring.beta_s_per_byte,
+                "efficiency": {str(n): efficiency(n, c, grad_bytes, ring, overlap,
+                                                  small_per_step) for n in ns}}
+
+    nets = {"this machine (fitted)": row(Ring(local.alpha_s, local.beta_s_per_byte), compute)}
+    for net in networks:
+        nets[net.name] = row(net.ring(local), net.compute(compute))
     return nets
+
+
+def network_table(nets: dict) -> str:
+    """The predictions as a Markdown table, a row per network."""
+    rows = [(name, *(f"{e:.2f}" for e in net["efficiency"].values()))
+            for name, net in nets.items() if isinstance(net, dict)]
+    return report.md_table(["network", *(f"N={n}" for n in PREDICT_N)], rows)
 
 
 def assumptions(compute: Compute, overlap: float) -> str:
@@ -183,78 +223,125 @@ def assumptions(compute: Compute, overlap: float) -> str:
             f"(80% for NVLink-class); h = the hidden fraction of the gradient allreduce{hidden}.")
 
 
-def _union(spans: list[tuple[float, float]]) -> tuple[float, int]:
-    """Total length and count of the merged intervals of `spans`."""
-    total, count, end = 0.0, 0, float("-inf")
-    for a, b in sorted(spans):
-        if a > end:
-            count += 1
-            total += b - a
-            end = b
-        elif b > end:
-            total += b - end
-            end = b
-    return total, count
+# ---------------------------------------------------------------- link or host: the roofline
+
+def rate_bits(rate: str) -> float:
+    """100mbit -> 1e8 bit/s; "0" (unshaped) -> inf."""
+    units = {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "tbit": 1e12, "bit": 1.0}
+    if rate == UNSHAPED:
+        return math.inf
+    for unit, scale in units.items():
+        if rate.endswith(unit):
+            return float(rate[:-len(unit)]) * scale
+    raise SystemExit(f"bad rate {rate!r}: use e.g. 100mbit, 1gbit, 10gbit or 0 (unshaped)")
 
 
-def summarise_timeline(path: Path, steps: int) -> dict:
-    """Horovod timeline (Chrome trace JSON) -> per step: wall ms in each activity (spans of all
-    tensors merged, so fused tensors count once) and how many merged spans (operations)."""
-    text = Path(path).read_text().strip().rstrip(",")
-    if not text.endswith("]"):
-        text += "]"
-    open_: dict[tuple, list[tuple[str, float]]] = {}
-    spans: dict[str, list[tuple[float, float]]] = {}
-    for ev in json.loads(text):
-        key = (ev.get("pid"), ev.get("tid"))
-        if ev.get("ph") == "B":
-            open_.setdefault(key, []).append((ev.get("name", "?"), float(ev["ts"])))
-        elif ev.get("ph") == "E" and open_.get(key):
-            name, start = open_[key].pop()
-            spans.setdefault(name, []).append((start / 1e3, float(ev["ts"]) / 1e3))
-    merged = {name: _union(s) for name, s in spans.items()}
-    order = sorted(merged, key=lambda n: -merged[n][0])
-    return {"steps": steps, "ms_per_step": {n: merged[n][0] / steps for n in order},
-            "ops_per_step": {n: merged[n][1] / steps for n in order},
-            "tensor_events_per_step": {n: len(spans[n]) / steps for n in order}}
+@dataclass(frozen=True)
+class Setting:
+    """N emulated hosts whose links are shaped to one rate."""
+    hosts: int
+    rate: str  # tc units (100mbit, 1gbit); "0" = unshaped
+
+    @property
+    def bits_per_s(self) -> float:
+        return rate_bits(self.rate)
+
+    @property
+    def label(self) -> str:
+        return f"{'unshaped' if self.rate == UNSHAPED else self.rate} x {self.hosts}"
 
 
-def markdown_sections(model: dict) -> list[tuple[str, str]]:
-    """The cost-model part of the scaling report: fit, N=2 check, predictions, assumptions."""
-    if not model:
-        return []
-    check = "; ".join(f"N={n}: predicted {model['predicted_efficiency'][n]:.3f}, measured "
-                      f"{e:.3f} ({model['prediction_error'][n]:+.1%})"
-                      for n, e in model["measured_efficiency"].items()
-                      if n in model["predicted_efficiency"])
-    comm_only = model["predicted_efficiency_comm_only"]
-    fit = (f"Ring allreduce fitted to hvdlm's allreduce times: α = {model['alpha_s'] * 1e6:.0f} µs "
-           f"per ring step, β = {model['beta_s_per_byte'] * 1e9:.2f} s/GB (worst fit error "
-           f"{model['fit_max_rel_error']:.0%}); compute c = 1-rank step "
-           f"{model['compute_s'] * 1e3:.1f} ms, of which each rank keeps s = "
-           f"{model['shared_throughput']:.3f} at N ranks before any gradient moves (measured on "
-           f"`{model['compute_source']}`), and waits for the slowest rank: straggler factor "
-           f"m(2) = {model['straggler_factor']['2']:.3f}, "
-           f"m(512) = {model['straggler_factor']['512']:.3f}; gradients G = "
-           f"{model['grad_bytes'] / 2**20:.2f} MiB; fusion-buffer copies γ·G = "
-           f"{model['copy_s_per_byte'] * model['grad_bytes'] * 1e3:.2f} ms; "
-           f"h = {model['overlap']:g}.\n\n"
-           f"Prediction against measurement: {check or '-'}. From the ring allreduce alone "
-           "the model would predict "
-           + ", ".join(f"N={n}: {comm_only[n]:.3f}" for n in model["measured_efficiency"]
-                       if n in comm_only)
-           + " (without s, m and the copies). Overlap implied by the measurement "
-           "(informative, not used): "
-           + ", ".join(f"N={n}: {h:.2f}" for n, h in model["implied_overlap"].items()) + ".")
-    nets = model["networks"]
-    rows = [(name, *(f"{e:.2f}" for e in net["efficiency"].values()))
-            for name, net in nets.items() if isinstance(net, dict)]
-    pred = (f"Weak-scaling efficiency for a {nets['model_params'] / 1e6:.2f}M-parameter model "
-            f"with c = {nets['compute_s'] * 1e3:.1f} ms per step:\n\n"
-            + report.md_table(["network", *(f"N={n}" for n in PREDICT_N)], rows)
-            + "\n\n![efficiency](efficiency_weak.png) ![networks](predicted_networks.png)")
-    return [("Cost model", fit), ("Predictions", pred), ("Assumptions", model["assumptions"])]
+@dataclass
+class Roofline:
+    """Ring allreduce bounded by the link (fitted on one rate, β scaled as 1/rate) or by the
+    host (a fit per N, unshaped): the slower sets the pace (they overlap, not add)."""
+    link_alpha_s: float
+    link_beta_s_per_byte: float  # at link_rate
+    link_rate: str
+    link_fit_error: float
+    host: dict[int, Fit] = field(default_factory=dict)  # N -> unshaped fit
+    cores: int = 1
+    step_overhead_s: float = 0.0  # o, fitted by `fit_overhead`
 
+    def beta_link(self, rate: str) -> float:
+        return self.link_beta_s_per_byte * rate_bits(self.link_rate) / rate_bits(rate)
+
+    def host_fit(self, n: int) -> Fit:
+        """The unshaped fit at N, else the nearest measured N (a stated extrapolation)."""
+        nearest = n if n in self.host else min(self.host, key=lambda k: abs(k - n))
+        return self.host[nearest]
+
+    def link_s(self, n: int, size: float, rate: str) -> float:
+        return ring_time(n, size, self.link_alpha_s, self.beta_link(rate))
+
+    def host_s(self, n: int, size: float) -> float:
+        return self.host_fit(n)(n, size)
+
+    def allreduce_s(self, n: int, size: float, rate: str) -> float:
+        return max(self.link_s(n, size, rate), self.host_s(n, size))
+
+    def bound(self, n: int, size: float, rate: str) -> str:
+        """Which term sets the time: "link" or "host"."""
+        return "link" if self.link_s(n, size, rate) >= self.host_s(n, size) else "host"
+
+    def step_s(self, n: int, rate: str, compute_s: float, grad_bytes: float) -> float:
+        """Compute shared by ranks pinned one core each, the gradient allreduce not hidden,
+        one metrics allreduce, the overhead o."""
+        compute = Compute(compute_s, cores=self.cores, overhead_s=self.step_overhead_s)
+        return step_time(n, compute, grad_bytes, lambda k, s: self.allreduce_s(k, s, rate))
+
+    def link_busbw_gbps(self) -> float | None:
+        """The link's fitted bus bandwidth; None when the fit found no bandwidth term (β = 0,
+        as tiny message sizes in noisy runs can give)."""
+        beta = self.link_beta_s_per_byte
+        return 1e-9 / beta if beta > 0 else None
+
+    def as_json(self) -> dict:
+        return {"link": {"rate": self.link_rate, "alpha_s": self.link_alpha_s,
+                         "beta_s_per_byte": self.link_beta_s_per_byte,
+                         "fit_max_rel_error": self.link_fit_error,
+                         "busbw_gbps": self.link_busbw_gbps()},
+                "host": {str(n): asdict(f) for n, f in sorted(self.host.items())},
+                "cores": self.cores}
+
+
+ROOFLINE_ASSUMPTIONS = (
+    "One rank per emulated host, one flat ring (Gloo); the link's α and β come from the one "
+    "link calibration, β scaled as 1/rate; the host ceiling α_h(N), β_h(N) comes from the "
+    "unshaped runs (the emulated hosts share this machine's cores, so it depends on N; on real "
+    "nodes it would not); the slower of link and host sets the time (a roofline, not a sum: "
+    "the wire moves bytes while the CPU reduces); tbf's burst (1 ms of traffic, >= 64 KiB) is "
+    "not modelled (it is part of the fitted β); compute per rank is the median 1-rank step "
+    "time c₁, times ⌈N/cores⌉ because ranks are pinned one core each; the gradient allreduce "
+    "is not hidden behind the backward pass (h = 0); one 16-byte metrics allreduce per step; "
+    "a constant per-step overhead o (Horovod's per-tensor negotiation and its background "
+    "thread on the rank's only core), fitted on the calibration setting like α and β. No "
+    "delay was emulated: this kernel has no netem qdisc (`--delay` fails); link latency would "
+    "add to α, and only the software α measured here is in the model.")
+
+
+def calibrate(times: dict[Setting, dict[int, float]], cal: Setting, cores: int) -> Roofline:
+    """Fit the link on `cal` and the host ceiling on every unshaped setting."""
+    if cal not in times:
+        raise SystemExit(f"the calibration setting {cal.label} was not measured")
+    link = fit((cal.hosts, s, t) for s, t in times[cal].items())
+    host = {st.hosts: fit((st.hosts, s, t) for s, t in sizes.items())
+            for st, sizes in times.items() if st.rate == UNSHAPED}
+    if not host:
+        raise SystemExit("no unshaped (rate 0) setting measured: the host ceiling is unknown")
+    return Roofline(link.alpha_s, link.beta_s_per_byte, cal.rate, link.max_rel_error, host,
+                    cores)
+
+
+def fit_overhead(model: Roofline, cal: Setting, step_s: float, compute_s: float,
+                 grad_bytes: float) -> None:
+    """o: what the calibration setting's measured step takes beyond the model (≥ 0), as α and
+    β are fitted there too (Horovod's per-tensor negotiation and background thread)."""
+    model.step_overhead_s = max(0.0, step_s - model.step_s(cal.hosts, cal.rate, compute_s,
+                                                             grad_bytes))
+
+
+# ---------------------------------------------------------------- command line
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="benchmarks.costmodel", description=__doc__.split("\n")[0])
@@ -285,13 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "shared_throughput": compute.shared_throughput,
                    "grad_bytes": 4 * args.params, "overlap": args.overlap, "networks": nets,
                    "assumptions": text, "machine": report.machine_info()}
-        report.write_json(Path(args.out), payload)
-        rows = [(name, *(f"{e:.2f}" for e in net["efficiency"].values()))
-                for name, net in nets.items()]
-        report.write_md(Path(args.out), "Cost model predictions", [
-            ("Predicted weak-scaling efficiency", report.md_table(
-                ["network", *(f"N={n}" for n in PREDICT_N)], rows)),
-            ("Assumptions", text)], payload["machine"])
+        report.write(Path(args.out), payload, "Cost model predictions", [
+            ("Predicted weak-scaling efficiency", network_table(nets)), ("Assumptions", text)])
     return 0
 
 

@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "windows_per_pass": sum(map(len, batches)), "repeats": args.repeats,
               "machine": report.machine_info()}
     result["ratio"] = result["hvdlm_windows_per_s"] / result["raw_memmap_windows_per_s"]
-    report.write_json(out, result)
+    report.write(out, result)
     direct_rate = result["hvdlm_without_dataloader_windows_per_s"]
     print(f"hvdlm loader {result['hvdlm_windows_per_s']:,.0f} windows/s, raw memmap "
           f"{result['raw_memmap_windows_per_s']:,.0f} windows/s: {result['ratio']:.2f}x "

@@ -18,16 +18,17 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
-from benchmarks.harness import PORT_ENV, StepClock, env_rank
+from benchmarks.harness import StepClock, env_rank
 
 
-def init_torch_dist() -> tuple[int, int]:
-    """torch.distributed Gloo on rank 0's rendezvous address and the launcher-chosen port."""
+def init_torch_dist(port: int) -> tuple[int, int]:
+    """torch.distributed Gloo on rank 0's rendezvous address and `port`, which the driver
+    chose for every rank of the job (their --torch-port)."""
     rank, size, _, _ = env_rank()
     addr = os.environ.get("HOROVOD_GLOO_RENDEZVOUS_ADDR", "127.0.0.1")
     if os.environ.get("HOROVOD_GLOO_IFACE"):
         os.environ.setdefault("GLOO_SOCKET_IFNAME", os.environ["HOROVOD_GLOO_IFACE"])
-    dist.init_process_group("gloo", init_method=f"tcp://{addr}:{os.environ[PORT_ENV]}",
+    dist.init_process_group("gloo", init_method=f"tcp://{addr}:{port}",
                             rank=rank, world_size=size)
     return rank, size
 

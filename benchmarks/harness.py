@@ -1,15 +1,17 @@
 """Launching benchmark ranks, one way for every benchmark: the driver side and the rank side.
 
 Driver side: a configuration name with extra environment (`hvdlm+HOROVOD_CYCLE_TIME=5`,
-`split_config`), `run_ranks` (N ranks on this machine or on emulated hosts via hvdlm.launch's
-`run_on_hosts`, or one job step of the current Slurm allocation with `--launcher srun`), the
-emulated cluster (`emulated_cluster`: tests/infra/emulate-cluster.sh up/down) and the options
-every driver shares (`add_common`, `apply_common`).
+`split_config`); `Launch`, where and how a driver starts N ranks (on this machine, on emulated
+hosts via hvdlm.launch's `run_on_hosts`, or as one job step of the current Slurm allocation with
+`--launcher srun`), made from the options every driver shares (`add_common`); the emulated
+cluster (`emulated_cluster`: tests/infra/emulate-cluster.sh up/down).
 
 Rank side: `env_rank` (the HOROVOD_* variables the launcher writes, also read by the
 torch.distributed peers), `pin_rank` (an equal, disjoint share of the cores per rank, before any
 thread pool starts), `quiet` (a rank's output to a log file), `StepClock`, and result files:
-each rank writes JSON (`write_result`) that the driver reads back (`read_result`).
+each rank writes JSON (`write_result`) that the driver reads back (`read_result`). What the
+ranks of one job must agree on reaches them as flags of the rank command, which the driver
+adds (`Launch.run`): `--cores-per-rank` and `--torch-port` (benchmarks.ranks reads them).
 """
 from __future__ import annotations
 
@@ -21,18 +23,15 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from benchmarks import ROOT
 from hvdlm.cluster.launch import run_on_hosts
+from hvdlm.output import write_atomic
 
-ROOT = Path(__file__).resolve().parents[1]
 EMULATE_SCRIPT = ROOT / "tests" / "infra" / "emulate-cluster.sh"
-PORT_ENV = "HVDLM_BENCH_TORCH_PORT"  # torch.distributed's port, chosen by the driver
-SHARE_ENV = "HVDLM_BENCH_CORES_PER_RANK"  # cores // the most ranks per host, set by the driver
-NICE_ENV = "HVDLM_BENCH_NICE"
-LAUNCHER_ENV = "HVDLM_BENCH_LAUNCHER"
-TMP_ENV = "HVDLM_BENCH_TMP"
 
 
 # ---------------------------------------------------------------- driver side
@@ -43,11 +42,6 @@ def split_config(config: str, known: Sequence[str]) -> tuple[str, dict[str, str]
     if base not in known:
         raise SystemExit(f"unknown config {base!r}: choose from {', '.join(known)}")
     return base, dict(p.split("=", 1) for p in pairs)
-
-
-def shared_tmp() -> str | None:
-    """Where rank 0 writes its result: $HVDLM_BENCH_TMP (a shared folder under srun)."""
-    return os.environ.get(TMP_ENV) or None
 
 
 def cores_per_rank(max_ranks_per_host: int) -> int:
@@ -71,30 +65,50 @@ def _with_root_on_path(env: dict[str, str]) -> dict[str, str]:
     return {**env, "PYTHONPATH": path}
 
 
-def run_ranks(np_: int, cmd: Sequence[str], env: dict[str, str], hosts: int = 0,
-              timeout: float = 600, share: int = 0) -> None:
-    """Run `cmd` as np_ ranks: here on localhost, or spread over `hosts` emulated hosts.
+@dataclass(frozen=True)
+class Launch:
+    """Where and how a driver starts its ranks: on this machine, or on `hosts` emulated hosts,
+    or (`srun`) as job steps of the current Slurm allocation; at nice level `nice`; `tmp` is
+    a folder every rank can see, for the ranks' result files (None: the system's)."""
+    hosts: int = 0
+    srun: bool = False
+    nice: int = 0
+    tmp: str | None = None
 
-    share: cores per rank (0: cores // ranks on this host); emulated hosts share this
-    machine's cores, so their ranks are numbered as if all were on one host.
-    """
-    env = _with_root_on_path(env)
-    env.setdefault(PORT_ENV, str(free_port()))
-    if os.environ.get(LAUNCHER_ENV) == "srun":
-        return run_srun(np_, cmd, env, timeout)
-    env[SHARE_ENV] = str(share or cores_per_rank(np_))
-    if hosts:
-        per, extra = divmod(np_, hosts)
-        plan = [(f"node{i + 1:02d}", per + (i < extra)) for i in range(hosts)]
-        plan = [(h, n) for h, n in plan if n]
-    else:
-        plan = [("localhost", np_)]
-    nice = os.environ.get(NICE_ENV)
-    if nice and nice != "0":  # e.g. -10 (root): other users' load disturbs the figures less
-        cmd = ["nice", "-n", nice, *cmd]
-    status = run_on_hosts(plan, list(cmd), netns=bool(hosts), env=env, timeout=timeout)
-    if status != 0:
-        raise RuntimeError(f"benchmark ranks failed (exit {status}): {' '.join(cmd)}")
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "Launch":
+        """From `add_common`'s options (and --hosts, --out). Under srun the result files go
+        to --out unless --tmp says otherwise: node-local /tmp is not shared."""
+        srun = args.launcher == "srun"
+        if srun:
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+        tmp = args.tmp or (str(Path(args.out).resolve()) if srun else None)
+        return cls(getattr(args, "hosts", 0), srun, args.nice, tmp)
+
+    def run(self, np_: int, cmd: Sequence[str], env: dict[str, str], timeout: float = 600,
+            share: int = 0) -> None:
+        """Run the rank command `cmd` (benchmarks.horovod_ranks or torch_ranks) as np_ ranks.
+
+        share: cores per rank (0: cores // ranks on this host); emulated hosts share this
+        machine's cores, so their ranks are numbered as if all were on one host. Under srun
+        each node's ranks split that node's cores instead (--cores-per-rank 0).
+        """
+        env = _with_root_on_path(env)
+        cmd = [*cmd, "--torch-port", str(free_port())]
+        if self.srun:
+            return run_srun(np_, [*cmd, "--cores-per-rank", "0"], env, timeout)
+        cmd += ["--cores-per-rank", str(share or cores_per_rank(np_))]
+        if self.hosts:
+            per, extra = divmod(np_, self.hosts)
+            plan = [(f"node{i + 1:02d}", per + (i < extra)) for i in range(self.hosts)]
+            plan = [(h, n) for h, n in plan if n]
+        else:
+            plan = [("localhost", np_)]
+        if self.nice:  # e.g. -10 (root): other users' load disturbs the figures less
+            cmd = ["nice", "-n", str(self.nice), *cmd]
+        status = run_on_hosts(plan, cmd, netns=bool(self.hosts), env=env, timeout=timeout)
+        if status != 0:
+            raise RuntimeError(f"benchmark ranks failed (exit {status}): {' '.join(cmd)}")
 
 
 def run_srun(np_: int, cmd: Sequence[str], env: dict[str, str], timeout: float) -> None:
@@ -147,21 +161,14 @@ def emulated_hosts(prog: str, hosts: int, rate: str, delay: str = "") -> Iterato
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
+    """The options of `Launch.from_args`."""
     p.add_argument("--launcher", choices=["local", "srun"], default="local",
                    help="local: ranks on this machine (or --hosts); srun: job steps of the "
                         "current Slurm allocation")
     p.add_argument("--nice", type=int, default=0,
                    help="run the ranks at this nice level (root: -10 keeps other load out)")
-
-
-def apply_common(args: argparse.Namespace) -> None:
-    """Pass the launcher choices to run_ranks through the environment."""
-    if args.nice:
-        os.environ[NICE_ENV] = str(args.nice)
-    if args.launcher == "srun":
-        os.environ[LAUNCHER_ENV] = "srun"
-        os.environ.setdefault(TMP_ENV, str(Path(args.out).resolve()))
-        Path(args.out).mkdir(parents=True, exist_ok=True)
+    p.add_argument("--tmp", help="a folder every rank can see, for their result files "
+                   "(default: the system's temporary folder; with --launcher srun, --out)")
 
 
 def rank_path(path: str | Path, rank: int) -> Path:
@@ -181,10 +188,8 @@ def read_result(path: str | Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- rank side
 
 def write_result(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write a rank's JSON result whole, or not at all (a rename), for the driver to read."""
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(json.dumps(payload))
-    tmp.replace(path)
+    """Write a rank's JSON result whole, or not at all, for the driver to read."""
+    write_atomic(Path(path), json.dumps(payload).encode())
 
 
 def env_rank() -> tuple[int, int, int, int]:
@@ -194,17 +199,17 @@ def env_rank() -> tuple[int, int, int, int]:
             int(get("HOROVOD_LOCAL_RANK", 0)), int(get("HOROVOD_LOCAL_SIZE", 1)))
 
 
-def pin_rank() -> list[int]:
+def pin_rank(cores_per_rank: int) -> list[int]:
     """Pin this rank to its share of the cores; see `pin_to_share`.
 
-    The drivers run every rank on this machine (emulated hosts included) and set
-    $HVDLM_BENCH_CORES_PER_RANK: ranks are then placed by global rank, k cores each, so a
-    1-rank baseline gets exactly the share of one rank of the largest run. Without it (ranks
-    started by srun on real nodes) each node's local ranks split that node's cores.
+    The drivers that run every rank on this machine (emulated hosts included) pass
+    --cores-per-rank k: ranks are then placed by global rank, k cores each, so a 1-rank
+    baseline gets exactly the share of one rank of the largest run. With 0 (ranks started by
+    srun on real nodes) each node's local ranks split that node's cores.
     """
     rank, _, local_rank, local_size = env_rank()
-    if os.environ.get(SHARE_ENV):
-        return pin_to_share(rank, int(os.environ[SHARE_ENV]))
+    if cores_per_rank:
+        return pin_to_share(rank, cores_per_rank)
     return pin_to_share(local_rank, max(1, len(os.sched_getaffinity(0)) // local_size))
 
 
@@ -230,11 +235,11 @@ def quiet(log: str | Path) -> None:
     os.close(fd)
 
 
-def start_rank(result: str | Path) -> tuple[int, int]:
+def start_rank(result: str | Path, cores_per_rank: int) -> tuple[int, int]:
     """A rank's first step: output to RESULT.rankR.log, pinned; returns (rank, size)."""
     rank, size, _, _ = env_rank()
     quiet(f"{result}.rank{rank}.log")
-    pin_rank()
+    pin_rank(cores_per_rank)
     return rank, size
 
 

@@ -4,6 +4,7 @@
         --result PATH
     python -m benchmarks.horovod_ranks train --config hvdlm|hvdlm-nostats|hvdlm-nograds
         --data DIR --micro-batch B --steps N --result PATH --run-dir DIR
+    (the driver adds --cores-per-rank K --torch-port P: benchmarks.harness.Launch)
 
 allreduce: in-place float32 SUM allreduces, after `hvdlm.cluster.distributed.init` (config
 hvdlm: hvdlm's Horovod settings) or a bare `hvd.init()` (defaults: Horovod's own).
@@ -26,7 +27,7 @@ from hvdlm.config import load_config
 from hvdlm.training.trainer import Callback, Trainer, train
 
 ALLREDUCE_CONFIGS = ("hvdlm", "defaults")
-HVDLM_CONFIGS = tuple(c for c in TRAIN_CONFIGS if c not in TORCH_CONFIGS)
+HOROVOD_TRAIN_CONFIGS = tuple(c for c in TRAIN_CONFIGS if c not in TORCH_CONFIGS)
 
 
 class StepTimer(Callback):
@@ -40,9 +41,10 @@ class StepTimer(Callback):
         self.clock.tick()
 
 
-def allreduce(config: str, sizes: Sequence[int], iters: int, result: str) -> None:
+def allreduce(config: str, sizes: Sequence[int], iters: int, result: str,
+              cores_per_rank: int) -> None:
     """Time `iters` in-place allreduces of each size; rank 0 writes the medians."""
-    pin_rank()
+    pin_rank(cores_per_rank)
     if config == "hvdlm":
         distributed.init("cpu")
     else:
@@ -56,9 +58,9 @@ def allreduce(config: str, sizes: Sequence[int], iters: int, result: str) -> Non
 
 
 def train_rank(config: str, data: str, micro_batch: int, steps: int, run_dir: str,
-               result: str) -> None:
+               result: str, cores_per_rank: int) -> None:
     """Train with hvdlm in this (pinned) process; report every step's time after BLOCK."""
-    rank, size = start_rank(result)
+    rank, size = start_rank(result, cores_per_rank)
     timer = StepTimer()
     cfg = load_config(None, hvdlm_overrides(micro_batch, steps))
     # nograds: the ranks' models drift apart; their throughput is the point.
@@ -72,12 +74,13 @@ def train_rank(config: str, data: str, micro_batch: int, steps: int, run_dir: st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = ranks.parse_args("benchmarks.horovod_ranks", ALLREDUCE_CONFIGS, HVDLM_CONFIGS, argv)
+    args = ranks.parse_args("benchmarks.horovod_ranks", ALLREDUCE_CONFIGS,
+                            HOROVOD_TRAIN_CONFIGS, argv)
     if args.task == "allreduce":
-        allreduce(args.config, args.sizes, args.iters, args.result)
+        allreduce(args.config, args.sizes, args.iters, args.result, args.cores_per_rank)
     else:
         train_rank(args.config, args.data, args.micro_batch, args.steps, args.run_dir,
-                   args.result)
+                   args.result, args.cores_per_rank)
     return 0
 
 

@@ -20,8 +20,7 @@ import textwrap
 from pathlib import Path
 from typing import Sequence
 
-from benchmarks import report
-from benchmarks.harness import ROOT
+from benchmarks import ROOT, report
 
 SETTINGS = ("glibc", "hvdlm")
 CHURN = textwrap.dedent("""
@@ -65,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result.update(rounds=args.rounds, repeats=args.repeats, all=got,
                   machine=report.machine_info())
     result["ratio"] = result["glibc_faults_per_round"] / max(result["hvdlm_faults_per_round"], 1)
-    report.write_json(Path(args.out), result)
+    report.write(Path(args.out), result)
     print(f"minor page faults per round of 64 x 1 MiB: glibc defaults "
           f"{result['glibc_faults_per_round']:,.0f}, hvdlm's malloc settings "
           f"{result['hvdlm_faults_per_round']:,.0f}: {result['ratio']:.1f}x fewer")

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import sysconfig
@@ -23,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import report
 from hvdlm.text import corpus
 from hvdlm.text.tokenizer import load_tokenizer
 
@@ -79,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     inputs = stdlib_inputs()
     full = run_preprocess(inputs, out / "full", "--workers", "2", "--vocab-size",
                           str(a.vocab_size))
-    report = json.loads((out / "full" / "preprocess_report.json").read_text())
+    made = json.loads((out / "full" / "preprocess_report.json").read_text())
     tok = out / "full" / "tokenizer.json"
     n_bytes, bare_s = bare_rate(inputs, tok)
     rows = {"full_run_with_bpe_training_workers2": full}
@@ -89,20 +88,18 @@ def main(argv: list[str] | None = None) -> int:
     mbs = {k: n_bytes / 1e6 / s for k, s in rows.items()}
     bare = n_bytes / 1e6 / bare_s
     result = {
-        "corpus": sysconfig.get_paths()["stdlib"], "documents": report["documents"],
-        "text_mb": round(n_bytes / 1e6, 2), "tokens": report["tokens"],
+        "corpus": sysconfig.get_paths()["stdlib"], "documents": made["documents"],
+        "text_mb": round(n_bytes / 1e6, 2), "tokens": made["tokens"],
         "seconds": {k: round(s, 2) for k, s in rows.items()} | {"bare": round(bare_s, 2)},
         "mb_per_s": ({k: round(v, 3) for k, v in mbs.items()}
                      | {"bare_encode_batch": round(bare, 3)}),
         "ratio_vs_bare": {k: round(v / bare, 3) for k, v in mbs.items()},
-        "cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.node(),
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                 text=True).stdout.strip(),
+        "machine": report.machine_info(),
     }
     same = ((out / "w1" / "manifest.json").read_bytes()
             == (out / "w2" / "manifest.json").read_bytes())
     result["workers1_equals_workers2"] = same
-    (out / "benchmark_preprocess.json").write_text(json.dumps(result, indent=1) + "\n")
+    report.write(out, result, name="benchmark_preprocess")
     print(f"corpus: {result['corpus']} ({result['text_mb']} MB of text, "
           f"{result['documents']} documents, {result['tokens']} tokens)")
     for k, v in mbs.items():

@@ -30,15 +30,20 @@ TUNING_PREFIXES = ("HOROVOD_CYCLE", "HOROVOD_WAKE", "HOROVOD_FUSION", "HOROVOD_C
 def parse_args(prog: str, allreduce_configs: Sequence[str], train_configs: Sequence[str],
                argv: Sequence[str] | None) -> argparse.Namespace:
     """`allreduce --config C --sizes BYTES,... --iters N --result PATH` or
-    `train --config C --data DIR --micro-batch B --steps N --result PATH [--run-dir DIR]`."""
+    `train --config C --data DIR --micro-batch B --steps N --result PATH [--run-dir DIR]`,
+    each with what the driver chose for every rank of the job (benchmarks.harness.Launch):
+    --cores-per-rank K (0: split the node's cores) and --torch-port P (the peers' port)."""
+    job = argparse.ArgumentParser(add_help=False)
+    job.add_argument("--cores-per-rank", type=int, default=0)
+    job.add_argument("--torch-port", type=int, default=0)
     p = argparse.ArgumentParser(prog=prog, description="one rank of a benchmark job")
     sub = p.add_subparsers(dest="task", required=True)
-    ar = sub.add_parser("allreduce")
+    ar = sub.add_parser("allreduce", parents=[job])
     ar.add_argument("--config", required=True, choices=allreduce_configs)
     ar.add_argument("--sizes", required=True, help="comma list of bytes")
     ar.add_argument("--iters", type=int, required=True)
     ar.add_argument("--result", required=True)
-    tr = sub.add_parser("train")
+    tr = sub.add_parser("train", parents=[job])
     tr.add_argument("--config", required=True, choices=train_configs)
     tr.add_argument("--data", required=True)
     tr.add_argument("--micro-batch", type=int, required=True)

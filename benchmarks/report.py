@@ -1,11 +1,12 @@
-"""Shared report writing for the benchmarks: JSON, Markdown tables, PNG plots (matplotlib, Agg).
+"""The one report writer of the benchmarks: JSON, Markdown and plots (matplotlib, optional).
 
-Each benchmark builds its rows and calls these helpers, so every report folder looks alike:
+Each benchmark builds its own payload, Markdown sections and figures and hands them to
+`write`, so every report folder looks alike:
 
-    DIR/report.json   machine-readable results (plus `machine`: host, cores, load, commit)
-    DIR/report.md     tables and a paragraph of findings
-    DIR/*.png         plots (need matplotlib: pip install 'hvdlm[bench]'; without it the
-                      JSON and Markdown reports are still written, and one line says so)
+    OUT/report.json   the payload: every number, with `machine` (host, cores, load, commit)
+    OUT/report.md     the title, the machine line, then each section (heading, Markdown body)
+    OUT/*.png         the figures (need matplotlib: pip install 'hvdlm[bench]'; without it the
+                      JSON and the Markdown are still written, and one line on stderr says so)
 
     python -c "from benchmarks.report import machine_info; print(machine_info())"
 """
@@ -18,15 +19,52 @@ import socket
 import statistics
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
-from benchmarks.harness import ROOT
+from benchmarks import ROOT
+from hvdlm.output import write_atomic
 
 PLOTS_NEED = "plots skipped: they need matplotlib (pip install 'hvdlm[bench]')"
 START_LOAD = os.getloadavg()  # when the benchmark started (this module is imported first)
+Series = tuple[Sequence[float], Sequence[float]]  # (xs, ys)
+
+
+@dataclass
+class Figure:
+    """One PNG, OUT/NAME: a line per series ({label: (xs, ys)}, `styles` a matplotlib format
+    per label, "o-" by default), and the benchmark's own `draw(axes)` for what lines do not
+    show (scatter, bars, ticks, reference lines)."""
+    name: str
+    title: str
+    xlabel: str
+    ylabel: str
+    lines: dict[str, Series] = field(default_factory=dict)
+    styles: dict[str, str] = field(default_factory=dict)
+    logx: bool = False
+    draw: Callable[[Any], None] | None = None
+    grid: str = "both"  # the axes with grid lines: "both", "x" or "y"
+
+
+def write(out: Path, payload: dict[str, Any], title: str | None = None,
+          sections: Sequence[tuple[str, str]] = (), figures: Sequence[Figure] = (), *,
+          name: str = "report") -> None:
+    """OUT/NAME.json (first, whole or not at all: the Markdown can be made again from it);
+    with a title, OUT/NAME.md (the machine line from payload["machine"]); then the figures."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / f"{name}.json", (json.dumps(payload, indent=2) + "\n").encode())
+    if title is not None:
+        parts = [f"# {title}", ""]
+        if payload.get("machine"):
+            parts += [machine_line(payload["machine"]), ""]
+        for heading, body in sections:
+            parts += [f"## {heading}", "", body.strip(), ""]
+        (out / f"{name}.md").write_text("\n".join(parts))
+    for figure in figures:
+        plot(out, figure)
 
 
 def median(values: Iterable[float]) -> float:
@@ -54,13 +92,12 @@ def machine_info() -> dict[str, Any]:
             "commit": commit or "unknown"}
 
 
-def write_json(out: Path, payload: dict[str, Any]) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "report.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)
-    return path
+def machine_line(machine: dict[str, Any]) -> str:
+    load = ", ".join(f"{x:g}" for x in machine.get("load_avg", []))
+    start = ", ".join(f"{x:g}" for x in machine.get("load_avg_start", []))
+    return (f"Machine: `{machine.get('host')}`, {machine.get('cores')} cores, "
+            f"load average (1, 5, 15 min) at the start {start or '-'}, at the end {load}; "
+            f"torch {machine.get('torch')}, commit {machine.get('commit')}.")
 
 
 def _cell(value: Any) -> str:
@@ -77,59 +114,43 @@ def md_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def machine_line(machine: dict[str, Any]) -> str:
-    load = ", ".join(f"{x:g}" for x in machine.get("load_avg", []))
-    start = ", ".join(f"{x:g}" for x in machine.get("load_avg_start", []))
-    return (f"Machine: `{machine.get('host')}`, {machine.get('cores')} cores, "
-            f"load average (1, 5, 15 min) at the start {start or '-'}, at the end {load}; "
-            f"torch {machine.get('torch')}, commit {machine.get('commit')}.")
-
-
-def write_md(out: Path, title: str, sections: Sequence[tuple[str, str]],
-             machine: dict[str, Any] | None = None) -> Path:
-    """`sections` = [(heading, body markdown)]; the machine line goes under the title."""
-    out.mkdir(parents=True, exist_ok=True)
-    parts = [f"# {title}", ""]
-    if machine:
-        parts += [machine_line(machine), ""]
-    for heading, body in sections:
-        parts += [f"## {heading}", "", body.strip(), ""]
-    path = out / "report.md"
-    path.write_text("\n".join(parts))
-    return path
+def can_plot() -> bool:
+    """Whether matplotlib (the optional extra hvdlm[bench]) is there; the first time it is
+    not, in a process, one line on stderr says how to get it."""
+    try:
+        import matplotlib  # noqa: F401  (optional: only plotting needs it)
+    except ImportError:
+        if not _told:
+            print(PLOTS_NEED, file=sys.stderr, flush=True)
+            _told.append(True)
+        return False
+    return True
 
 
 _told: list[bool] = []  # the missing-matplotlib line is printed once per process
 
 
-def line_plot(path: Path, series: dict[str, tuple[Sequence[float], Sequence[float]]], *,
-              xlabel: str, ylabel: str, title: str, logx: bool = False,
-              styles: dict[str, str] | None = None) -> Path | None:
-    """One PNG with a line per series: {label: (xs, ys)}; `styles` maps label to a fmt string.
-
-    None, and no file, without matplotlib (the optional extra hvdlm[bench]); the first such
-    call in a process says so on stderr.
-    """
-    try:  # optional: only plotting needs it
-        import matplotlib
-    except ImportError:
-        if not _told:
-            print(PLOTS_NEED, file=sys.stderr, flush=True)
-            _told.append(True)
+def plot(out: Path, figure: Figure) -> Path | None:
+    """Draw `figure` into OUT/figure.name; None, and no file, without matplotlib."""
+    if not can_plot():
         return None
+    import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=90)
-    for label, (xs, ys) in series.items():
-        ax.plot(list(xs), list(ys), (styles or {}).get(label, "o-"), label=label)
-    if logx:
+    for label, (xs, ys) in figure.lines.items():
+        ax.plot(list(xs), list(ys), figure.styles.get(label, "o-"), label=label)
+    if figure.draw:
+        figure.draw(ax)
+    if figure.logx:
         ax.set_xscale("log", base=2)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, alpha=0.3)
+    ax.set_xlabel(figure.xlabel)
+    ax.set_ylabel(figure.ylabel)
+    ax.set_title(figure.title, fontsize=10)
+    ax.grid(True, axis=figure.grid, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    path = out / figure.name
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)

@@ -20,13 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks import report
 from benchmarks.preprocess import run_preprocess
 
 OPTIONS = ["--val-fraction", "0.01", "--seed", "0"]  # run_preprocess adds --overwrite
@@ -95,11 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         "speedup_split2_vs_unsplit2": round(rows["unsplit_workers2"] / rows["split_workers2"], 3),
         "byte_identical": identical,
         "cpus": len(os.sched_getaffinity(0)), "load_before": os.getloadavg()[0],
-        "python": platform.python_version(), "machine": platform.node(),
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                 text=True).stdout.strip(),
+        "machine": report.machine_info(),
     }
-    (out / "benchmark_split_preprocess.json").write_text(json.dumps(result, indent=1) + "\n")
+    report.write(out, result, name="benchmark_split_preprocess")
     print(f"corpus: {result['corpus_mb']} MB jsonl, {docs} documents, {a.tokenizer} tokenizer, "
           f"{result['pieces']} pieces of {a.split_mb} MiB when split")
     for k, s in rows.items():

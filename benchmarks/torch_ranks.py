@@ -4,6 +4,7 @@
         --result PATH
     python -m benchmarks.torch_ranks train --config ddp|nocomm --data DIR --micro-batch B
         --steps N --result PATH
+    (the driver adds --cores-per-rank K --torch-port P: benchmarks.harness.Launch)
 
 allreduce: torch.distributed Gloo, `all_reduce` in place. train: the same model, init and
 samples as hvdlm's runs, trained by the minimal loop of benchmarks/ddp_loop.py (DDP), or by
@@ -28,26 +29,28 @@ from hvdlm.training import data as hdata
 ALLREDUCE_CONFIGS = ("gloo",)
 
 
-def allreduce(sizes: Sequence[int], iters: int, result: str) -> None:
+def allreduce(sizes: Sequence[int], iters: int, result: str, cores_per_rank: int,
+              port: int) -> None:
     """Time `iters` in-place allreduces of each size; rank 0 writes the medians."""
-    pin_rank()
-    rank, _ = ddp_loop.init_torch_dist()
+    pin_rank(cores_per_rank)
+    rank, _ = ddp_loop.init_torch_dist(port)
     times = ranks.time_allreduce(dist.all_reduce, sizes, iters)
     dist.destroy_process_group()
     if rank == 0:
         ranks.write_allreduce_result(result, times)
 
 
-def train_rank(data: str, micro_batch: int, steps: int, result: str, comm: bool) -> None:
+def train_rank(data: str, micro_batch: int, steps: int, result: str, comm: bool,
+               cores_per_rank: int, port: int) -> None:
     """The DDP loop (or, without `comm`, each rank alone). It keeps freed memory as hvdlm's
     trainer does: otherwise glibc's page faults slow some runs and not others, which no
     data-parallel stack is to blame for."""
-    rank, size = start_rank(result)
+    rank, size = start_rank(result, cores_per_rank)
     keep_freed_memory()
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     distributed = comm and size > 1
     if distributed:
-        ddp_loop.init_torch_dist()
+        ddp_loop.init_torch_dist(port)
     windows = hdata.TokenWindows(hdata.open_dataset(data), "train", MODEL["seq_len"])
     sampler = hdata.TrainBatches(hdata.GlobalOrder(len(windows), SEED), start_sample=0,
                                  start_step=0, max_steps=BLOCK + steps, micro_batch=micro_batch,
@@ -65,9 +68,10 @@ def train_rank(data: str, micro_batch: int, steps: int, result: str, comm: bool)
 def main(argv: Sequence[str] | None = None) -> int:
     args = ranks.parse_args("benchmarks.torch_ranks", ALLREDUCE_CONFIGS, TORCH_CONFIGS, argv)
     if args.task == "allreduce":
-        allreduce(args.sizes, args.iters, args.result)
+        allreduce(args.sizes, args.iters, args.result, args.cores_per_rank, args.torch_port)
     else:
-        train_rank(args.data, args.micro_batch, args.steps, args.result, args.config == "ddp")
+        train_rank(args.data, args.micro_batch, args.steps, args.result, args.config == "ddp",
+                   args.cores_per_rank, args.torch_port)
     return 0
 
 

@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for rnd in range(args.repeats):
             for name in (["hvdlm", "plain"] if rnd % 2 == 0 else ["plain", "hvdlm"]):
                 config = "ddp" if name == "plain" else "hvdlm"  # ddp at 1 rank = no DDP wrapper
-                got = one_run(config, 1, args.micro_batch, data, args.steps, 0, Path(tmp),
+                got = one_run(config, 1, args.micro_batch, data, args.steps, Path(tmp),
                               args.cores)
                 tps[name].append(got["tokens_per_s"])
                 cpu[name].append(got["cpu_s_per_step"])
@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                "cpu_s_per_step": {k: report.median(v) for k, v in cpu.items()},
                "micro_batch": args.micro_batch, "steps": args.steps, "cores": args.cores,
                "machine": report.machine_info()}
-    report.write_json(out, payload)
+    report.write(out, payload)
     print(f"hvdlm {result['hvdlm']:,.0f} tokens/s, plain PyTorch loop {result['plain']:,.0f} "
           f"tokens/s: {payload['ratio']:.3f}x (goal >= 0.97x; medians of {args.repeats})")
     return 0

@@ -15,7 +15,8 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-from benchmarks.harness import (ROOT, clear_results, module_cmd, rank_path, read_result, run_ranks,
+from benchmarks import ROOT
+from benchmarks.harness import (Launch, clear_results, module_cmd, rank_path, read_result,
                                 split_config)
 from hvdlm.config import ModelConfig
 from hvdlm.models import build_model, count_parameters
@@ -72,10 +73,10 @@ def hvdlm_overrides(micro_batch: int, steps: int) -> list[str]:
         "train.num_workers=0"]
 
 
-def one_run(config: str, np_: int, micro_batch: int, data: Path, steps: int, hosts: int,
-            tmp: Path, share: int) -> dict:
-    """One job of np_ ranks: rank 0's {"tokens_per_s", "cpu_s_per_step"} and "step_times",
-    one list per rank."""
+def one_run(config: str, np_: int, micro_batch: int, data: Path, steps: int, tmp: Path,
+            share: int, launch: Launch = Launch()) -> dict:
+    """One job of np_ ranks (`share` cores each), started as `launch` says: rank 0's
+    {"tokens_per_s", "cpu_s_per_step"} and "step_times", one list per rank."""
     base, env = split_config(config, TRAIN_CONFIGS)
     result = tmp / "result.json"
     clear_results(result, np_)
@@ -83,7 +84,7 @@ def one_run(config: str, np_: int, micro_batch: int, data: Path, steps: int, hos
     module = "benchmarks.torch_ranks" if base in TORCH_CONFIGS else "benchmarks.horovod_ranks"
     cmd = module_cmd(module, "train", "--config", base, "--data", data, "--micro-batch",
                      micro_batch, "--steps", steps, "--result", result, "--run-dir", tmp / "run")
-    run_ranks(np_, cmd, env, hosts, share=share)
+    launch.run(np_, cmd, env, share=share)
     return {**read_result(result),
             "step_times": [read_result(rank_path(result, r))["step_times"]
                            for r in range(np_)]}

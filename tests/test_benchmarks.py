@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import costmodel, harness
+from benchmarks import costmodel, harness, timeline
 from tests.conftest import ROOT, run_module
 
 AR_KEYS = {"backend", "np", "bytes", "time_s", "algbw_gbps", "busbw_gbps", "config"}
@@ -26,7 +26,8 @@ def test_fit_recovers_alpha_beta():
     assert fit.alpha_s == pytest.approx(alpha, rel=1e-6)
     assert fit.beta_s_per_byte == pytest.approx(beta, rel=1e-6)
     compute = costmodel.Compute(0.1)
-    assert costmodel.efficiency(1, compute, 1e6, alpha, beta, small_per_step=0) == 1.0
+    assert costmodel.efficiency(1, compute, 1e6, costmodel.Ring(alpha, beta),
+                                small_per_step=0) == 1.0
     nets = costmodel.predictions(compute, 4e6, fit, overlap=0.0)
     assert all(0 < e <= 1 for net in nets.values() for e in net["efficiency"].values())
 
@@ -41,17 +42,19 @@ def test_straggler_factor_is_the_expected_slowest_of_n():
     compute = costmodel.Compute(0.1, shared_throughput=0.8, relative_steps=[0.5, 1.5])
     assert compute.at(1) == 0.1
     assert compute.at(2) == pytest.approx(0.1 * 1.25 / 0.8)
-    assert costmodel.efficiency(2, compute, 0, 0, 0, small_per_step=0) == pytest.approx(0.64)
+    assert costmodel.efficiency(2, compute, 0, costmodel.Ring(0, 0),
+                                small_per_step=0) == pytest.approx(0.64)
 
 
 def test_fusion_copies_count_once_ranks_communicate_and_overlap_round_trips():
     compute = costmodel.Compute(0.1, copy_s_per_byte=1e-9)  # 10 ms for 10 MB of gradients
-    assert costmodel.efficiency(1, compute, 1e7, 1e-4, 1e-9) == 1.0
-    efficiency = costmodel.efficiency(2, compute, 1e7, 0, 0, small_per_step=0)
+    ring = costmodel.Ring(1e-4, 1e-9)
+    assert costmodel.efficiency(1, compute, 1e7, ring) == 1.0
+    efficiency = costmodel.efficiency(2, compute, 1e7, costmodel.Ring(0, 0), small_per_step=0)
     assert efficiency == pytest.approx(0.1 / 0.11)
     # the overlap that reproduces the model's own step time is the one it was given
-    step = costmodel.step_time(4, compute, 1e7, 1e-4, 1e-9, overlap=0.25)
-    assert costmodel.measured_overlap(compute, step, 4, 1e7, 1e-4, 1e-9) == pytest.approx(0.25)
+    step = costmodel.step_time(4, compute, 1e7, ring, overlap=0.25)
+    assert costmodel.measured_overlap(compute, step, 4, 1e7, ring) == pytest.approx(0.25)
 
 
 def test_timeline_summary_merges_fused_tensors(tmp_path):
@@ -63,7 +66,7 @@ def test_timeline_summary_merges_fused_tensors(tmp_path):
               {"name": "ALLREDUCE", "ph": "E", "ts": 6000, "pid": 1}]
     path = tmp_path / "timeline.json"
     path.write_text(json.dumps(events)[:-1] + ",")  # Horovod leaves the array open
-    got = costmodel.summarise_timeline(path, steps=1)
+    got = timeline.summarise_timeline(path, steps=1)
     assert got["ms_per_step"]["ALLREDUCE"] == pytest.approx(3.0)
     assert got["ops_per_step"]["ALLREDUCE"] == 2
     assert got["tensor_events_per_step"]["ALLREDUCE"] == 3
@@ -75,7 +78,7 @@ COMMANDS = ("preprocess", "verify", "train", "evaluate", "generate", "launch", "
 def benchmark_imports() -> dict[str, list[tuple[str, str | None, bool]]]:
     """benchmarks.X -> [(module, name or None, inside a function)] from its source."""
     out = {}
-    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+    for path in sorted((ROOT / "benchmarks").rglob("*.py")):
         tree = ast.parse(path.read_text())
         nested = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef)
                   for n in ast.walk(f)}
@@ -85,7 +88,8 @@ def benchmark_imports() -> dict[str, list[tuple[str, str | None, bool]]]:
                 found += [(a.name, None, id(node) in nested) for a in node.names]
             elif isinstance(node, ast.ImportFrom):
                 found += [(node.module, a.name, id(node) in nested) for a in node.names]
-        out[f"benchmarks.{path.stem}"] = found
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = found
     return out
 
 
@@ -225,7 +229,7 @@ def test_train_overhead_and_dataloader(tmp_path, byte_dataset):
 
 
 def test_families_train_each_family_at_one_size_and_write_the_reports(tmp_path, byte_dataset):
-    from benchmarks import families  # in this process: no interpreter start
+    from benchmarks.studies import families  # in this process: no interpreter start
     assert families.main(["--data", str(byte_dataset), "--budget", "0.3", "--params", "20000",
                           "--out", str(tmp_path)]) == 0
     got = json.loads((tmp_path / "families.json").read_text())
@@ -237,14 +241,14 @@ def test_families_train_each_family_at_one_size_and_write_the_reports(tmp_path, 
         assert [c["step"] for c in run["curve"]][0] == 0 and len(run["curve"]) >= 2
         assert 0 < run["final"]["bits_per_byte"] < 20
     table = (tmp_path / "families.md").read_text()
-    assert "| cnn | 4 x " in table and "python -m benchmarks.families --budget 0.3" in table
+    assert "| cnn | 4 x " in table and "python -m benchmarks.studies.families --budget 0.3" in table
     assert (tmp_path / "families.png").stat().st_size > 1000
 
 
 def test_privacy_corpus_has_its_duplicates_and_the_report_remakes_from_its_json(tmp_path):
     """benchmarks.privacy without its ~10-minute study: the corpus it builds (the deliberate
     duplicates, tests left out), and docs/privacy/report.md made again from report.json."""
-    from benchmarks import privacy  # in this process: no interpreter start
+    from benchmarks.studies import privacy  # in this process: no interpreter start
     root = tmp_path / "lib"
     (root / "tests").mkdir(parents=True)
     for i in range(30):
@@ -260,7 +264,7 @@ def test_privacy_corpus_has_its_duplicates_and_the_report_remakes_from_its_json(
     assert not any(t.startswith("assert") for t in texts)  # tests/ is not walked
     committed = ROOT / "docs" / "privacy"
     if not (committed / "report.json").exists():
-        pytest.skip("no docs/privacy/report.json: run python -m benchmarks.privacy")
+        pytest.skip("no docs/privacy/report.json: run python -m benchmarks.studies.privacy")
     payload = json.loads((committed / "report.json").read_text())
     privacy.write_reports(tmp_path / "out", payload)
     made = (tmp_path / "out" / "report.md").read_text()

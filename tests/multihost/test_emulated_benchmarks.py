@@ -14,8 +14,8 @@ import subprocess
 
 import pytest
 
-from benchmarks import costmodel, emulated, emulated_model
-from benchmarks.emulated_model import Setting
+from benchmarks import costmodel, emulated
+from benchmarks.costmodel import Setting
 from tests.conftest import ROOT, run_module
 
 SCRIPT = ROOT / "tests" / "infra" / "emulate-cluster.sh"
@@ -31,16 +31,16 @@ def synthetic(alpha: float, beta_link: float, beta_host: float) -> dict:
 
 
 def test_rate_bits():
-    assert emulated_model.rate_bits("100mbit") == 1e8
-    assert emulated_model.rate_bits("1gbit") == 1e9
-    assert math.isinf(emulated_model.rate_bits("0"))
+    assert costmodel.rate_bits("100mbit") == 1e8
+    assert costmodel.rate_bits("1gbit") == 1e9
+    assert math.isinf(costmodel.rate_bits("0"))
     with pytest.raises(SystemExit):
-        emulated_model.rate_bits("1GB")
+        costmodel.rate_bits("1GB")
 
 
 def test_model_is_a_roofline_over_link_and_host():
     cal = Setting(2, "1gbit")
-    model = emulated_model.calibrate(synthetic(1e-3, 8.5e-9, 2e-9), cal, cores=2)
+    model = costmodel.calibrate(synthetic(1e-3, 8.5e-9, 2e-9), cal, cores=2)
     assert model.link_beta_s_per_byte == pytest.approx(8.5e-9, rel=1e-6)
     assert model.beta_link("100mbit") == pytest.approx(8.5e-8, rel=1e-6)
     assert model.beta_link("0") == 0.0
@@ -54,19 +54,19 @@ def test_model_is_a_roofline_over_link_and_host():
     # compute shared: 4 ranks on 2 cores take twice the 1-rank compute
     assert model.step_s(4, "0", 0.1, 0) == pytest.approx(
         0.2 + 6e-3 + model.allreduce_s(4, 16, "0"))
-    checks = emulated_model.compare(synthetic(1e-3, 8.5e-9, 2e-9), model, cal)
+    checks = emulated.compare(synthetic(1e-3, 8.5e-9, 2e-9), model, cal)
     assert {c.role for c in checks} == {"link calibration", "host ceiling"}
     assert all(abs(c.error) < 1e-6 for c in checks)
 
 
 def test_step_overhead_is_fitted_on_the_calibration_setting():
     cal = Setting(2, "1gbit")
-    model = emulated_model.calibrate(synthetic(1e-3, 8.5e-9, 2e-9), cal, cores=2)
+    model = costmodel.calibrate(synthetic(1e-3, 8.5e-9, 2e-9), cal, cores=2)
     grads = 4 << 20
     bare = model.step_s(2, "1gbit", 0.1, grads)
     steps = {cal: bare + 0.15, Setting(2, "100mbit"): 1.0}
     compute = {cal: 0.1, Setting(2, "100mbit"): 0.3}  # median of two: 0.2
-    c1, checks = emulated_model.fit_steps(steps, compute, grads, model, cal)
+    c1, checks = emulated.fit_steps(steps, compute, grads, model, cal)
     assert c1 == pytest.approx(0.2)
     assert model.step_overhead_s == pytest.approx(0.05)  # c₁ is 0.1 s more than in `bare`
     assert model.step_s(2, "1gbit", c1, grads) == pytest.approx(steps[cal])

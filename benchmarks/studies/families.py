@@ -1,6 +1,7 @@
 """Model families at equal size and equal time: GPT, LSTM, GRU and the gated CNN.
 
-    python -m benchmarks.families [--budget 90] [--params 800000] [--data DIR] [--out docs]
+    python -m benchmarks.studies.families [--budget 90] [--params 800000] [--data DIR]
+        [--out docs]
 
 Each family is built at about --params parameters (its width chosen to come closest, depth
 fixed: `FAMILIES`), then trained on the same byte-tokenized dataset, in the same sample order,
@@ -16,14 +17,13 @@ Writes OUT/families.md (the table), OUT/families.json (everything, learning curv
 and OUT/families.png (bits per byte against training seconds; needs hvdlm[bench]).
 
 The default (4 x 90 s of training, plus evaluation: 13 minutes on a loaded 2-core machine) is
-short enough for a shared machine; the load averages in the report say how shared it was. The dataset: the standard
-library's email, json, logging, http and xml packages (about 1.1 MB), byte tokens, 5% of the
-files held out, made once in --work.
+short enough for a shared machine; the load averages in the report say how shared it was. The
+dataset: the standard library's email, json, logging, http and xml packages (about 1.1 MB),
+byte tokens, 5% of the files held out, made once in --work.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shutil
 import subprocess
@@ -37,8 +37,7 @@ from typing import Any, Sequence
 
 import torch
 
-from benchmarks import report
-from benchmarks.harness import ROOT
+from benchmarks import ROOT, report
 from hvdlm.config import ModelConfig, TrainConfig
 from hvdlm.models import build_model, count_parameters
 from hvdlm.training import data
@@ -162,24 +161,20 @@ def write_reports(out: Path, payload: dict[str, Any]) -> None:
             f"whole val split; the curves its first {CURVE_BATCHES} x {MICRO_BATCH} windows."
             "\n\n"
             "![bits per byte against training time](families.png)")
-    command = (f"`python -m benchmarks.families --budget {payload['budget_s']:g} "
+    command = (f"`python -m benchmarks.studies.families --budget {payload['budget_s']:g} "
                f"--params {payload['params_target']}`")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "families.md").write_text(
-        f"# Model families at equal size and equal time\n\n"
-        f"{report.machine_line(payload['machine'])}\n\n## Result\n\n{body}\n\n"
-        f"## Reproduce\n\n{command}\n")
-    (out / "families.json").write_text(json.dumps(payload, indent=1) + "\n")
-    report.line_plot(out / "families.png",
-                     {n: ([c["train_s"] for c in r["curve"]],
-                          [c["bits_per_byte"] for c in r["curve"]]) for n, r in runs.items()},
-                     xlabel="training seconds", ylabel="val bits per byte",
-                     title=f"~{payload['params_target'] / 1e6:.2g}M parameters, "
-                           f"{payload['budget_s']:g} s each")
+    curves = report.Figure(
+        "families.png", f"~{payload['params_target'] / 1e6:.2g}M parameters, "
+        f"{payload['budget_s']:g} s each", "training seconds", "val bits per byte",
+        {n: ([c["train_s"] for c in r["curve"]], [c["bits_per_byte"] for c in r["curve"]])
+         for n, r in runs.items()})
+    report.write(out, payload, "Model families at equal size and equal time",
+                 [("Result", body), ("Reproduce", command)], [curves], name="families")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="benchmarks.families", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="benchmarks.studies.families",
+                                description=__doc__.split("\n")[0])
     p.add_argument("--budget", type=float, default=90.0, help="training seconds per family")
     p.add_argument("--params", type=int, default=800_000, help="parameters per family (about)")
     p.add_argument("--families", default=",".join(FAMILIES), help="comma-separated subset")

@@ -1,7 +1,7 @@
 """What does a small model memorise of a real corpus? Canary exposure and extraction, with and
 without --dedup, end to end through hvdlm's own commands.
 
-    python -m benchmarks.privacy [--corpus PATH] [--minutes 3.5] [--out docs/privacy]
+    python -m benchmarks.studies.privacy [--corpus PATH] [--minutes 3.5] [--out docs/privacy]
 
 The corpus (default: the running Python's standard library; --corpus: any folder) is cut to a
 seeded subset of its .py, .txt and .md files of 400 B to 8 KB, about --corpus-bytes in all,
@@ -22,9 +22,10 @@ Then, each step a subprocess:
 
 Writes OUT/report.md (the tables), OUT/report.json (every number, with the audits and the
 machine) and OUT/exposure.png, OUT/extraction.png (need matplotlib: hvdlm[bench]); see
-benchmarks/privacy_report.py, which makes them from the JSON alone. The default took 9.5
-minutes on 2 cores shared with other jobs (one thread per process: see benchmarks/families.py
-on why); WORK keeps the corpus, datasets, runs, audits and each step's log.
+benchmarks/studies/privacy_report.py, which makes them from the JSON alone. The default took
+9.5 minutes on 2 cores shared with other jobs (one thread per process: see
+benchmarks/studies/families.py on why); WORK keeps the corpus, datasets, runs, audits and each
+step's log.
 """
 from __future__ import annotations
 
@@ -42,9 +43,9 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from benchmarks import report
-from benchmarks.harness import ROOT, module_cmd
-from benchmarks.privacy_report import write_reports
+from benchmarks import ROOT, report
+from benchmarks.harness import module_cmd
+from benchmarks.studies.privacy_report import write_reports
 from hvdlm.text import shards
 from hvdlm.training import data
 
@@ -90,7 +91,7 @@ def choose(root: Path, target_bytes: int, seed: int) -> tuple[list[Path], list[P
     wanted = 2 * sum(n for _, n in DUPLICATES)
     small = [p for p in files if p.stat().st_size <= DUP_MAX_BYTES][:wanted]
     if len(small) < wanted:
-        raise SystemExit(f"benchmarks.privacy: {root} has {len(small)} files of "
+        raise SystemExit(f"benchmarks.studies.privacy: {root} has {len(small)} files of "
                          f"{FILE_BYTES[0]} to {DUP_MAX_BYTES} bytes; {wanted} are needed")
     chosen, total = list(small), sum(p.stat().st_size for p in small)
     for path in files:
@@ -132,8 +133,8 @@ def build_corpus(root: Path, work: Path, target_bytes: int, seed: int,
     val = held_out(out, work / "data-probe", seed, threads)
     text = {p: p.read_bytes().decode("utf-8", errors="replace") for p in chosen}
     if val - set(text.values()):
-        raise SystemExit(f"benchmarks.privacy: {len(val - set(text.values()))} val texts match "
-                         "no file: cannot tell which files are trained on")
+        raise SystemExit(f"benchmarks.studies.privacy: {len(val - set(text.values()))} val "
+                         "texts match no file: cannot tell which files are trained on")
     small = [p for p in small if text[p] not in val]
     duplicated, extra = [], 0
     for occurrences, n in DUPLICATES:
@@ -159,7 +160,7 @@ def run_logged(cmd: Sequence[str], log: Path, threads: int, timeout: float = 360
                                 cwd=ROOT, timeout=timeout).returncode
     if status != 0:
         tail = "".join(log.read_text().splitlines(keepends=True)[-20:])
-        raise SystemExit(f"benchmarks.privacy: {' '.join(map(str, cmd[:4]))} ... exited "
+        raise SystemExit(f"benchmarks.studies.privacy: {' '.join(map(str, cmd[:4]))} ... exited "
                          f"{status}; {log}:\n{tail}")
     return time.perf_counter() - started
 
@@ -260,7 +261,8 @@ def study(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="benchmarks.privacy", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="benchmarks.studies.privacy",
+                                description=__doc__.split("\n")[0])
     p.add_argument("--corpus", metavar="PATH", help="a folder (default: the stdlib)")
     p.add_argument("--corpus-bytes", type=int, default=300_000,
                    help="size of the subset before duplicates (default 300000)")

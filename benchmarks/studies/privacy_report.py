@@ -1,7 +1,8 @@
-"""The report of benchmarks/privacy.py, made from its report.json alone: report.md (the
-exposure and extraction tables, the setup, the command), exposure.png and extraction.png.
+"""The privacy study's tables and figures, made from its report.json alone: report.md (the
+exposure and extraction tables, the setup, the command), exposure.png and extraction.png,
+written by benchmarks.report.
 
-    python -m benchmarks.privacy_report [DIR]     # DIR/report.json -> the rest (docs/privacy)
+    python -m benchmarks.studies.privacy_report [DIR]   # DIR/report.json -> the rest
 """
 from __future__ import annotations
 
@@ -68,7 +69,6 @@ def tables(payload: dict[str, Any]) -> str:
 
 
 def write_reports(out: Path, payload: dict[str, Any]) -> None:
-    report.write_json(out, payload)  # first: the Markdown can be made again from it
     c, runs, s = payload["corpus"], payload["runs"], payload["settings"]
     source = (f"the Python {c['python']} standard library" if c["source"] == "stdlib"
               else "the --corpus folder")
@@ -100,76 +100,60 @@ def write_reports(out: Path, payload: dict[str, Any]) -> None:
         "jobs while this ran: the load averages above are part of the result; they change the "
         "throughput, hence the steps taken in the time, not what a step computes. Stages "
         f"(seconds): {', '.join(f'{k} {v:g}' for k, v in payload['seconds'].items())}.")
-    command = (f"python -m benchmarks.privacy --minutes {s['minutes']:g} "
+    command = (f"python -m benchmarks.studies.privacy --minutes {s['minutes']:g} "
                f"--corpus-bytes {s['corpus_bytes']} --seed {s['seed']}")
-    pictures = plots(out, payload)
-    body = tables(payload) + "".join(f"\n\n![{p.stem}]({p.name})" for p in pictures)
-    report.write_md(out, "What a small model memorises of a real corpus",
-                    [("Result", body), ("Setup", setup), ("Reproduce", f"`{command}`")],
-                    payload["machine"])
+    pictures = figures(payload)
+    body = tables(payload) + "".join(f"\n\n![{Path(f.name).stem}]({f.name})" for f in pictures
+                                     if report.can_plot())
+    report.write(out, payload, "What a small model memorises of a real corpus",
+                 [("Result", body), ("Setup", setup), ("Reproduce", f"`{command}`")], pictures)
 
 
-def plots(out: Path, payload: dict[str, Any]) -> list[Path]:
+def figures(payload: dict[str, Any]) -> list[report.Figure]:
     """exposure.png (each secret, by repeats) and extraction.png (rate by occurrences)."""
-    try:  # optional: only plotting needs it
-        import matplotlib
-    except ImportError:
-        print(report.PLOTS_NEED, file=sys.stderr, flush=True)
-        return []
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    e = payload["exposure"]
+    e, x = payload["exposure"], payload["extraction"]
     groups = sorted(e["groups"], key=lambda g: g["repeats"])
     kind = "exposure_exact" if "mean_exposure_exact" in groups[0] else "exposure_estimate"
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=90)
-    for i, g in enumerate(groups):
-        values = [s[kind] for s in g["secrets"]]
-        ax.plot([i + 0.06 * (j - (len(values) - 1) / 2) for j in range(len(values))], values,
-                "o", color="C0", alpha=0.6)
-    ax.plot(range(len(groups)), [g[f"mean_{kind}"] for g in groups], "s-", color="C1",
-            label="mean")
-    ax.axhline(e["max_exposure_bits"], ls="--", color="grey",
-               label=f"ranked first of {e['space']:,}")
-    ax.set_xticks(range(len(groups)), ["control" if g["repeats"] == 0 else f"{g['repeats']}×"
-                                       for g in groups])
-    ax.set_xlabel("copies of the canary in the training split")
-    ax.set_ylabel("exposure (bits)")
-    ax.set_title(f"'{e['template']}' canaries, {payload['runs']['plain']['steps']} steps",
-                 fontsize=10)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "exposure.png")
-    plt.close(fig)
-    x = payload["extraction"]
-    names = [b for b in BUCKETS if b in x["plain"]["train"]
-             .get("by_occurrences", {})]
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=90)
-    for k, (run, label) in enumerate((("plain", "without --dedup"), ("dedup", "with --dedup"))):
-        train = x[run]["train"].get("by_occurrences") or {}
-        parts = [train.get(b) or {"documents": 0, "extracted": 0, "rate": 0} for b in names]
-        parts.append((x[run]["val"].get("by_occurrences") or {}).get("1") or x[run]["val"])
-        at = [i + 0.4 * k - 0.2 for i in range(len(parts))]
-        rates = [100 * (part["rate"] or 0) for part in parts]
-        ax.bar(at, rates, 0.4, label=label, color=f"C{k}")
-        for i, part in enumerate(parts):  # k/n above each bar: a 0% bar is otherwise unseen
-            ax.text(at[i], rates[i] + 1.5, f"{part['extracted']}/{part['documents']}",
-                    ha="center", fontsize=7)
-    ax.set_xticks(range(len(names) + 1), [f"train {b}×" for b in names] + ["val 1×"])
-    ax.set_ylim(0, 110)
-    ax.set_xlabel("documents by occurrences in the corpus before dedup")
-    ax.set_ylabel("extracted (%)")
-    ax.set_title("greedy extraction, 50-token prefix and suffix", fontsize=10)
-    ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "extraction.png")
-    plt.close(fig)
-    return [out / "exposure.png", out / "extraction.png"]
+    names = [b for b in BUCKETS if b in x["plain"]["train"].get("by_occurrences", {})]
+
+    def exposure(ax: Any) -> None:
+        for i, g in enumerate(groups):
+            values = [s[kind] for s in g["secrets"]]
+            ax.plot([i + 0.06 * (j - (len(values) - 1) / 2) for j in range(len(values))],
+                    values, "o", color="C0", alpha=0.6)
+        ax.plot(range(len(groups)), [g[f"mean_{kind}"] for g in groups], "s-", color="C1",
+                label="mean")
+        ax.axhline(e["max_exposure_bits"], ls="--", color="grey",
+                   label=f"ranked first of {e['space']:,}")
+        ax.set_xticks(range(len(groups)), ["control" if g["repeats"] == 0
+                                           else f"{g['repeats']}×" for g in groups])
+
+    def extraction(ax: Any) -> None:
+        for k, (run, label) in enumerate((("plain", "without --dedup"),
+                                          ("dedup", "with --dedup"))):
+            train = x[run]["train"].get("by_occurrences") or {}
+            parts = [train.get(b) or {"documents": 0, "extracted": 0, "rate": 0} for b in names]
+            parts.append((x[run]["val"].get("by_occurrences") or {}).get("1") or x[run]["val"])
+            at = [i + 0.4 * k - 0.2 for i in range(len(parts))]
+            rates = [100 * (part["rate"] or 0) for part in parts]
+            ax.bar(at, rates, 0.4, label=label, color=f"C{k}")
+            for i, part in enumerate(parts):  # k/n above each bar: a 0% bar is otherwise unseen
+                ax.text(at[i], rates[i] + 1.5, f"{part['extracted']}/{part['documents']}",
+                        ha="center", fontsize=7)
+        ax.set_xticks(range(len(names) + 1), [f"train {b}×" for b in names] + ["val 1×"])
+        ax.set_ylim(0, 110)
+
+    return [report.Figure("exposure.png", f"'{e['template']}' canaries, "
+                          f"{payload['runs']['plain']['steps']} steps",
+                          "copies of the canary in the training split", "exposure (bits)",
+                          draw=exposure),
+            report.Figure("extraction.png", "greedy extraction, 50-token prefix and suffix",
+                          "documents by occurrences in the corpus before dedup", "extracted (%)",
+                          draw=extraction, grid="y")]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="benchmarks.privacy_report",
+    p = argparse.ArgumentParser(prog="benchmarks.studies.privacy_report",
                                 description=__doc__.split("\n")[0])
     p.add_argument("dir", nargs="?", default="docs/privacy", help="holds report.json")
     out = Path(p.parse_args(argv).dir)
