@@ -107,6 +107,9 @@ class TrainConfig:
     device: str = setting("auto", "where each rank trains; auto = its GPU if there is one",
                           ("auto", "cpu", "cuda"))
     num_workers: int = setting(0, "DataLoader worker processes per rank")
+    pin_cores: bool = setting(
+        True, "with several ranks on a node, give each its own share of the cores before "
+        "Horovod starts (unless Slurm or taskset has pinned them already)")
     keep_freed_memory: bool = setting(
         True, "on CPU, keep freed memory in the process instead of handing it back to the "
         "kernel after every step (fewer page faults; glibc only, and MALLOC_TRIM_THRESHOLD_, "

@@ -139,7 +139,8 @@ def check_launch(env: Mapping[str, str] = os.environ, mpi_built: bool | None = N
                          f"the same run folder; {HOW_TO_LAUNCH}")
 
 
-def init(device: str = "auto", run_dir: str | Path | None = None) -> World:
+def init(device: str = "auto", run_dir: str | Path | None = None,
+         pin_cores: bool = True) -> World:
     """Start Horovod, share the cores fairly between local ranks, choose this rank's device.
 
     First refuses a wrong launch (`check_launch`), then rank 0 locks `run_dir` (runlock), both
@@ -157,8 +158,9 @@ def init(device: str = "auto", run_dir: str | Path | None = None) -> World:
     if launched_size() > 1:
         os.environ.update(horovod_tuning(use_cuda))
         # Before hvd.init(): Horovod's background thread and torch's pool inherit the pinning.
-        _pin_local_rank(int(os.environ.get("HOROVOD_LOCAL_RANK", 0)),
-                        int(os.environ.get("HOROVOD_LOCAL_SIZE", 1)))
+        if pin_cores:
+            _pin_local_rank(int(os.environ.get("HOROVOD_LOCAL_RANK", 0)),
+                            int(os.environ.get("HOROVOD_LOCAL_SIZE", 1)))
         hvd.init()
         _active = True
         world = (hvd.rank(), hvd.size(), hvd.local_rank(), hvd.local_size())
@@ -185,11 +187,10 @@ def _pin_local_rank(local_rank: int, local_size: int) -> None:
     """Give each local rank its own share of the cores, when nobody (Slurm, taskset) has.
 
     Unpinned ranks migrate between cores and their Horovod threads land on each other's
-    cores; pinned, N ranks use N shares exactly. HVDLM_NO_PIN=1 turns this off.
+    cores; pinned, N ranks use N shares exactly. train.pin_cores=false turns this off.
     """
     allowed = sorted(os.sched_getaffinity(0))
-    if (os.environ.get("HVDLM_NO_PIN") or local_size <= 1 or len(allowed) < local_size
-            or len(allowed) != os.cpu_count()):
+    if local_size <= 1 or len(allowed) < local_size or len(allowed) != os.cpu_count():
         return
     share = len(allowed) // local_size
     os.sched_setaffinity(0, allowed[local_rank * share:(local_rank + 1) * share])

@@ -364,7 +364,8 @@ def pad_moments(state: dict, optimizer: torch.optim.Optimizer, vocab_size: int) 
 def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, resume: str = "auto",
           callbacks: Sequence[Callback] = (), **trainer_options: bool) -> int:
     """A rank's whole run: Horovod, threads and memory, logging, the run folder, the loop."""
-    world = distributed.init(cfg.train.device, run_dir)  # refuses wrong launches; locks RUN
+    # Refuses wrong launches, locks RUN, shares the cores between local ranks.
+    world = distributed.init(cfg.train.device, run_dir, pin_cores=cfg.train.pin_cores)
     if world.device.type == "cpu" and cfg.train.keep_freed_memory:
         malloc.keep_freed_memory()  # no page faults on every step's activations
     setup_logging(world.rank)
