@@ -94,7 +94,7 @@ def test_the_output_ends_before_the_first_stop_string():
     DecodeOptions(temperature=0, repetition_penalty=3.0),
     DecodeOptions(temperature=0, ban=("a", "b", "c", "d", "e", "x", "<"))])
 def test_in_a_batch_each_row_gets_its_own_text_controls(options):
-    prompts = [[S, S], [S, E], [AB, AB]]
+    prompts = [[AB, AB], [S, S], [S, E]]
     batch = continue_batch(CHAIN, torch.tensor(prompts), options, seq_len=8, eos_id=EOS,
                            detokenize=detokenize)
     alone = [run(CHAIN, options, ids=p) for p in prompts]
