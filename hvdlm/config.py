@@ -60,10 +60,9 @@ class ModelConfig:
     dropout: float = setting(0.0, "dropout probability, in [0, 1)")
     tie_embeddings: bool = setting(True, "the output layer shares the input embedding's weights")
     kernel_size: int = setting(4, "cnn only: width of each causal convolution")
-    dilation_growth: int = setting(
-        2, "cnn only: layer i dilates by dilation_growth**i (1 = none); an output then sees "
-        "1 + (kernel_size-1) x the sum of dilations tokens (46 by default), which must fit in "
-        "model.seq_len")
+    dilation_growth: int = setting(2, "cnn only: layer i dilates by dilation_growth**i (1 = "
+                                      "none); an output sees 1 + (kernel_size-1) x the sum of "
+                                      "dilations tokens (46 by default), at most model.seq_len")
     vocab_size: int = setting(0, "taken from the dataset's manifest; 0 = not yet known")
 
 
