@@ -254,6 +254,8 @@ class Trainer:
         log.info("world size %d (rank %d, %s, %d threads); %s, %.2fM parameters; global batch %d",
                  world.size, world.rank, world.device, torch.get_num_threads(),
                  self.cfg.model.arch, count_parameters(self.model) / 1e6, self.global_batch)
+        if self.forward is not self.model:
+            log.info("model compiled with torch.compile (train.compile=%s)", t.compile)
         micro_batches = iter(data.loader(self.train_set, self.sampler, t.num_workers,
                                          pin_memory=world.device.type == "cuda"))
         progress = Progress(t.log_format, t.max_steps, self.step, world.is_main)
