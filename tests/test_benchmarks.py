@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import argparse
 import ast
 import json
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import costmodel, harness, timeline
+from benchmarks import costmodel, harness, ranks, report, scaling, timeline
 from tests.conftest import ROOT, run_module
 
 AR_KEYS = {"backend", "np", "bytes", "time_s", "algbw_gbps", "busbw_gbps", "config"}
@@ -55,6 +56,82 @@ def test_fusion_copies_count_once_ranks_communicate_and_overlap_round_trips():
     # the overlap that reproduces the model's own step time is the one it was given
     step = costmodel.step_time(4, compute, 1e7, ring, overlap=0.25)
     assert costmodel.measured_overlap(compute, step, 4, 1e7, ring) == pytest.approx(0.25)
+
+
+def test_a_network_row_takes_the_networks_own_inputs():
+    """Left out, a network's software latency and step-time variation are this machine's;
+    given, they replace them (issue 28: rows from the network's own inputs)."""
+    here, compute = costmodel.Ring(100e-6, 1e-9), costmodel.Compute(0.1, relative_steps=[0.5, 1.5])
+    mine = costmodel.Network("here's stack", 2e-6, 1e10)
+    own = costmodel.Network("its own", 2e-6, 1e10, software_latency_s=1e-6, relative_steps=(1.0,))
+    nets = costmodel.predictions(compute, 4e6, here, 0.0, networks=[mine, own])
+    assert list(nets) == ["this machine (fitted)", "here's stack", "its own"]
+    assert nets["here's stack"]["alpha_s"] == pytest.approx(102e-6)
+    assert nets["its own"]["alpha_s"] == pytest.approx(3e-6)
+    assert nets["its own"]["beta_s_per_byte"] == nets["here's stack"]["beta_s_per_byte"] == 1e-10
+    steady = costmodel.efficiency(512, costmodel.Compute(0.1), 4e6, costmodel.Ring(3e-6, 1e-10))
+    assert nets["its own"]["efficiency"]["512"] == pytest.approx(steady)
+    assert nets["here's stack"]["efficiency"]["512"] < steady  # this machine's stragglers
+
+
+def test_committed_scaling_report_comes_again_from_its_runs(tmp_path, monkeypatch):
+    """docs/scaling: the cost model, refitted to the committed runs, timeline and allreduce
+    report with today's code, gives the committed model and the committed report.md."""
+    committed = json.loads((ROOT / "docs" / "scaling" / "report.json").read_text())
+    s = committed["settings"]
+    args = scaling.parse_args(["--allreduce", str(ROOT / "docs" / "scaling" / "allreduce"),
+                               "--steps", str(s["steps"]), "--repeats", str(s["repeats"]),
+                               "--micro-batch", str(s["micro_batch"]),
+                               "--global-batch", str(s["global_batch"])])
+    runs = [scaling.Run(**r) for r in committed["runs"]]
+    model = scaling.cost_model(runs, args, committed["model"]["grad_bytes"],
+                               committed["timeline"], harness.Launch())
+    assert json.loads(json.dumps(model)) == committed["model"]
+    monkeypatch.setattr(report, "machine_info", lambda: committed["machine"])
+    scaling.write_report(tmp_path, runs, model, args, committed["timeline"])
+    assert (tmp_path / "report.md").read_text() == \
+        (ROOT / "docs" / "scaling" / "report.md").read_text()
+
+
+def test_report_writes_json_markdown_and_each_benchmarks_figures(tmp_path):
+    machine = {"host": "h", "cores": 2, "load_avg_start": [0.5], "load_avg": [1.0], "torch": "t",
+               "commit": "c"}
+    drawn = []
+    report.write(tmp_path, {"x": 1, "machine": machine}, "Title", [("Part", " body \n")],
+                 [report.Figure("a.png", "t", "x", "y", {"s": ([1, 2], [3, 4])},
+                                draw=drawn.append)])
+    assert json.loads((tmp_path / "report.json").read_text()) == {"x": 1, "machine": machine}
+    assert (tmp_path / "report.md").read_text() == (
+        "# Title\n\nMachine: `h`, 2 cores, load average (1, 5, 15 min) at the start 0.5, at "
+        "the end 1; torch t, commit c.\n\n## Part\n\nbody\n")
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG" and len(drawn) == 1
+    report.write(tmp_path / "only", {"y": 2}, name="numbers")  # no title: JSON alone
+    assert [p.name for p in (tmp_path / "only").iterdir()] == ["numbers.json"]
+
+
+def test_launcher_options_and_the_flags_every_rank_gets(tmp_path):
+    p = argparse.ArgumentParser()
+    p.add_argument("--out")
+    harness.add_common(p)
+    assert harness.Launch.from_args(p.parse_args(["--out", str(tmp_path / "a")])) == \
+        harness.Launch()
+    srun = harness.Launch.from_args(p.parse_args(["--out", str(tmp_path / "b"), "--nice", "5",
+                                                  "--launcher", "srun"]))
+    assert srun == harness.Launch(0, True, 5, str((tmp_path / "b").resolve()))
+    assert (tmp_path / "b").is_dir()  # the ranks' shared folder exists before they start
+    assert harness.Launch.from_args(p.parse_args(["--out", str(tmp_path / "c"), "--launcher",
+                                                  "srun", "--tmp", "/shared"])).tmp == "/shared"
+    args = ranks.parse_args("r", ["gloo"], ["ddp"], [
+        "allreduce", "--config", "gloo", "--sizes", "4,8", "--iters", "1", "--result", "r",
+        "--torch-port", "1234", "--cores-per-rank", "2"])
+    assert (args.sizes, args.torch_port, args.cores_per_rank) == ([4, 8], 1234, 2)
+
+
+def test_benchmarks_read_no_hvdlm_variables():
+    """Every setting is an option (benchmarks/README.md: what the environment still carries)."""
+    found = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "benchmarks").rglob("*"))
+             if p.suffix in (".py", ".sh") and "HVDLM_" in p.read_text()]
+    assert not found
 
 
 def test_timeline_summary_merges_fused_tensors(tmp_path):
@@ -243,6 +320,12 @@ def test_families_train_each_family_at_one_size_and_write_the_reports(tmp_path, 
     table = (tmp_path / "families.md").read_text()
     assert "| cnn | 4 x " in table and "python -m benchmarks.studies.families --budget 0.3" in table
     assert (tmp_path / "families.png").stat().st_size > 1000
+
+
+def test_committed_families_report_comes_again_from_its_json(tmp_path):
+    from benchmarks.studies import families
+    families.write_reports(tmp_path, json.loads((ROOT / "docs" / "families.json").read_text()))
+    assert (tmp_path / "families.md").read_text() == (ROOT / "docs" / "families.md").read_text()
 
 
 def test_privacy_corpus_has_its_duplicates_and_the_report_remakes_from_its_json(tmp_path):

@@ -11,10 +11,11 @@ import math
 import os
 import shutil
 import subprocess
+from dataclasses import asdict
 
 import pytest
 
-from benchmarks import costmodel, emulated
+from benchmarks import costmodel, emulated, report
 from benchmarks.costmodel import Setting
 from tests.conftest import ROOT, run_module
 
@@ -84,6 +85,25 @@ def test_plan_groups_by_host_count_and_adds_the_calibration():
         Setting(2, "0"), Setting(2, "1gbit"), Setting(3, "0")]
     assert emulated.iters_for(Setting(4, "100mbit"), 16 << 20, 10) == 3
     assert emulated.iters_for(Setting(2, "0"), 16 << 20, 10) == 10
+
+
+def test_committed_report_comes_again_from_its_measurements(tmp_path, monkeypatch):
+    """docs/scaling/emulated: refitting the committed measurements with today's cost model
+    gives the committed model, predictions and report.md (no root: nothing is measured)."""
+    committed = json.loads((ROOT / "docs/scaling/emulated/report.json").read_text())
+    got, gbytes = emulated.load_measured(ROOT / "docs/scaling/emulated/report.json")
+    cal = Setting(2, committed["calibration"])
+    model = costmodel.calibrate(got.allreduce, cal, committed["model"]["cores"])
+    checks = emulated.compare(got.allreduce, model, cal)
+    got.compute_s, steps = emulated.fit_steps(got.steps, got.compute, gbytes, model, cal)
+    assert model.as_json() == committed["model"]
+    assert [asdict(c) for c in checks] == committed["allreduce"]
+    assert [asdict(s) for s in steps] == committed["scaling"]["runs"]
+    monkeypatch.setattr(report, "machine_info", lambda: committed["machine"])
+    emulated.write_report(tmp_path, got, model, checks, steps, gbytes,
+                          emulated.parse_args(["--out", str(tmp_path)]))
+    assert (tmp_path / "report.md").read_text() == \
+        (ROOT / "docs/scaling/emulated/report.md").read_text()
 
 
 @pytest.mark.netns
