@@ -107,9 +107,9 @@ def test_generate_through_the_cache_equals_recomputing_the_window(cnn_runs, caps
     assert len(text) > len(prompt) + 20
     # Along that text, the cache's logits are the window's (float32: to rounding).
     cached, start = decoder_for(model, seq_len), len(prompt)
-    logits = cached.start(ids[:start])
+    logits = cached.start(torch.tensor([ids[:start]]))[0]
     with torch.no_grad():
         for i in range(start, len(ids)):
             window = model(torch.tensor([ids[max(0, i - seq_len):i]]))[0, -1]
             assert torch.allclose(logits, window, rtol=1e-4, atol=1e-4), i
-            logits = cached.push(ids[i])
+            logits = cached.push(torch.tensor([ids[i]]))[0]
