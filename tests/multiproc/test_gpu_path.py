@@ -21,8 +21,13 @@ COMMON = ["train.micro_batch=4", "model.dropout=0.0", "train.lr=1e-2", "train.ev
 # and 20 AdamW steps carry that on. Measured (torch 2.13, CPU): losses within 1.4e-7 relative,
 # parameters 2.5e-6 (relative norm of the difference); the bounds leave 40x.
 COMPILED_LOSS, COMPILED_PARAMS = 1e-5, 1e-4
-# No pool of compile workers to start per rank: on two cores that only slows the compile.
-ONE_COMPILE_THREAD = {"TORCHINDUCTOR_COMPILE_THREADS": "1", "TORCHINDUCTOR_CACHE_DIR": "/tmp/h7/cold"}
+
+
+def compile_env(tmp_path):
+    """No pool of compile workers per rank (on two cores it only slows the compile), and a cold
+    cache of the test's own: the time a fresh CI machine takes (~60 s here), nothing left."""
+    return {"TORCHINDUCTOR_COMPILE_THREADS": "1",
+            "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
 
 
 def test_compiled_model_trains_as_the_eager_one_on_two_ranks(byte_dataset, tmp_path):
@@ -30,7 +35,8 @@ def test_compiled_model_trains_as_the_eager_one_on_two_ranks(byte_dataset, tmp_p
     for setting in ("false", "true"):
         runs[setting] = tmp_path / setting
         train(2, byte_dataset, runs[setting], *COMMON, "train.max_steps=20",
-              "train.ckpt_interval=20", f"train.compile={setting}", env=ONE_COMPILE_THREAD)
+              "train.ckpt_interval=20", f"train.compile={setting}",
+              env=compile_env(tmp_path))
     eager, compiled = losses(runs["false"]), losses(runs["true"])
     assert len(eager) == len(compiled) == 20
     for step, (a, b) in enumerate(zip(eager, compiled)):

@@ -87,3 +87,32 @@ def test_weight_decay_on_matrices_only(arch, tied, decayed, not_decayed):
         factor = 1 - 0.5 * 0.1 if name in decayed else 1.0
         torch.testing.assert_close(p.detach(), before[name] * factor, rtol=1e-6, atol=0,
                                    msg=f"{name}: expected x{factor}")
+
+
+def test_adamw_is_fused_only_on_cuda():
+    # On CPU torch's default implementation; on a GPU the fused one (one kernel for all).
+    opt = make_optimizer(small_model("gpt", True), TrainConfig())
+    assert not opt.defaults["fused"]
+
+
+def test_moments_from_before_the_vocabulary_was_padded_are_widened():
+    from hvdlm.training.trainer import pad_moments
+    model = small_model("gpt", False)
+    opt = make_optimizer(model, TrainConfig())
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    opt.step()
+    state = opt.state_dict()
+    vocab = model.cfg.vocab_size
+    assert vocab < model.head.weight.shape[0]  # padded
+    rows = {id(p): i for i, p in enumerate(p for g in opt.param_groups for p in g["params"])}
+    head = rows[id(model.head.weight)]
+    old = state["state"][head]["exp_avg"]
+    state["state"][head]["exp_avg"] = old[:vocab].clone()  # as a checkpoint before padding
+    state["state"][head]["exp_avg_sq"] = state["state"][head]["exp_avg_sq"][:vocab].clone()
+    fixed = pad_moments(state, opt, vocab)
+    assert fixed["state"][head]["exp_avg"].shape == model.head.weight.shape
+    assert torch.equal(fixed["state"][head]["exp_avg"][:vocab], old[:vocab])
+    assert not fixed["state"][head]["exp_avg"][vocab:].any()
+    opt.load_state_dict(fixed)
+    opt.step()  # the widened moments fit the padded head
