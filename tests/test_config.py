@@ -1,6 +1,7 @@
 """Config: defaults < TOML < overrides; unknown keys and bad values are one-line UsageErrors;
 every accepted value reads back from the file; each key's meaning is written once."""
 import dataclasses
+import re
 from typing import get_type_hints
 
 import pytest
@@ -219,3 +220,24 @@ def test_docs_configuration_md_is_generated_from_the_fields():
     assert committed == reference(), f"docs/configuration.md is stale; regenerate: {REGENERATE}"
     for section, f, kind in ALL_FIELDS:
         assert f"| `{section}.{f.name}` |" in committed
+
+
+# ---- environment variables: only where a key or flag cannot reach, each listed once -----------
+def hvdlm_variables_read() -> set[str]:
+    """HVDLM_* names in the code (package, batch and set-up scripts, benchmarks, test harness);
+    the tests' own files are left out (they set these, and misspell them on purpose)."""
+    files = [p for folder in ("hvdlm", "slurm", "scripts", "benchmarks", "tests/infra")
+             for p in (ROOT / folder).rglob("*") if p.suffix in (".py", ".sh", ".sbatch")]
+    files += [ROOT / "tests" / "conftest.py", ROOT / "Makefile"]
+    return {name for path in files if path.is_file()
+            for name in re.findall(r"\bHVDLM_[A-Z0-9]+(?:_[A-Z0-9]+)*", path.read_text())}
+
+
+def test_docs_environment_md_lists_every_variable_the_code_reads():
+    doc = (ROOT / "docs" / "environment.md").read_text(encoding="utf-8")
+    read = hvdlm_variables_read()
+    assert read, "no HVDLM_* variable found: the scan is broken"
+    missing = sorted(name for name in read if name not in doc)
+    assert not missing, f"read by the code, not in docs/environment.md: {missing}"
+    listed = set(re.findall(r"^\| `(HVDLM_[A-Z0-9_]+)` \|", doc, flags=re.M))
+    assert listed <= read, f"listed but no longer read: {sorted(listed - read)}"
