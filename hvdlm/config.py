@@ -36,7 +36,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-ARCHES = ("gpt", "lstm", "gru", "rnn", "cnn")
+ARCHES = ("gpt", "llama", "lstm", "gru", "rnn", "cnn")
 INT_LIMIT = 2**63  # TOML integers are 64-bit signed: [-2**63, 2**63)
 BOOLS = {"true": True, "1": True, "false": False, "0": False}
 
@@ -50,11 +50,18 @@ def setting(default: Any, doc: str, choices: tuple[str, ...] = ()) -> Any:
 class ModelConfig:
     arch: str = setting(
         "gpt", "model family: gpt (pre-LN decoder, causal attention, learned positions, GELU), "
+        "llama (RMSNorm, rotary positions, SwiGLU, grouped-query attention, no biases), "
         "lstm, gru, rnn (embedding, recurrent layers, linear) or cnn (gated convolutional LM, "
         "Dauphin et al. 2017: residual blocks of causal 1-D convolution and GLU, no positions)",
         ARCHES)
     n_layer: int = setting(4, "layers (transformer, recurrent or convolutional blocks)")
-    n_head: int = setting(4, "gpt only: attention heads; must divide model.n_embd")
+    n_head: int = setting(4, "gpt and llama: attention heads; must divide model.n_embd")
+    n_kv_head: int = setting(0, "llama only: key/value heads (grouped-query attention); must "
+                                "divide model.n_head; 0 = model.n_head (plain multi-head)")
+    rope_theta: float = setting(10000.0, "llama only: base of the rotary embeddings' "
+                                         "frequencies (Llama 3: 500000)")
+    ffn_hidden: int = setting(0, "llama only: SwiGLU hidden width; 0 = 8 x model.n_embd / 3 "
+                                 "rounded up to a multiple of 64 (Llama's rule)")
     n_embd: int = setting(128, "width: embedding and hidden size")
     seq_len: int = setting(128, "tokens per training window (the context length)")
     dropout: float = setting(0.0, "dropout probability, in [0, 1)")
@@ -100,7 +107,8 @@ class TrainConfig:
         "CPU", ("auto", "true", "false"))
     tf32: bool = setting(True, "TF32 matmuls and convolutions on CUDA (no effect on CPU)")
     activation_checkpointing: bool = setting(
-        False, "recompute each GPT/CNN block's activations in backward instead of keeping them")
+        False, "recompute each GPT/Llama/CNN block's activations in backward instead of "
+        "keeping them")
     fp16_allreduce: bool = setting(False, "send gradients as fp16 on the wire (Horovod's "
                                           "Compression.fp16)")
     device: str = setting("auto", "where each rank trains; auto = its GPU if there is one",
@@ -272,8 +280,14 @@ def validate(cfg: Config) -> None:
         (m.n_layer >= 1, "model.n_layer", "must be >= 1"),
         (m.n_embd >= 1, "model.n_embd", "must be >= 1"),
         (m.n_head >= 1, "model.n_head", "must be >= 1"),
-        (m.arch != "gpt" or m.n_embd % max(m.n_head, 1) == 0, "model.n_embd",
+        (m.arch not in ("gpt", "llama") or m.n_embd % max(m.n_head, 1) == 0, "model.n_embd",
          f"({m.n_embd}) must be divisible by model.n_head ({m.n_head})"),
+        (m.arch != "llama" or m.n_embd // max(m.n_head, 1) % 2 == 0, "model.n_embd",
+         f"({m.n_embd}) / model.n_head ({m.n_head}) must be even (rotary pairs)"),
+        (m.n_kv_head >= 0 and m.n_head % max(m.n_kv_head, 1) == 0, "model.n_kv_head",
+         f"({m.n_kv_head}) must divide model.n_head ({m.n_head}); 0 = model.n_head"),
+        (m.rope_theta > 0, "model.rope_theta", "must be > 0"),
+        (m.ffn_hidden >= 0, "model.ffn_hidden", "must be >= 0 (0 = Llama's rule)"),
         (m.seq_len >= 1, "model.seq_len", "must be >= 1"),
         (m.kernel_size >= 1, "model.kernel_size", "must be >= 1"),
         (m.dilation_growth >= 1, "model.dilation_growth", "must be >= 1 (1 = no dilation)"),

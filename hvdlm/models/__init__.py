@@ -4,11 +4,14 @@ from __future__ import annotations
 from torch import nn
 
 from hvdlm.config import ModelConfig
+from hvdlm.models import vocab
 from hvdlm.models.cnn import GatedConvLM
 from hvdlm.models.gpt import GPT
+from hvdlm.models.llama import Llama
 from hvdlm.models.rnn import RNNLM
 
-ARCH_CLASSES = {"gpt": GPT, "lstm": RNNLM, "gru": RNNLM, "rnn": RNNLM, "cnn": GatedConvLM}
+ARCH_CLASSES = {"gpt": GPT, "llama": Llama, "lstm": RNNLM, "gru": RNNLM, "rnn": RNNLM,
+                "cnn": GatedConvLM}
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
@@ -19,5 +22,6 @@ def build_model(cfg: ModelConfig) -> nn.Module:
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Parameters, counting tied tensors once."""
-    return sum(p.numel() for p in model.parameters())  # parameters() yields a shared one once
+    """Parameters, counting tied tensors once and the vocabulary's padding rows not at all."""
+    total = sum(p.numel() for p in model.parameters())  # parameters() yields a shared one once
+    return total - vocab.padding_parameters(model)
