@@ -329,7 +329,7 @@ def test_committed_families_report_comes_again_from_its_json(tmp_path):
 
 
 def test_privacy_corpus_has_its_duplicates_and_the_report_remakes_from_its_json(tmp_path):
-    """benchmarks.privacy without its ~10-minute study: the corpus it builds (the deliberate
+    """benchmarks.studies.privacy without its ~10-minute study: the corpus it builds (the deliberate
     duplicates, tests left out), and docs/privacy/report.md made again from report.json."""
     from benchmarks.studies import privacy  # in this process: no interpreter start
     root = tmp_path / "lib"
