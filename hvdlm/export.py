@@ -1,11 +1,13 @@
-"""Export a run's GPT as a Hugging Face GPT-2 model folder, tokenizer included.
+"""Export a run's GPT as a Hugging Face GPT-2 model folder, or its Llama as a LlamaForCausalLM
+one, tokenizer included.
 
     python -m hvdlm.export --run RUN --out DIR [--checkpoint PATH] [--dtype fp32|bf16]
 
 DIR holds config.json, generation_config.json, model.safetensors, tokenizer.json,
 tokenizer_config.json and special_tokens_map.json, and loads with transformers'
 `AutoModelForCausalLM.from_pretrained(DIR)` and `AutoTokenizer.from_pretrained(DIR)` (no
-network). DIR appears only when complete. Only `model.arch=gpt` maps onto GPT-2.
+network). DIR appears only when complete. `model.arch=gpt` maps onto GPT-2
+(models/gpt2_format.py), `model.arch=llama` onto LlamaForCausalLM (models/llama_format.py).
 """
 from __future__ import annotations
 
@@ -18,11 +20,12 @@ import torch
 
 from hvdlm import cli, output
 from hvdlm.errors import UsageError
-from hvdlm.models import gpt2_format, safetensors
+from hvdlm.models import gpt2_format, llama_format, safetensors
 from hvdlm.training.run import Run
 
 PROG = "hvdlm.export"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+FORMATS = {"gpt": gpt2_format.to_gpt2, "llama": llama_format.to_hf}  # arch -> its writer
 
 
 def _json(value: dict) -> bytes:
@@ -34,12 +37,12 @@ def export(run: Path, out: Path, checkpoint_path: str | None = None, dtype: str 
     """Write the Hugging Face folder `out` for the run's (or the given) checkpoint."""
     opened = Run.open(run, checkpoint_path, tokenizer=tokenizer_path)
     cfg, tokenizer = opened.config.model, opened.tokenizer
-    if cfg.arch != "gpt":
+    if cfg.arch not in FORMATS:
         raise UsageError(f"{run}: model.arch={cfg.arch} cannot be exported; Hugging Face export "
-                         "supports model.arch=gpt (as GPT-2)")
+                         "supports model.arch=gpt (as GPT-2) and llama (as LlamaForCausalLM)")
     output.refuse_existing(out)
-    config, tensors = gpt2_format.to_gpt2(cfg, opened.state.model, tokenizer.eos_id,
-                                          DTYPES[dtype])
+    config, tensors = FORMATS[cfg.arch](cfg, opened.state.model, tokenizer.eos_id,
+                                        DTYPES[dtype])
     files = {"config.json": _json(config),
              "generation_config.json": _json({"bos_token_id": tokenizer.eos_id,
                                               "eos_token_id": tokenizer.eos_id,

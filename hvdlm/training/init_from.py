@@ -1,8 +1,9 @@
 """`train.init_from=PATH`: start a run from existing weights (nanoGPT's `init_from`).
 
-PATH is an hvdlm checkpoint file or a local GPT-2 model folder (config.json +
-model.safetensors, e.g. one written by `hvdlm.export`). Only the weights are taken: the step
-counter, optimizer and data position start fresh. Nothing is ever downloaded.
+PATH is an hvdlm checkpoint file or a local GPT-2 or LlamaForCausalLM model folder
+(config.json + model.safetensors, e.g. one written by `hvdlm.export`; its config.json's
+model_type says which). Only the weights are taken: the step counter, optimizer and data
+position start fresh. Nothing is ever downloaded.
 """
 from __future__ import annotations
 
@@ -13,30 +14,48 @@ import torch
 
 from hvdlm.config import ModelConfig, config_from_dict
 from hvdlm.errors import UsageError
-from hvdlm.models import gpt2_format, safetensors, vocab
+from hvdlm.models import gpt2_format, llama_format, safetensors, vocab
+from hvdlm.models.llama import ffn_hidden, kv_heads
 from hvdlm.training import checkpoint
 
 SHAPE_KEYS = ("arch", "n_layer", "n_head", "n_embd", "seq_len", "vocab_size", "tie_embeddings",
-              "kernel_size", "dilation_growth")  # cnn: a dilation changes no tensor's shape
+              "kernel_size", "dilation_growth",  # cnn: a dilation changes no tensor's shape
+              "n_kv_head", "ffn_hidden", "rope_theta")
+# model_type in config.json -> (arch, its shape reader, its tensor reader)
+FOLDERS = {"gpt2": ("gpt", gpt2_format.gpt2_shape, gpt2_format.from_gpt2),
+           "llama": ("llama", llama_format.hf_shape, llama_format.from_hf)}
+
+
+def _effective(shape: dict) -> dict:
+    """A llama's n_kv_head and ffn_hidden as built (0 means a default: compare what it means)."""
+    if shape.get("arch") != "llama":
+        return shape
+    cfg = ModelConfig(**{k: v for k, v in shape.items() if k in SHAPE_KEYS})
+    return {**shape, "n_kv_head": kv_heads(cfg), "ffn_hidden": ffn_hidden(cfg)}
 
 
 def _refuse_mismatch(path: Path, theirs: dict, ours: ModelConfig) -> None:
-    differ = [f"model.{k} is {theirs[k]} there, {getattr(ours, k)} here" for k in SHAPE_KEYS
-              if k in theirs and theirs[k] != getattr(ours, k)]
+    theirs, mine = _effective(theirs), _effective(ours.__dict__)
+    differ = [f"model.{k} is {theirs[k]} there, {mine[k]} here" for k in SHAPE_KEYS
+              if k in theirs and theirs[k] != mine[k]]
     if differ:
         raise UsageError(f"train.init_from={path}: {'; '.join(differ)}")
 
 
-def _from_gpt2_folder(path: Path, cfg: ModelConfig) -> dict[str, torch.Tensor]:
+def _from_folder(path: Path, cfg: ModelConfig) -> dict[str, torch.Tensor]:
     try:
         config = json.loads((path / "config.json").read_text())
-        shape = gpt2_format.gpt2_shape(config)
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise UsageError(f"train.init_from={path}: not a GPT-2 model folder ({err})") from None
-    _refuse_mismatch(path, {"arch": "gpt", **shape}, cfg)
+        if config.get("model_type") not in FOLDERS:
+            raise ValueError(f"model_type {config.get('model_type')!r}, not gpt2 or llama")
+        arch, read_shape, read_tensors = FOLDERS[config["model_type"]]
+        shape = read_shape(config)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise UsageError(f"train.init_from={path}: not a GPT-2 or Llama model folder "
+                         f"({err})") from None
+    _refuse_mismatch(path, {"arch": arch, **shape}, cfg)
     tensors = safetensors.load(path / "model.safetensors")
     try:
-        return gpt2_format.from_gpt2(cfg, tensors)
+        return read_tensors(cfg, tensors)
     except KeyError as err:
         raise UsageError(f"train.init_from={path}: model.safetensors lacks {err}") from None
 
@@ -45,7 +64,7 @@ def initial_weights(path: str | Path, cfg: ModelConfig) -> dict[str, torch.Tenso
     """The state dict to start a model of shape `cfg` from; UsageError naming what differs."""
     path = Path(path)
     if path.is_dir():
-        return _from_gpt2_folder(path, cfg)
+        return _from_folder(path, cfg)
     if not path.is_file():
         raise UsageError(f"train.init_from={path}: no such checkpoint file or model folder")
     state = checkpoint.load(path)
@@ -58,7 +77,7 @@ def check_shapes(path: str | Path, model: torch.nn.Module,
     """UsageError naming every tensor whose shape differs (or that is missing or extra).
 
     Vocabulary rows are compared as load_state_dict will load them: padded (models/vocab.py),
-    as a checkpoint or GPT-2 folder without padding is."""
+    as a checkpoint or model folder without padding is."""
     state = dict(state)
     vocab.pad_state(model, state, "", model.cfg.vocab_size)
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
