@@ -55,7 +55,7 @@ class GatedConvLM(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.embed = nn.Embedding(vocab.padded(cfg.vocab_size), cfg.n_embd)
+        self.embed = vocab.VocabEmbedding(cfg.vocab_size, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(GatedConvBlock(cfg, cfg.dilation_growth ** i)
                                     for i in range(cfg.n_layer))
@@ -67,7 +67,7 @@ class GatedConvLM(nn.Module):
         if not cfg.tie_embeddings:
             nn.init.normal_(self.head.weight, mean=0.0, std=0.02)
         self.activation_checkpointing = False  # train.activation_checkpointing sets it
-        vocab.accept_unpadded_checkpoints(self, cfg.vocab_size)
+        vocab.pad_parameters(self, cfg.vocab_size)  # after init: the same draws as unpadded
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """idx (B, T) token ids -> logits (B, T, vocab); any T (outputs see receptive_field)."""

@@ -77,7 +77,7 @@ class GPT(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.wte = nn.Embedding(vocab.padded(cfg.vocab_size), cfg.n_embd)
+        self.wte = vocab.VocabEmbedding(cfg.vocab_size, cfg.n_embd)
         self.wpe = nn.Embedding(cfg.seq_len, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
@@ -87,7 +87,7 @@ class GPT(nn.Module):
             self.head.weight = self.wte.weight
         self.apply(self._init_weights)
         self.activation_checkpointing = False  # train.activation_checkpointing sets it
-        vocab.accept_unpadded_checkpoints(self, cfg.vocab_size)
+        vocab.pad_parameters(self, cfg.vocab_size)  # after init: the same draws as unpadded
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear):

@@ -20,7 +20,7 @@ class RNNLM(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.embed = nn.Embedding(vocab.padded(cfg.vocab_size), cfg.n_embd)
+        self.embed = vocab.VocabEmbedding(cfg.vocab_size, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
         # Dropout between recurrent layers only exists for n_layer > 1 (PyTorch warns otherwise).
         self.rnn = CELLS[cfg.arch](cfg.n_embd, cfg.n_embd, num_layers=cfg.n_layer, batch_first=True,
@@ -30,7 +30,7 @@ class RNNLM(nn.Module):
             self.head.weight = self.embed.weight
         nn.init.uniform_(self.embed.weight, -0.1, 0.1)
         nn.init.zeros_(self.head.bias)
-        vocab.accept_unpadded_checkpoints(self, cfg.vocab_size)
+        vocab.pad_parameters(self, cfg.vocab_size)  # after init: the same draws as unpadded
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         """idx (B, T) token ids -> logits (B, T, vocab). Each window starts from a zero state."""

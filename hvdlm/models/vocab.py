@@ -4,8 +4,8 @@ Matrix shapes that are multiples of 64 take the fast GPU kernels (nanoGPT: 50,25
 about 25% faster); on CPU the few extra rows cost little. The embedding and the output head
 have `padded(vocab_size)` rows; `VocabHead` returns logits over the real vocabulary only, so a
 padded id is never predicted, sampled or counted, and every caller of `model.head` sees the
-real vocabulary. Checkpoints written before padding hold `vocab_size` rows: `pad_rows` is the
-one place that widens them (a model's load_state_dict, the optimizer's moments, init_from).
+real vocabulary; parameter counts leave the padding out. Checkpoints written before padding
+hold `vocab_size` rows: `pad_rows` is the one place that widens them (a model's load_state_dict, the optimizer's moments, init_from).
 """
 from __future__ import annotations
 
@@ -23,16 +23,37 @@ def padded(vocab_size: int) -> int:
     return -(-vocab_size // MULTIPLE) * MULTIPLE
 
 
+class VocabEmbedding(nn.Embedding):
+    """The token embedding: `padded(vocab_size)` rows (once `pad_parameters` has run), of
+    which ids < vocab_size are read."""
+
+    def __init__(self, vocab_size: int, n_embd: int):
+        super().__init__(vocab_size, n_embd)
+        self.vocab_size = vocab_size
+
+
 class VocabHead(nn.Linear):
-    """The output layer: `padded(vocab_size)` rows, logits over the first `vocab_size`."""
+    """The output layer: `padded(vocab_size)` rows (once `pad_parameters` has run), logits
+    over the first `vocab_size`."""
 
     def __init__(self, n_embd: int, vocab_size: int, bias: bool):
-        super().__init__(n_embd, padded(vocab_size), bias=bias)
+        super().__init__(n_embd, vocab_size, bias=bias)
         self.vocab_size = vocab_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The matmul keeps the aligned width; the slice drops the padded ids' logits.
         return F.linear(x, self.weight, self.bias)[..., :self.vocab_size]
+
+
+def padding_parameters(model: nn.Module) -> int:
+    """Parameters in padded rows (counted once where the head and embedding are tied): they
+    exist for the kernels' sake and never take part, so parameter counts leave them out."""
+    rows: dict[int, int] = {}
+    for module in model.modules():
+        if isinstance(module, (VocabEmbedding, VocabHead)):
+            for p in module.parameters(recurse=False):
+                rows[id(p)] = p[module.vocab_size:].numel()
+    return sum(rows.values())
 
 
 def pad_rows(tensor: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -61,6 +82,30 @@ def accept_unpadded_checkpoints(model: nn.Module, vocab_size: int) -> None:
     def hook(module, state, prefix, *_):
         pad_state(module, state, prefix, vocab_size)
     model.register_load_state_dict_pre_hook(hook)
+
+
+def pad_parameters(model: nn.Module, vocab_size: int) -> None:
+    """Widen, after the model's own initialisation, its embedding and head to `padded` rows
+    (zeros: never indexed, never in the logits, so their gradient stays zero). The models are
+    built and initialised at the real vocabulary size first, so a seed draws the same initial
+    weights as before padding existed; tied weights stay tied. Also lets the model load
+    unpadded checkpoints."""
+    rows, new = padded(vocab_size), {}
+    for module in model.modules():
+        if isinstance(module, (VocabEmbedding, VocabHead)):  # not positions: seq_len rows
+            for name in ("weight", "bias"):
+                param = getattr(module, name, None)
+                if param is None or param.dim() == 0 or param.shape[0] != vocab_size:
+                    continue
+                if id(param) not in new:
+                    new[id(param)] = nn.Parameter(pad_rows(param.detach(), vocab_size),
+                                                  requires_grad=param.requires_grad)
+                setattr(module, name, new[id(param)])
+            if isinstance(module, nn.Embedding):
+                module.num_embeddings = rows
+            else:
+                module.out_features = rows
+    accept_unpadded_checkpoints(model, vocab_size)
 
 
 def unpad(tensor: torch.Tensor, vocab_size: int) -> torch.Tensor:
