@@ -5,7 +5,8 @@ about 25% faster); on CPU the few extra rows cost little. The embedding and the 
 have `padded(vocab_size)` rows; `VocabHead` returns logits over the real vocabulary only, so a
 padded id is never predicted, sampled or counted, and every caller of `model.head` sees the
 real vocabulary; parameter counts leave the padding out. Checkpoints written before padding
-hold `vocab_size` rows: `pad_rows` is the one place that widens them (a model's load_state_dict, the optimizer's moments, init_from).
+hold `vocab_size` rows: `pad_rows` is the one place that widens them (a model's
+load_state_dict, the optimizer's moments, init_from).
 """
 from __future__ import annotations
 
