@@ -3,10 +3,10 @@
 
 The model is built on the meta device (shapes only, no memory), so a 124M-parameter count is
 instant. Memory per rank = weights + gradients + AdamW's two moments (fp32 each: 16 bytes a
-parameter) + activations kept for backward. Activations are a rough estimate: for the GPT,
-Korthikanti et al. (2022): s·b·h·(34 + 5·a·s/h) bytes a layer at 16 bits (twice at fp32), plus
-the logits; for the recurrent and convolutional models, a few tensors of s·b·h a layer. The
-real peak also holds allocator slack and temporary buffers.
+parameter) + activations kept for backward. Activations are a rough estimate: for the GPT
+and the Llama, Korthikanti et al. (2022): s·b·h·(34 + 5·a·s/h) bytes a layer at 16 bits (twice
+at fp32), plus the logits; for the recurrent and convolutional models, a few tensors of s·b·h
+a layer. The real peak also holds allocator slack and temporary buffers.
 """
 from __future__ import annotations
 
@@ -40,15 +40,21 @@ def count(cfg: Config) -> int:
         return count_parameters(build_model(cfg.model))
 
 
-def activation_bytes(cfg: Config) -> int:
+def activation_bytes(cfg: Config, checkpointing: bool | None = None) -> int:
+    """Activations kept for backward; `checkpointing` (default: the config's, for gpt and cnn)
+    keeps each block's input only, plus one block's inside while it is recomputed."""
     m, t = cfg.model, cfg.train
+    if checkpointing is None:
+        checkpointing = t.activation_checkpointing and m.arch in ("gpt", "llama", "cnn")
     s, b, h = m.seq_len, t.micro_batch, m.n_embd
     word = 2 if t.precision in ("bf16", "fp16") else 4  # autocast keeps 16-bit activations
     logits = s * b * m.vocab_size * 4 * 2   # fp32 logits and their softmax for the loss
-    if m.arch == "gpt":
+    if m.arch in ("gpt", "llama"):  # llama: the same count, its SwiGLU ~ a 4x MLP
         per_layer = s * b * h * (34 + 5 * m.n_head * s / h) * word / 2
     else:
         per_layer = s * b * h * RECURRENT_TENSORS[m.arch] * word
+    if checkpointing:
+        return int(m.n_layer * s * b * h * word + per_layer + logits)
     return int(m.n_layer * per_layer + logits)
 
 
@@ -62,6 +68,7 @@ def describe(cfg: Config, world_size: int, vocab_source: str) -> str:
     """The lines --print-config prints after the resolved TOML."""
     e = estimate(cfg)
     t = cfg.train
+    saved = activation_bytes(cfg, checkpointing=False) - e.activations
 
     def gib(n: int) -> str:
         return f"{n / 2**30:.2f} GiB"
@@ -71,5 +78,6 @@ def describe(cfg: Config, world_size: int, vocab_source: str) -> str:
         f"# global batch: {t.micro_batch} x {t.grad_accum} passes x {world_size} ranks = "
         f"{t.micro_batch * t.grad_accum * world_size} windows of {cfg.model.seq_len} tokens",
         f"# memory per rank (estimate): weights {gib(e.weights)}, gradients {gib(e.gradients)}, "
-        f"AdamW {gib(e.optimizer)}, activations ~{gib(e.activations)}; total ~{gib(e.total)}",
+        f"AdamW {gib(e.optimizer)}, activations ~{gib(e.activations)}; total ~{gib(e.total)}"
+        + (f" (activation checkpointing saves ~{gib(saved)})" if saved > 0 else ""),
     ])

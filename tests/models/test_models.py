@@ -135,3 +135,17 @@ def test_activation_checkpointing_gives_the_same_loss_and_gradients(arch):
     assert torch.equal(plain, recomputed)
     for name, grad in plain_grads.items():
         assert torch.allclose(grad, grads[name], rtol=0, atol=1e-7), name
+
+
+def test_print_configs_estimate_shows_what_activation_checkpointing_saves():
+    from hvdlm.config import Config, TrainConfig
+    from hvdlm.training.estimate import activation_bytes, describe
+    model = ModelConfig(n_layer=12, n_head=12, n_embd=768, seq_len=1024, vocab_size=50257)
+    plain = Config(model, TrainConfig(micro_batch=8, precision="bf16"))
+    recomputed = Config(model, TrainConfig(micro_batch=8, precision="bf16",
+                                           activation_checkpointing=True))
+    saved = activation_bytes(plain) - activation_bytes(recomputed)
+    assert saved > activation_bytes(recomputed) / 2  # the blocks' insides, all but one
+    assert "activation checkpointing saves" not in describe(plain, 1, "given")
+    assert f"(activation checkpointing saves ~{saved / 2**30:.2f} GiB)" in \
+        describe(recomputed, 1, "given")
