@@ -25,6 +25,7 @@ setup(
         "tensorboard>=2.12,<3",
         "tomli>=2.0,<3; python_version<'3.11'",
         "tomli-w>=1.0,<2",  # writes RUN/config.toml (any string or number reads back as it was)
+        "safetensors>=0.4,<1",  # reads model.safetensors from anyone (hvdlm/models/safetensors.py)
     ],
     extras_require={
         "dev": [
