@@ -29,7 +29,8 @@ from typing import Any, NoReturn, get_type_hints
 
 import tomli_w
 
-from hvdlm.errors import UsageError
+from hvdlm import untrusted
+from hvdlm.errors import DataError, UsageError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -136,6 +137,11 @@ class TrainConfig:
     wandb_mode: str = setting("online", "online: sent as the run goes; offline: kept in the run "
                                         "folder to sync later (nodes without internet)",
                               ("online", "offline", "disabled"))
+    shared_run_dir: bool = setting(
+        False, "accept a run folder that group or others may write (a team's project folder) "
+        "and give private files (checkpoints, tokenizer copy, env.json, RUN/.lock) the umask's "
+        "mode instead of 0600/0700. Risk: anyone who may write RUN can plant links where the "
+        "run writes, replace checkpoints, or hold RUN/.lock so that the run cannot start")
 
 
 @dataclass
@@ -219,12 +225,10 @@ def load_config(toml_path: str | Path | None = None, overrides: list[str] = ()) 
     cfg = Config()
     if toml_path is not None:
         path = Path(toml_path)
-        try:
-            data = tomllib.loads(path.read_bytes().decode("utf-8"))
-        except OSError as err:
-            raise UsageError(f"{path}: cannot read config file ({err.strerror})") from None
-        except UnicodeDecodeError:
-            raise UsageError(f"{path}: not valid TOML (not UTF-8)") from None
+        try:  # a regular file of at most 16 MiB (hvdlm/untrusted.py)
+            data = tomllib.loads(untrusted.read_text(path, 16 * untrusted.MiB, "config file"))
+        except DataError as err:
+            raise UsageError(str(err)) from None
         except tomllib.TOMLDecodeError as err:
             raise UsageError(f"{path}: not valid TOML ({err})") from None
         for section, table in data.items():

@@ -19,31 +19,47 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TextIO
 
 from hvdlm.errors import DataError
 
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+# Private files (a run's checkpoints and record, audit and explain outputs): 0600 and folders
+# 0700, less the umask. `train.shared_run_dir=true` (share_private_files) leaves it to the umask.
+_private = {"file": 0o600, "folder": 0o700}
+
+
+def share_private_files(shared: bool) -> None:
+    """For teams that share run folders on purpose: private files then get the umask's mode."""
+    _private.update(file=0o666 if shared else 0o600, folder=0o777 if shared else 0o700)
+
+
+def private_mode(folder: bool = False) -> int:
+    """The creation mode of a private file (or folder); the umask still applies."""
+    return _private["folder" if folder else "file"]
 
 
 def temp_name(path: Path) -> Path:
-    """Where a new `path` is written before it is renamed: `.NAME.tmp<pid>` beside it."""
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+    """Where a new `path` is written before it is renamed: `.NAME.tmp` and 18 random
+    digits beside it, a name nobody can guess to plant a link there first."""
+    return path.with_name(f".{path.name}.tmp{secrets.randbelow(10**18):018d}")
 
 
-def write_temp(path: Path, data: bytes, mode: int | None = None) -> Path:
+def write_temp(path: Path, data: bytes, mode: int | None = None, private: bool = False) -> Path:
     """`data` in a new fsynced temporary file beside `path` (removed again if writing fails).
 
     The file is created exclusively and never through a link. Its permissions are 0644 less
-    the umask, or exactly `mode` when given (0o600 for a file that holds a secret)."""
+    the umask (private_mode() less the umask if `private`), or exactly `mode` when given
+    (0o600 for a file that holds a secret)."""
     tmp = temp_name(path)
-    tmp.unlink(missing_ok=True)  # our own debris from an earlier try in this process
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                     0o644 if mode is None else mode)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     mode if mode is not None else private_mode() if private else 0o644)
         with open(fd, "wb") as f:
             if mode is not None:
                 os.fchmod(f.fileno(), mode)  # whatever the umask
@@ -56,9 +72,27 @@ def write_temp(path: Path, data: bytes, mode: int | None = None) -> Path:
     return tmp
 
 
-def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
+def write_atomic(path: Path, data: bytes, mode: int | None = None,
+                 private: bool = False) -> None:
     """Replace `path` by `data` all at once: readers see the old file or the new, whole."""
-    os.replace(write_temp(Path(path), data, mode), path)
+    os.replace(write_temp(Path(path), data, mode, private), path)
+
+
+def open_append(path: Path) -> TextIO:
+    """`path` (created private if missing) opened for appending lines, never through a link,
+    and only if it is a regular file of this user: DataError otherwise."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, private_mode())
+    except OSError as err:
+        raise DataError(f"{path}: cannot append to it ({err.strerror}; a link or a FIFO is "
+                        "refused)") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+        os.close(fd)
+        raise DataError(f"{path}: not a regular file of this user; refusing to append to it")
+    os.set_blocking(fd, True)
+    return open(fd, "a", buffering=1)
 
 
 @contextlib.contextmanager
@@ -67,7 +101,6 @@ def replacing(path: Path) -> Iterator[Path]:
     the block ends well and is removed when it fails. Not fsynced: for files inside a stage,
     whose rename to OUT is what makes them appear."""
     tmp = temp_name(path)
-    tmp.unlink(missing_ok=True)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -104,7 +137,15 @@ def partial(out: Path) -> Path:
 
 
 def refuse_existing(out: Path, overwrite: Overwrite | None = None) -> None:
-    """--out may be new or an empty folder; with --overwrite also an output of the command."""
+    """--out may be new or an empty folder; with --overwrite also an output of the command.
+    Never a symbolic link, nor a place inside a run's checkpoints/ folder."""
+    if out.is_symlink():
+        raise DataError(f"{out}: a symbolic link; give the folder it points to as --out")
+    for folder in out.absolute().parents:
+        if folder.name == "checkpoints" and ((folder / "latest").exists()
+                                             or (folder.parent / ".lock").exists()):
+            raise DataError(f"{out}: inside a run's checkpoints folder {folder}; choose "
+                            "another --out")
     if not out.exists() or out.is_dir() and not any(out.iterdir()):
         return
     if overwrite is None:
@@ -116,13 +157,29 @@ def refuse_existing(out: Path, overwrite: Overwrite | None = None) -> None:
                         "replaces only those")
 
 
-def new_stage(out: Path, overwrite: Overwrite | None = None) -> Path:
-    """An empty OUT.partial (an unfinished earlier one is removed), once OUT may be written."""
+def new_stage(out: Path, overwrite: Overwrite | None = None, private: bool = False) -> Path:
+    """An empty OUT.partial, once OUT may be written. An unfinished earlier one is removed if
+    hvdlm made it (this user's folder with the sticky bit, which every stage has until it is
+    published); anything else there is refused, never deleted. `private`: the stage (and so
+    OUT) is made with private_mode(folder=True)."""
     refuse_existing(out, overwrite)
     stage = partial(out)
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
+    if stage.exists() or stage.is_symlink():
+        info = os.lstat(stage)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() \
+                or not info.st_mode & stat.S_ISVTX:
+            raise DataError(f"{stage}: exists and was not left by hvdlm; move it away")
+        shutil.rmtree(stage)
+    stage.parent.mkdir(parents=True, exist_ok=True)
+    stage.mkdir(mode=private_mode(folder=True) if private else 0o777)
+    _set_sticky(stage, True)
     return stage
+
+
+def _set_sticky(folder: Path, on: bool) -> None:
+    """The sticky bit marks a stage as hvdlm's (it restricts nothing in a folder of one user)."""
+    mode = stat.S_IMODE(os.lstat(folder).st_mode)
+    os.chmod(folder, mode | stat.S_ISVTX if on else mode & ~stat.S_ISVTX)
 
 
 @contextlib.contextmanager
@@ -154,6 +211,7 @@ def publish(stage: Path, out: Path, overwrite: Overwrite | None = None) -> None:
     """Rename the finished `stage` to `out`, checked again (an old output is replaced only
     here, after the work: until this rename it stays whole)."""
     refuse_existing(out, overwrite)
+    _set_sticky(stage, False)
     old = None
     if out.exists() or out.is_symlink():  # an empty folder, or an output --overwrite replaces
         old = out.with_name(f"{out.name}.old-{os.getpid()}")
@@ -166,9 +224,10 @@ def publish(stage: Path, out: Path, overwrite: Overwrite | None = None) -> None:
 
 
 @contextlib.contextmanager
-def staged(out: Path, overwrite: Overwrite | None = None) -> Iterator[Path]:
+def staged(out: Path, overwrite: Overwrite | None = None,
+           private: bool = False) -> Iterator[Path]:
     """Yield an empty OUT.partial; rename it to OUT on success, remove it on any error."""
-    stage = new_stage(out, overwrite)
+    stage = new_stage(out, overwrite, private)
     with removed_on_error(stage):
         yield stage
         publish(stage, out, overwrite)

@@ -12,7 +12,7 @@ NOT_MEASURED = "Not measured (not in --sections)."
 
 
 def write(out: Path, result: dict[str, Any]) -> None:
-    with output.staged(out) as stage:
+    with output.staged(out, private=True) as stage:
         (stage / "audit.json").write_text(json.dumps(result, indent=1) + "\n")
         (stage / "audit.md").write_text(markdown(result))
 

@@ -140,7 +140,7 @@ def check_launch(env: Mapping[str, str] = os.environ, mpi_built: bool | None = N
 
 
 def init(device: str = "auto", run_dir: str | Path | None = None,
-         pin_cores: bool = True) -> World:
+         pin_cores: bool = True, shared_run_dir: bool = False) -> World:
     """Start Horovod, share the cores fairly between local ranks, choose this rank's device.
 
     First refuses a wrong launch (`check_launch`), then rank 0 locks `run_dir` (runlock), both
@@ -153,7 +153,7 @@ def init(device: str = "auto", run_dir: str | Path | None = None,
     global _active
     check_launch()
     if run_dir is not None and launched_rank() == 0:
-        runlock.acquire(run_dir)
+        runlock.acquire(run_dir, shared=shared_run_dir)
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if launched_size() > 1:
         os.environ.update(horovod_tuning(use_cuda))
@@ -167,7 +167,8 @@ def init(device: str = "auto", run_dir: str | Path | None = None,
     else:
         world = (0, 1, 0, 1)
     if run_dir is not None and world[0] == 0:
-        runlock.acquire(run_dir)  # already held, unless the launcher's rank was not Horovod's
+        # already held, unless the launcher's rank was not Horovod's
+        runlock.acquire(run_dir, shared=shared_run_dir)
     cores = len(os.sched_getaffinity(0))
     # Oversubscribed intra-op threads make every rank slower; OMP_NUM_THREADS wins if set.
     threads = int(os.environ.get("OMP_NUM_THREADS", 0)) or max(1, cores // world[3])

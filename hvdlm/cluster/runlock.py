@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import socket
+import stat
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Mapping
 
 from hvdlm.errors import HvdlmError
+from hvdlm.output import private_mode, share_private_files
 
 log = logging.getLogger("hvdlm")
 LOCK_NAME = ".lock"
@@ -111,15 +113,17 @@ _held: dict[Path, RunLock] = {}
 
 
 def acquire(run: str | Path, env: Mapping[str, str] = os.environ,
-            wait_s: float | None = None) -> RunLock:
+            wait_s: float | None = None, shared: bool = False) -> RunLock:
     """Lock `run` for this process's life; HvdlmError naming the holder if another job has it.
 
     Idempotent within a process. `wait_s`: how long a requeued job waits for its own previous
-    incarnation's lock (default LOCK_WAIT_S).
+    incarnation's lock (default LOCK_WAIT_S). `shared` (train.shared_run_dir): accept a RUN
+    that others may write, and give private files the umask's mode (output.private_mode).
     """
     run = Path(run).absolute()
     if run in _held:
         return _held[run]
+    share_private_files(shared)
     me = Holder.of_this_process(env)
     if wait_s is None:
         wait_s = LOCK_WAIT_S
@@ -127,11 +131,15 @@ def acquire(run: str | Path, env: Mapping[str, str] = os.environ,
     created: list[Path] = []
     while True:
         created += _make_folder(run)
+        if not shared:
+            _refuse_shared(run)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+                         | os.O_CLOEXEC, private_mode())
         except OSError as err:
             raise HvdlmError(f"{path}: cannot open the run folder's lock ({err.strerror})") \
                 from None
+        _own_lock_file(fd, path, shared)
         locked = _lock_or_wait(fd, path, run, me, wait_s)
         if locked and not _same_file(fd, path):
             os.close(fd)  # a finishing run removed the file we locked: lock the new one
@@ -141,6 +149,30 @@ def acquire(run: str | Path, env: Mapping[str, str] = os.environ,
     os.pwrite(fd, (json.dumps(asdict(me)) + "\n").encode(), 0)
     _held[run] = RunLock(run, fd, created)
     return _held[run]
+
+
+def _refuse_shared(run: Path) -> None:
+    """A RUN that another user may write (or owns) lets them plant links at the names a run
+    writes, or swap its checkpoints: refused unless train.shared_run_dir says it is meant."""
+    info = os.stat(run)
+    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        why = "owned by another user" if info.st_uid != os.geteuid() else \
+            "writable by group or others"
+        raise HvdlmError(f"{run}: {why} (mode {stat.S_IMODE(info.st_mode):o}): others could "
+                         "replace what the run writes; use a private folder, or set "
+                         "train.shared_run_dir=true to accept that risk")
+
+
+def _own_lock_file(fd: int, path: Path, shared: bool) -> None:
+    """The lock must be this user's regular file, unreadable by others (who could otherwise
+    open it and hold the flock): a lock file from before this rule is made 0600."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+        os.close(fd)
+        raise HvdlmError(f"{path}: not a regular file of this user; remove it")
+    os.set_blocking(fd, True)
+    if not shared and info.st_mode & 0o077:
+        os.fchmod(fd, stat.S_IMODE(info.st_mode) & 0o700)
 
 
 def _make_folder(run: Path) -> list[Path]:
@@ -153,7 +185,7 @@ def _make_folder(run: Path) -> list[Path]:
     made = []
     for folder in reversed(missing):
         try:
-            folder.mkdir()
+            folder.mkdir(mode=private_mode(folder=True) if folder == run else 0o777)
             made.append(folder)
         except FileExistsError:
             pass  # made by someone else meanwhile: not ours to remove

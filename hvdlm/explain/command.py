@@ -115,7 +115,7 @@ def _read_text(args) -> str:
 
 def write(report: dict, out: Path) -> None:
     """REPORT_DIR with index.html and explain.json, built beside it and renamed when whole."""
-    with output.staged(out) as stage:
+    with output.staged(out, private=True) as stage:
         (stage / "explain.json").write_text(json.dumps(report, allow_nan=False) + "\n")
         (stage / "index.html").write_text(page.render(report), encoding="utf-8")
 

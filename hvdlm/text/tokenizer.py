@@ -21,9 +21,11 @@ import numpy as np
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
+from hvdlm import untrusted
 from hvdlm.errors import DataError
 
 EOS = "<|endoftext|>"
+MAX_TOKENIZER_BYTES = 512 * untrusted.MiB  # the largest Hugging Face tokenizers are ~30 MB
 
 
 @lru_cache(maxsize=1)
@@ -158,8 +160,5 @@ class Tokenizer:
 
 def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     """Read a tokenizer.json (trained BPE, byte tokenizer, or any HF one with end-of-text)."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as err:
-        raise DataError(f"{path}: cannot read tokenizer: {err.strerror or err}") from None
+    data = untrusted.read_bytes(path, MAX_TOKENIZER_BYTES, "tokenizer")  # a regular file only
     return Tokenizer(data, source=str(path))

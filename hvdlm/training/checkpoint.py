@@ -25,11 +25,13 @@ from typing import Any
 
 import torch
 
+from hvdlm import untrusted
 from hvdlm.errors import CheckpointError, DataError
-from hvdlm.output import fsync_dir, write_atomic, write_temp
+from hvdlm.output import fsync_dir, private_mode, write_atomic, write_temp
 
 log = logging.getLogger("hvdlm")
 NAME = re.compile(r"^step-(\d{8})\.pt$")
+MAX_CHECKPOINT_BYTES = 1 << 40  # 1 TiB: a bound for reading; a regular file's size is known
 
 
 @dataclass
@@ -88,8 +90,9 @@ def _commit(folder: Path, path: Path, data: bytes) -> None:
     sidecar = path.with_name(path.name + ".sha256")
     temps = []
     try:
-        temps.append(write_temp(path, data))
-        temps.append(write_temp(sidecar, hashlib.sha256(data).hexdigest().encode()))
+        temps.append(write_temp(path, data, private=True))
+        temps.append(write_temp(sidecar, hashlib.sha256(data).hexdigest().encode(),
+                                private=True))
         # Renames take no space, so a full disk cannot split the pair; a crash between them
         # leaves new data beside no or an old checksum, which `load` refuses.
         os.replace(temps[0], path)
@@ -106,7 +109,7 @@ def save(run: str | Path, state: TrainingState, keep: int) -> Path:
     """Write step-NNNNNNNN.pt (+ .sha256, then `latest`), then prune: the checkpoints above
     this step (an abandoned lineage) and all but the newest `keep` of the rest."""
     folder = checkpoint_dir(run)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=private_mode(folder=True), parents=True, exist_ok=True)
     _remove_debris(folder)
     path = folder / f"step-{state.step:08d}.pt"
     buffer = io.BytesIO()
@@ -144,14 +147,15 @@ def list_checkpoints(run: str | Path) -> list[Path]:
 def load(path: str | Path) -> TrainingState:
     """Load one checkpoint after checking its checksum; CheckpointError if it is not sound."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({err.strerror})") from None
     sidecar = path.with_name(path.name + ".sha256")
-    if not sidecar.exists():
-        raise CheckpointError(f"{path}: no checksum file {sidecar.name} beside it")
-    if sidecar.read_text().strip() != hashlib.sha256(data).hexdigest():
+    try:  # regular files only, the checksum's size bounded (hvdlm/untrusted.py)
+        data = untrusted.read_bytes(path, MAX_CHECKPOINT_BYTES, "checkpoint")
+        if not sidecar.exists():
+            raise CheckpointError(f"{path}: no checksum file {sidecar.name} beside it")
+        digest = untrusted.read_bytes(sidecar, 4096, "checksum file")
+    except DataError as err:
+        raise CheckpointError(str(err)) from None
+    if digest.strip() != hashlib.sha256(data).hexdigest().encode():
         raise CheckpointError(f"{path}: checksum mismatch (truncated or corrupted)")
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
@@ -173,7 +177,12 @@ def load_latest(run: str | Path) -> tuple[Path, TrainingState] | None:
     """
     candidates = list(reversed(list_checkpoints(run)))
     pointer = checkpoint_dir(run) / "latest"
-    named = pointer.read_text().strip() if pointer.is_file() else ""
+    try:
+        named = untrusted.read_text(pointer, 4096, "checkpoint pointer", follow=False).strip() \
+            if pointer.exists() or pointer.is_symlink() else ""
+    except DataError as err:
+        log.warning("ignoring %s", err)
+        named = ""
     if NAME.match(named):
         candidates = [p for p in candidates if _step_of(p) <= _step_of(Path(named))]
     first = [p for p in candidates if p.name == named]

@@ -19,11 +19,12 @@ from pathlib import Path
 
 import torch
 
-from hvdlm.config import Config, config_from_dict
+from hvdlm.config import Config
 from hvdlm.errors import CheckpointError, DataError
 from hvdlm.models import build_model
 from hvdlm.text.tokenizer import Tokenizer
 from hvdlm.training import checkpoint as checkpoints
+from hvdlm.training import stored_config
 from hvdlm.training.record.files import run_tokenizer
 
 
@@ -71,5 +72,6 @@ class Run:
             state.require_tokenizer(tokenizer.sha256, tokenizer.source)
         else:
             tokenizer = run_tokenizer(folder, state, tokenizer and str(tokenizer))
-        return cls(folder, config_from_dict(state.config), tokenizer, path, state,
-                   torch.device(device))
+        # Checked like the command line's before anything is built (it may come from anyone).
+        config = stored_config.checked(state.config, path, state.model)
+        return cls(folder, config, tokenizer, path, state, torch.device(device))

@@ -367,7 +367,8 @@ def train(cfg: Config, data_dir: str | Path, run_dir: str | Path, resume: str = 
           callbacks: Sequence[Callback] = (), **trainer_options: bool) -> int:
     """A rank's whole run: Horovod, threads and memory, logging, the run folder, the loop."""
     # Refuses wrong launches, locks RUN, shares the cores between local ranks.
-    world = distributed.init(cfg.train.device, run_dir, pin_cores=cfg.train.pin_cores)
+    world = distributed.init(cfg.train.device, run_dir, pin_cores=cfg.train.pin_cores,
+                             shared_run_dir=cfg.train.shared_run_dir)
     if world.device.type == "cpu" and cfg.train.keep_freed_memory:
         malloc.keep_freed_memory()  # no page faults on every step's activations
     setup_logging(world.rank)

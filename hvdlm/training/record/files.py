@@ -15,9 +15,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hvdlm import untrusted
 from hvdlm.errors import DataError
 from hvdlm.text import shards
-from hvdlm.text.tokenizer import Tokenizer, load_tokenizer
+from hvdlm.text.tokenizer import MAX_TOKENIZER_BYTES, Tokenizer, load_tokenizer
 from hvdlm.output import write_atomic
 from hvdlm.training.checkpoint import TrainingState
 
@@ -28,22 +29,24 @@ TOKENIZER = "tokenizer.json"
 def read_starts(run: str | Path) -> list[dict[str, Any]]:
     """RUN/env.json's entries, oldest first (none for a run that never started)."""
     path = Path(run) / ENV
-    try:
-        return json.loads(path.read_text()) if path.exists() else []
-    except json.JSONDecodeError:
-        raise DataError(f"{path}: not valid JSON") from None
+    if not path.exists() and not path.is_symlink():
+        return []
+    return untrusted.read_json(path, 256 * untrusted.MiB, "run record", follow=False)
 
 
 def record_start(run: Path, environment: dict[str, Any], config: dict[str, Any], toml: str,
                  data_dir: str | Path, tokenizer_file: Path) -> None:
     """Append this start to env.json, and write config.toml, data_dir.txt and the tokenizer."""
     starts = read_starts(run) + [{**environment, "config": config}]
-    write_atomic(run / ENV, (json.dumps(starts, indent=1) + "\n").encode())
-    write_atomic(run / "config.toml", toml.encode())
-    write_atomic(run / "data_dir.txt", (str(Path(data_dir).resolve()) + "\n").encode())
-    tokenizer = tokenizer_file.read_bytes()
-    if not (run / TOKENIZER).exists() or (run / TOKENIZER).read_bytes() != tokenizer:
-        write_atomic(run / TOKENIZER, tokenizer)
+    write_atomic(run / ENV, (json.dumps(starts, indent=1) + "\n").encode(), private=True)
+    write_atomic(run / "config.toml", toml.encode(), private=True)
+    write_atomic(run / "data_dir.txt", (str(Path(data_dir).resolve()) + "\n").encode(),
+                 private=True)
+    tokenizer = untrusted.read_bytes(tokenizer_file, MAX_TOKENIZER_BYTES, "tokenizer")
+    copy = run / TOKENIZER
+    if not copy.exists() or copy.is_symlink() or untrusted.read_bytes(
+            copy, MAX_TOKENIZER_BYTES, "tokenizer", follow=False) != tokenizer:
+        write_atomic(copy, tokenizer, private=True)
 
 
 def run_tokenizer(run: Path, state: TrainingState, override: str | None) -> Tokenizer:
@@ -55,7 +58,8 @@ def run_tokenizer(run: Path, state: TrainingState, override: str | None) -> Toke
     elif (run / TOKENIZER).exists():
         path = run / TOKENIZER
     elif data_dir_file.exists():
-        path = shards.load_manifest(data_dir_file.read_text().strip()).tokenizer_path
+        data_dir = untrusted.read_text(data_dir_file, 64 << 10, "run record", follow=False)
+        path = shards.load_manifest(data_dir.strip()).tokenizer_path
     else:
         raise DataError(f"{run}: cannot find the run's tokenizer; pass --tokenizer FILE")
     tokenizer = load_tokenizer(path)

@@ -3,7 +3,8 @@
 Only rank 0 writes. Every metrics record is one JSON object with a `step`. A run that starts
 at step S (resumed from a checkpoint, or 0) keeps the records up to S and writes the later steps
 again: metrics.jsonl drops the others, TensorBoard purges them (`purge_step`), so each step is
-there once.
+there once. The files are opened without following links and only if they are this user's
+regular files (output.open_append), created private.
 """
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from hvdlm.output import write_atomic
+from hvdlm import untrusted
+from hvdlm.output import open_append, write_atomic
 
 log = logging.getLogger("hvdlm")
+MAX_METRICS_BYTES = 4 << 30  # ~200 bytes a record: twenty million records
 
 
 def setup_logging(rank: int) -> None:
@@ -34,7 +37,7 @@ def setup_logging(rank: int) -> None:
 
 def log_to_file(path: Path) -> None:
     """Also log to RUN/log.txt (rank 0 only, after setup_logging), in the same format."""
-    file = logging.FileHandler(path)
+    file = logging.StreamHandler(open_append(path))  # FileHandler would follow a link
     file.setFormatter(log.handlers[0].formatter)
     log.addHandler(file)
 
@@ -48,7 +51,7 @@ class MetricsWriter:
         self.mirrors = list(mirrors)  # e.g. W&B: write(step, scalars), close()
         self.path = run / "metrics.jsonl"
         drop_records_after(self.path, start_step)
-        self.file = open(self.path, "a", buffering=1)
+        self.file = open_append(self.path)
         try:
             from torch.utils.tensorboard import SummaryWriter
             self.tb = SummaryWriter(str(run / "tb"), purge_step=start_step + 1)
@@ -90,13 +93,14 @@ def flat_config(config: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def drop_records_after(path: Path, step: int) -> None:
     """Keep metrics.jsonl's lines up to `step` (and no partial line), replacing it atomically."""
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return
-    lines = path.read_text().splitlines()
+    lines = untrusted.read_text(path, MAX_METRICS_BYTES, "metrics file", follow=False) \
+        .splitlines()
     kept = [line for line in lines if (at := _step(line)) is not None and at <= step]
     if kept == lines:
         return
-    write_atomic(path, "".join(line + "\n" for line in kept).encode())
+    write_atomic(path, "".join(line + "\n" for line in kept).encode(), private=True)
 
 
 def _step(line: str) -> int | None:

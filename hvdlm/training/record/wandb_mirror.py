@@ -10,7 +10,9 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from hvdlm import untrusted
 from hvdlm.config import Config
+from hvdlm.output import write_atomic
 from hvdlm.errors import UsageError
 
 ID_FILE = "wandb_id.txt"
@@ -26,8 +28,9 @@ class WandbMirror:
             raise UsageError("train.wandb_project needs wandb: pip install 'hvdlm[wandb]'") \
                 from None
         id_file = run_dir / ID_FILE
-        run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(6)
-        id_file.write_text(run_id + "\n")
+        run_id = untrusted.read_text(id_file, 256, "W&B id file", follow=False).strip() \
+            if id_file.exists() or id_file.is_symlink() else secrets.token_hex(6)
+        write_atomic(id_file, (run_id + "\n").encode(), private=True)  # never through a link
         t = cfg.train
         self.run = wandb.init(project=t.wandb_project, name=t.wandb_name or run_dir.name,
                               id=run_id, resume="allow", dir=str(run_dir), mode=t.wandb_mode,
