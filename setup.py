@@ -38,6 +38,9 @@ setup(
             # the formats extra, pinned: the tests read parquet and .zst corpora
             "pyarrow==26.0.1",
             "zstandard==0.25.0",
+            # the eval extra, pinned, and what the harness's own hf model needs, to compare
+            "lm-eval==0.4.13",
+            "accelerate==1.15.0",
         ],
         # More corpus formats for hvdlm.preprocess: .parquet (pyarrow) and .jsonl.zst/.txt.zst
         # (zstandard).
@@ -46,6 +49,8 @@ setup(
         # report.json and report.md.
         "bench": ["matplotlib>=3.7,<4"],
         "wandb": ["wandb>=0.17,<1"],
+        # lm-evaluation-harness on hvdlm runs: python -m hvdlm.eval_harness (docs/evaluation.md)
+        "eval": ["lm-eval>=0.4.13,<0.5"],
     },
     entry_points={"console_scripts": COMMANDS["console_scripts"]()},
 )
