@@ -32,10 +32,10 @@ def test_parameter_count_is_the_formula_and_print_configs():
     h, hidden, kv = 32, ffn_hidden(ModelConfig(n_embd=32)), 2 * 8  # 2 kv heads of size 8
     assert hidden == 128  # 8 x 32 / 3 = 85.3, rounded up to a multiple of 64
     per_layer = h * h * 2 + 2 * h * kv + 3 * h * hidden + 2 * h  # q, o; k, v; SwiGLU; 2 norms
-    padded_vocab = 64
-    tied = padded_vocab * h + 2 * per_layer + h
+    tied = VOCAB * h + 2 * per_layer + h  # the vocabulary's padding rows not counted
     assert count_parameters(llama()) == tied
-    assert count_parameters(llama(tie_embeddings=False)) == tied + padded_vocab * h
+    assert count_parameters(llama(tie_embeddings=False)) == tied + VOCAB * h
+    assert llama().embed.weight.shape == (64, h)  # padded to a multiple of 64 all the same
     cfg = Config(model=ModelConfig(arch="llama", n_layer=2, n_head=4, n_kv_head=2, n_embd=32,
                                    seq_len=SEQ, vocab_size=VOCAB))
     assert count(cfg) == tied  # --print-config's count, on the meta device
