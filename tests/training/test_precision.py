@@ -1,6 +1,6 @@
-"""fp16's dynamic loss scale and the autocast choice (hvdlm/training/precision.py); the
-multi-rank behaviour (the same step skipped on every rank, exact resume) is in
-tests/multiproc/test_gpu_path.py."""
+"""fp16's dynamic loss scale, the autocast choice and TF32 (hvdlm/training/precision.py), and
+train.compile's choice; the multi-rank behaviour (the same step skipped on every rank, exact
+resume, compiled against eager) is in tests/multiproc/test_gpu_path.py."""
 import pytest
 import torch
 
@@ -87,3 +87,26 @@ def test_cpu_autocast_runs_the_model_in_half_precision(precision):
     assert logits.dtype == torch.float32 and torch.isfinite(loss)
     with torch.autocast("cpu", dtype=autocast_dtype(precision)):
         assert model(window[:, :-1]).dtype == autocast_dtype(precision)
+
+
+def test_tf32_is_set_for_cuda_only():
+    from hvdlm.training.precision import use_tf32
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        use_tf32(torch.device("cpu"), True)
+        assert not torch.backends.cuda.matmul.allow_tf32
+        use_tf32(torch.device("cuda", 0), True)  # only flags: no GPU needed to set them
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def test_train_compile_auto_is_on_for_cuda_only():
+    from hvdlm.training.trainer import compiled
+    model = torch.nn.Linear(2, 2)
+    assert compiled(model, "auto", torch.device("cpu")) is model
+    assert compiled(model, "false", torch.device("cuda", 0)) is model
+    for setting, device in (("auto", torch.device("cuda", 0)), ("true", torch.device("cpu"))):
+        wrapper = compiled(model, setting, device)  # compiles lazily, at the first call
+        assert wrapper is not model and wrapper._orig_mod is model
