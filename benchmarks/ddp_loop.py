@@ -21,14 +21,15 @@ from torch.nn.parallel import DistributedDataParallel
 from benchmarks.harness import StepClock, env_rank
 
 
-def init_torch_dist(port: int) -> tuple[int, int]:
-    """torch.distributed Gloo on rank 0's rendezvous address and `port`, which the driver
-    chose for every rank of the job (their --torch-port)."""
+def init_torch_dist(port: int, backend: str = "gloo") -> tuple[int, int]:
+    """torch.distributed (Gloo, or NCCL once the rank's GPU is current) on rank 0's
+    rendezvous address and `port`, which the driver chose for every rank of the job (their
+    --torch-port)."""
     rank, size, _, _ = env_rank()
     addr = os.environ.get("HOROVOD_GLOO_RENDEZVOUS_ADDR", "127.0.0.1")
     if os.environ.get("HOROVOD_GLOO_IFACE"):
         os.environ.setdefault("GLOO_SOCKET_IFNAME", os.environ["HOROVOD_GLOO_IFACE"])
-    dist.init_process_group("gloo", init_method=f"tcp://{addr}:{port}",
+    dist.init_process_group(backend, init_method=f"tcp://{addr}:{port}",
                             rank=rank, world_size=size)
     return rank, size
 
@@ -41,22 +42,29 @@ class LoopResult:
 
 
 def train_steps(model: torch.nn.Module, batches: list[torch.Tensor], steps: int, warmup: int,
-                lr: float = 3e-4, distributed: bool = False) -> LoopResult:
+                lr: float = 3e-4, distributed: bool = False,
+                device: torch.device = torch.device("cpu")) -> LoopResult:
     """AdamW steps over `batches` (cycled): forward, loss, backward, step; timed per step.
 
-    With `distributed`, the model is wrapped in DistributedDataParallel (Gloo, CPU), which
-    averages gradients in buckets during backward. No clipping, no metrics: the bare minimum.
+    With `distributed`, the model is wrapped in DistributedDataParallel (Gloo on the CPU,
+    NCCL on a GPU), which averages gradients in buckets during backward. No clipping, no
+    metrics: the bare minimum. On a GPU: fused AdamW, as hvdlm's trainer uses there, and each
+    step timed until the device has finished it.
     """
+    cuda = device.type == "cuda"
+    model = model.to(device)
     if distributed:
-        model = DistributedDataParallel(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+        model = DistributedDataParallel(model, device_ids=[device] if cuda else None)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, fused=cuda or None)
     model.train()
     clock = StepClock()
     for step in range(warmup + steps + 1):
+        if cuda:
+            torch.cuda.synchronize()
         clock.tick()
         if step == warmup + steps:
             break
-        batch = batches[step % len(batches)]  # (B, T+1) token ids
+        batch = batches[step % len(batches)].to(device, non_blocking=True)  # (B, T+1) ids
         x, y = batch[:, :-1], batch[:, 1:]
         logits = model(x)  # (B, T, V)
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))

@@ -11,7 +11,10 @@ torch.distributed peers), `pin_rank` (an equal, disjoint share of the cores per 
 thread pool starts), `quiet` (a rank's output to a log file), `StepClock`, and result files:
 each rank writes JSON (`write_result`) that the driver reads back (`read_result`). What the
 ranks of one job must agree on reaches them as flags of the rank command, which the driver
-adds (`Launch.run`): `--cores-per-rank` and `--torch-port` (benchmarks.ranks reads them).
+adds (`Launch.run`): `--cores-per-rank`, `--torch-port` and `--device` (benchmarks.ranks
+reads them). On `--device cuda` each rank takes its GPU as hvdlm's trainer does
+(hvdlm/cluster/devices.py: local rank i of a node takes GPU i when all are visible, else the
+one its task was given) and gets the NCCL settings of `nccl_env`.
 """
 from __future__ import annotations
 
@@ -25,9 +28,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import torch
 
 from benchmarks import ROOT
+from hvdlm.cluster import devices
 from hvdlm.cluster.launch import run_on_hosts
 from hvdlm.output import write_atomic
 
@@ -74,6 +80,7 @@ class Launch:
     srun: bool = False
     nice: int = 0
     tmp: str | None = None
+    device: str = "cpu"  # cpu or cuda: what the ranks compute and communicate on
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Launch":
@@ -83,7 +90,9 @@ class Launch:
         if srun:
             Path(args.out).mkdir(parents=True, exist_ok=True)
         tmp = args.tmp or (str(Path(args.out).resolve()) if srun else None)
-        return cls(getattr(args, "hosts", 0), srun, args.nice, tmp)
+        device = getattr(args, "device", "cpu")
+        require_device(device)
+        return cls(getattr(args, "hosts", 0), srun, args.nice, tmp, device)
 
     def run(self, np_: int, cmd: Sequence[str], env: dict[str, str], timeout: float = 600,
             share: int = 0) -> None:
@@ -94,7 +103,7 @@ class Launch:
         each node's ranks split that node's cores instead (--cores-per-rank 0).
         """
         env = _with_root_on_path(env)
-        cmd = [*cmd, "--torch-port", str(free_port())]
+        cmd = [*cmd, "--torch-port", str(free_port()), "--device", self.device]
         if self.srun:
             return run_srun(np_, [*cmd, "--cores-per-rank", "0"], env, timeout)
         cmd += ["--cores-per-rank", str(share or cores_per_rank(np_))]
@@ -160,8 +169,21 @@ def emulated_hosts(prog: str, hosts: int, rate: str, delay: str = "") -> Iterato
         yield
 
 
-def add_common(p: argparse.ArgumentParser) -> None:
-    """The options of `Launch.from_args`."""
+def require_device(device: str) -> None:
+    """SystemExit, one line, for --device cuda where torch sees no GPU."""
+    if device != "cuda":
+        return
+    if not torch.cuda.is_available():
+        built = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise SystemExit(f"--device cuda: torch {torch.__version__} ({built}) sees no GPU "
+                         "here; run on a GPU node, or use --device cpu")
+
+
+def add_common(p: argparse.ArgumentParser, device: bool = False) -> None:
+    """The options of `Launch.from_args`; `device`: also --device cpu|cuda."""
+    if device:
+        p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                       help="cuda: one GPU per rank, NCCL for every collective")
     p.add_argument("--launcher", choices=["local", "srun"], default="local",
                    help="local: ranks on this machine (or --hosts); srun: job steps of the "
                         "current Slurm allocation")
@@ -233,6 +255,31 @@ def quiet(log: str | Path) -> None:
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
+
+
+def nccl_env(env: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """What a CUDA rank adds to its environment before NCCL starts, user settings winning:
+    NCCL's sockets on the interface the launcher chose for Gloo (HOROVOD_GLOO_IFACE, which
+    hvdlm.launch writes from --iface), and NCCL_DEBUG=WARN so that a failing transport says
+    why in the rank's log. Horovod's and torch.distributed's NCCL read the same variables,
+    so both stacks run on the same network."""
+    add = {"NCCL_DEBUG": "WARN"}
+    if env.get("HOROVOD_GLOO_IFACE"):
+        add["NCCL_SOCKET_IFNAME"] = env["HOROVOD_GLOO_IFACE"]
+    return {k: v for k, v in add.items() if k not in env}
+
+
+def rank_device(device: str) -> torch.device:
+    """This rank's device: the CPU, or its own GPU by hvdlm's mapping (UsageError when it has
+    none of its own), made current; NCCL's environment set first (`nccl_env`)."""
+    if device != "cuda":
+        return torch.device("cpu")
+    os.environ.update(nccl_env())
+    _, _, local_rank, local_size = env_rank()
+    dev = torch.device("cuda", devices.gpu_index(local_rank, local_size,
+                                                 torch.cuda.device_count()))
+    torch.cuda.set_device(dev)
+    return dev
 
 
 def start_rank(result: str | Path, cores_per_rank: int) -> tuple[int, int]:

@@ -24,7 +24,8 @@ import torch
 from benchmarks.harness import rank_path, write_result
 from benchmarks.workload import BLOCK
 
-TUNING_PREFIXES = ("HOROVOD_CYCLE", "HOROVOD_WAKE", "HOROVOD_FUSION", "HOROVOD_CACHE", "OMP_")
+TUNING_PREFIXES = ("HOROVOD_CYCLE", "HOROVOD_WAKE", "HOROVOD_FUSION", "HOROVOD_CACHE",
+                   "HOROVOD_HIERARCHICAL", "OMP_", "NCCL_")
 
 
 def parse_args(prog: str, allreduce_configs: Sequence[str], train_configs: Sequence[str],
@@ -32,10 +33,12 @@ def parse_args(prog: str, allreduce_configs: Sequence[str], train_configs: Seque
     """`allreduce --config C --sizes BYTES,... --iters N --result PATH` or
     `train --config C --data DIR --micro-batch B --steps N --result PATH [--run-dir DIR]`,
     each with what the driver chose for every rank of the job (benchmarks.harness.Launch):
-    --cores-per-rank K (0: split the node's cores) and --torch-port P (the peers' port)."""
+    --cores-per-rank K (0: split the node's cores), --torch-port P (the peers' port) and
+    --device cpu|cuda."""
     job = argparse.ArgumentParser(add_help=False)
     job.add_argument("--cores-per-rank", type=int, default=0)
     job.add_argument("--torch-port", type=int, default=0)
+    job.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p = argparse.ArgumentParser(prog=prog, description="one rank of a benchmark job")
     sub = p.add_subparsers(dest="task", required=True)
     ar = sub.add_parser("allreduce", parents=[job])
@@ -57,26 +60,31 @@ def parse_args(prog: str, allreduce_configs: Sequence[str], train_configs: Seque
 
 
 def time_allreduce(allreduce: Callable[[torch.Tensor], object], sizes: Sequence[int],
-                   iters: int) -> dict[int, float]:
-    """Median seconds of `iters` in-place calls per size (bytes of float32), after warm-up."""
+                   iters: int, device: torch.device = torch.device("cpu")) -> dict[int, float]:
+    """Median seconds of `iters` in-place calls per size (bytes of float32), after warm-up.
+    On a GPU each call is timed until the device has finished it (NCCL runs on a stream)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times = {}
     for size in sizes:
-        t = torch.ones(size // 4, dtype=torch.float32)
+        t = torch.ones(size // 4, dtype=torch.float32, device=device)
         for _ in range(max(2, iters // 5)):
             allreduce(t)
+        sync()
         samples = []
         for _ in range(iters):
             start = time.perf_counter()
             allreduce(t)
+            sync()
             samples.append(time.perf_counter() - start)
         times[size] = statistics.median(samples)
     return times
 
 
-def write_allreduce_result(path: str | Path, times: dict[int, float]) -> None:
-    """Rank 0's medians, torch threads and the tuning variables it ran with."""
+def write_allreduce_result(path: str | Path, times: dict[int, float], **extra: object) -> None:
+    """Rank 0's medians, torch threads and the tuning variables it ran with (and `extra`)."""
     env = {k: v for k, v in os.environ.items() if k.startswith(TUNING_PREFIXES)}
-    write_result(path, {"times": times, "threads": torch.get_num_threads(), "env": env})
+    write_result(path, {"times": times, "threads": torch.get_num_threads(), "env": env,
+                        **extra})
 
 
 def write_train_result(path: str | Path, rank: int, walls: list[float], cpus: list[float],

@@ -4,6 +4,7 @@
     python -m benchmarks.scaling --np 1,2 --mode both --backends horovod,ddp --steps 30 --repeats 3
     python -m benchmarks.scaling --np 2 --backends horovod --timeline --out runs/timeline
     python -m benchmarks.scaling --hosts 2 --rate 1gbit --delay 0.2ms --np 1,2  (root)
+    python -m benchmarks.scaling --device cuda --np 1,2,4 --micro-batch 32 --out runs/sc-gpu
 
 Backends: `horovod` = hvdlm's trainer itself (`hvdlm.training.trainer.train`: its settings,
 its metrics allreduce, clipping), timed per step by a callback; `ddp` = benchmarks/ddp_loop.py
@@ -15,7 +16,10 @@ speed-up / N for strong. Repeats interleave backends and N; figures are medians.
 (benchmarks/costmodel.py) is fitted to a benchmarks.allreduce report (`--allreduce DIR`, else a
 short allreduce measured now), takes its compute terms from these runs (`measured_compute`) and
 the fusion-buffer copies from a Horovod timeline (`--timeline`), and is compared with the
-measurements. Writes DIR/report.json (`runs`, `model`, `timeline`, `settings`, `machine`),
+measurements. --device cuda: one GPU per rank (hvdlm's mapping), NCCL for Horovod and DDP
+alike, both fp32 and eager (benchmarks.workload.hvdlm_overrides); the cost model is then
+fitted to an NCCL allreduce (`--allreduce` from `benchmarks.allreduce --device cuda`, else
+measured now on the GPUs). Writes DIR/report.json (`runs`, `model`, `timeline`, `settings`, `machine`),
 DIR/report.md and, with matplotlib, efficiency_*.png, tokens_per_s_*.png and
 predicted_networks.png. The committed report of this machine is docs/scaling/report.md (with
 docs/scaling/NOTES.md).
@@ -188,7 +192,9 @@ def write_report(out: Path, runs: list[Run], model: dict, args: argparse.Namespa
                "settings": {"model": MODEL, "steps": args.steps, "repeats": args.repeats,
                             "micro_batch": args.micro_batch, "global_batch": args.global_batch,
                             "hosts": args.hosts, "rate": args.rate, "delay": args.delay,
-                            "nice": args.nice},
+                            "nice": args.nice, **({"device": "cuda"} if
+                                                  getattr(args, "device", "cpu") == "cuda"
+                                                  else {})},
                "machine": report.machine_info()}
     sections = [("Measured", runs_section(runs, args)), *model_sections(model)]
     if timeline:
@@ -310,7 +316,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--predict-compute-s", type=float, help="cost model: its 1-rank step time "
                    "(default: this machine's, scaled by parameters)")
     p.add_argument("--overlap", type=float, default=0.0, help="cost model: hidden fraction h")
-    add_common(p)
+    add_common(p, device=True)
     p.add_argument("--hosts", type=int, default=0, help="emulated hosts (root; see scripts/)")
     p.add_argument("--rate", default="1gbit")
     p.add_argument("--delay", default="0ms")

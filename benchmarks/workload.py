@@ -63,14 +63,16 @@ def grad_bytes(data: Path) -> int:
     return 4 * count_parameters(build_model(model_config(data)))
 
 
-def hvdlm_overrides(micro_batch: int, steps: int) -> list[str]:
+def hvdlm_overrides(micro_batch: int, steps: int, device: str = "cpu") -> list[str]:
     """hvdlm config overrides: the benchmark GPT, BLOCK warm-up steps, `steps` timed ones,
-    nothing else (no evaluation, no checkpoints, no loader workers)."""
+    nothing else (no evaluation, no checkpoints, no loader workers); fp32 without TF32, not
+    compiled, on every device, as the DDP loop it is compared with."""
     return [f"model.{k}={v}" for k, v in MODEL.items()] + [
         f"train.micro_batch={micro_batch}", f"train.max_steps={BLOCK + steps + 1}",
         f"train.log_interval={BLOCK}", "train.eval_interval=1000000",
-        "train.ckpt_interval=1000000", "train.warmup_steps=2", "train.device=cpu",
-        "train.num_workers=0"]
+        "train.ckpt_interval=1000000", "train.warmup_steps=2", f"train.device={device}",
+        "train.num_workers=0", "train.precision=fp32", "train.compile=false",
+        "train.tf32=false"]
 
 
 def one_run(config: str, np_: int, micro_batch: int, data: Path, steps: int, tmp: Path,
