@@ -1,4 +1,5 @@
-"""The gated convolutional LM (model.arch=cnn) under real Horovod ranks, all from one launch
+"""The gated convolutional LM (model.arch=cnn) and the Llama (model.arch=llama, 4 query heads
+sharing 2 key/value heads) under real Horovod ranks, each from one launch
 (tests/multiproc/cnn_check.py): it learns on 2 ranks, resumes bitwise, and equals one rank with
 twice the micro-batch; evaluate and generate (through its cache) work on the run.
 
@@ -14,6 +15,7 @@ from hvdlm import evaluate, generate
 from hvdlm.config import load_config
 from hvdlm.models.cnn import ConvDecoder
 from hvdlm.models.decoding import decoder_for
+from hvdlm.models.llama import LlamaDecoder
 from hvdlm.training.run import Run
 from hvdlm.training.record.logs import read_metrics
 from hvdlm.training.trainer import Trainer
@@ -27,6 +29,8 @@ STEPS, RESUME_AT = 40, 8
 CNN = [*TINY, "model.arch=cnn", "model.kernel_size=3", "model.dilation_growth=2",
        f"train.max_steps={STEPS}", "train.eval_interval=20", f"train.ckpt_interval={RESUME_AT}",
        "train.keep_checkpoints=5", "train.eval_batches=4"]
+LLAMA = [*TINY, "model.arch=llama", "model.n_head=4", "model.n_kv_head=2", *CNN[len(TINY) + 3:]]
+ARCHES = {"cnn": (CNN, ConvDecoder), "llama": (LLAMA, LlamaDecoder)}  # overrides, its cache
 
 
 @pytest.fixture
@@ -39,12 +43,14 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def cnn_runs(byte_dataset, tmp_path_factory):
-    """ROOT/whole: 2 ranks x 8 for 40 steps; ROOT/resumed: its step-8 checkpoint continued."""
-    root = tmp_path_factory.mktemp("cnn")
+@pytest.fixture(scope="module", params=sorted(ARCHES))
+def cnn_runs(request, byte_dataset, tmp_path_factory):
+    """ROOT/whole: 2 ranks x 8 for 40 steps; ROOT/resumed: its step-8 checkpoint continued.
+    ROOT's name is the arch."""
+    root = tmp_path_factory.mktemp("runs") / request.param
+    root.mkdir()
     horovodrun(2, sys.executable, "-m", "tests.multiproc.cnn_check", byte_dataset, root,
-               RESUME_AT, *CNN, "train.micro_batch=8", timeout=240)
+               RESUME_AT, *ARCHES[request.param][0], "train.micro_batch=8", timeout=240)
     return root
 
 
@@ -55,11 +61,12 @@ def test_cnn_learns_on_two_ranks_and_evaluates(cnn_runs, byte_dataset, capsys, o
     # Bytes start near ln(257) = 5.55 nats (measured: 5.5 -> 3.4 in 40 steps).
     assert sum(seen[-5:]) / 5 < sum(seen[:5]) / 5 - 1.0, seen
     assert "world size 2" in (run / "log.txt").read_text()
-    assert "cnn, " in (run / "log.txt").read_text()
+    assert f"{cnn_runs.name}, " in (run / "log.txt").read_text()
     assert any("val_loss" in r for r in read_metrics(run))
     assert evaluate.main(["--run", str(run), "--data", str(byte_dataset)]) == 0
     scores = json.loads(capsys.readouterr().out)
-    assert set(scores) == {"loss", "perplexity", "bits_per_byte", "accuracy", "tokens"}
+    assert set(scores) == {"loss", "perplexity", "bits_per_byte", "accuracy", "tokens",
+                           "checkpoint", "step"}  # evaluate names what it scored
     assert scores["loss"] < 4.0 and 0 < scores["accuracy"] < 1
 
 
@@ -77,7 +84,8 @@ def test_two_ranks_equal_one_rank_with_twice_the_micro_batch(cnn_runs, byte_data
                                                              own_signal_handlers, one_thread):
     one = tmp_path / "np1"
     one.mkdir()
-    cfg = load_config(None, [*CNN, "train.micro_batch=16", "train.eval_interval=1000"])
+    overrides = ARCHES[cnn_runs.name][0]
+    cfg = load_config(None, [*overrides, "train.micro_batch=16", "train.eval_interval=1000"])
     assert Trainer(cfg, byte_dataset, one, WORLD, "never").run() == 0  # in this process
     two = cnn_runs / "whole"
     for a, b in zip(losses(one), losses(two), strict=True):
@@ -95,7 +103,7 @@ def test_generate_through_the_cache_equals_recomputing_the_window(cnn_runs, caps
     text = capsys.readouterr().out
     opened = Run.open(run)
     model, seq_len = opened.model, opened.config.model.seq_len
-    assert isinstance(decoder_for(model, seq_len), ConvDecoder)  # generate took the cache
+    assert isinstance(decoder_for(model, seq_len), ARCHES[cnn_runs.name][1])  # the cache
     ids = list(prompt.encode())  # the byte tokenizer: token id = byte
     with torch.no_grad():  # uncached greedy: the whole window again for every token
         for _ in range(n):
