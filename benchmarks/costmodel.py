@@ -17,9 +17,10 @@ straggler factor E[max of N draws] of the per-step times over their mean (a sync
 waits for the slowest rank); ⌈N/cores⌉ only where ranks pinned one core each share fewer cores.
 
 benchmarks.scaling predicts E(N) up to N = 512 here and on named networks (`Network`: its
-latency and bandwidth; the software latency and step-time variation are this machine's unless
-the network gives its own). benchmarks.emulated bounds T by the slower of link and host
-(`Roofline`, fitted by `calibrate`):
+own latency, bandwidth, software latency and step-time variation; left out, the last two are
+this machine's); benchmarks/published.py checks it against a published figure.
+benchmarks.emulated bounds T by the slower of link and host (`Roofline`, fitted by
+`calibrate`):
     T(N, S; R) = max(2(N-1)·α₁ + 2(N-1)/N·S·β₁·R₁/R,  2(N-1)·α_h(N) + 2(N-1)/N·S·β_h(N))
 α₁, β₁ fitted on one link setting of rate R₁, α_h(N), β_h(N) on unshaped runs. Every report
 states its assumptions; all take one flat ring over all ranks (no hierarchy).
@@ -164,11 +165,14 @@ class Network:
             here, relative_steps=self.relative_steps)
 
 
-# Common interconnects: per-link latency (s) and usable bandwidth (bytes/s), stated, not measured.
-NETWORKS = (Network("25GbE (TCP)", 20e-6, 25e9 / 8 * 0.9),
-            Network("100Gb InfiniBand", 3e-6, 100e9 / 8 * 0.9),
-            Network("400Gb InfiniBand", 3e-6, 400e9 / 8 * 0.9),
-            Network("NVLink-class (450 GB/s)", 2e-6, 450e9 * 0.8))
+# Common interconnects, each by its own inputs (stated, not measured here): per-link latency,
+# usable bandwidth (90% of line rate; 80% for NVLink-class), the collective library's software
+# latency per ring step on it (sockets: Gloo/NCCL over TCP; verbs: NCCL over InfiniBand), and
+# no step-time variation (1.0: dedicated nodes, none given). A measured row replaces these.
+NETWORKS = (Network("25GbE (TCP)", 20e-6, 25e9 / 8 * 0.9, 15e-6, (1.0,)),
+            Network("100Gb InfiniBand", 3e-6, 100e9 / 8 * 0.9, 5e-6, (1.0,)),
+            Network("400Gb InfiniBand", 3e-6, 400e9 / 8 * 0.9, 5e-6, (1.0,)),
+            Network("NVLink-class (450 GB/s)", 2e-6, 450e9 * 0.8, 3e-6, (1.0,)))
 
 
 def predictions(compute: Compute, grad_bytes: float, local: Ring, overlap: float,
@@ -219,8 +223,10 @@ def assumptions(compute: Compute, overlap: float) -> str:
     return (f"Weak scaling; per-rank compute c = {compute.seconds * 1e3:.1f} ms per step alone; "
             f"{sharing}; {jitter}; {copies}; one flat ring over all ranks; gradients in fp32 "
             "and fused into one allreduce; one 16-byte metrics allreduce per step; on a named "
-            "network α = link latency + the software latency fitted here, β = 1/(90% of line rate) "
-            f"(80% for NVLink-class); h = the hidden fraction of the gradient allreduce{hidden}.")
+            "network its own inputs: α = link latency + its stack's software latency per ring "
+            "step, β = 1/(90% of line rate) (80% for NVLink-class), no step-time variation "
+            "(m = 1), as stated in costmodel.NETWORKS; s and the copies as above; "
+            f"h = the hidden fraction of the gradient allreduce{hidden}.")
 
 
 # ---------------------------------------------------------------- link or host: the roofline

@@ -1,6 +1,7 @@
 """The GPU check's measurements, stage by stage; benchmarks/gpu_check.sh builds Horovod, then runs
 
     python -m benchmarks.gpu_check --out OUT [--peak-flops F] [--budget-s S] [--cpu-smoke]
+    python -m benchmarks.gpu_check compile [--device cpu|cuda] [--steps 60]   (eager/compiled)
 
 On one GPU, for the GPT-124M shape (12 layers x 768, 12 heads, 1,024 tokens, a BPE vocabulary
 of about 50k trained on the Python standard library, padded inside the model to a multiple of
@@ -40,6 +41,7 @@ import torch
 
 from benchmarks import ROOT
 from benchmarks.harness import rank_device, write_result
+from benchmarks.workload import hvdlm_overrides, make_dataset
 from hvdlm.config import load_config
 from hvdlm.training.trainer import train
 
@@ -179,7 +181,8 @@ def check(out: Path, shape: Shape, device: str, peak_flops: float, budget_s: flo
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     tokenizer = (["--vocab-size", shape.vocab_size] if shape.vocab_size
                  else ["--tokenizer", "byte"])
-    stages.run("data", module("hvdlm.preprocess", *(stdlib / p for p in shape.corpus),
+    corpus = [stdlib / p for p in shape.corpus if (stdlib / p).exists()]  # some images lack some
+    stages.run("data", module("hvdlm.preprocess", *corpus,
                               "--out", data, *tokenizer, "--val-fraction", 0.02, "--seed", 0,
                               "--overwrite"))
     summary: dict = {"device": device, "shape": shape.__dict__, "peak_flops": peak_flops}
@@ -225,7 +228,9 @@ def check(out: Path, shape: Shape, device: str, peak_flops: float, budget_s: flo
         if got:
             summary["generate"] = {"text": got["stdout"][-200:]}
     gpus = torch.cuda.device_count() if device == "cuda" else 1
+    peer = "nccl" if device == "cuda" else "gloo"
     stages.run("allreduce", module("benchmarks.allreduce", "--device", device, "--np", gpus,
+                                   "--configs", f"hvdlm,{peer}",
                                    "--sizes", shape.sizes, "--iters", 20 if gpus > 1 else 5,
                                    "--rounds", 1, "--out", out / "allreduce"))
     ar = out / "allreduce" / "report.json"
@@ -233,6 +238,24 @@ def check(out: Path, shape: Shape, device: str, peak_flops: float, budget_s: flo
         summary["allreduce"] = json.loads(ar.read_text())["results"]
     summary["stages"] = stages.results
     return summary
+
+
+def compare_compile(out: Path, device: str, steps: int) -> dict:
+    """Eager against compiled tokens/s of the benchmarks' GPT (benchmarks.workload: 4 x 128,
+    64 tokens, 12 windows a step, fp32) on its byte dataset, each run its own process."""
+    stages = Stages(out, 3600)
+    data = make_dataset(out)
+    got = {}
+    for name, flag in (("eager", "false"), ("compiled", "true")):
+        result = out / f"{name}.json"
+        run = stages.run(name, module("benchmarks.gpu_check", "train", "--data", data,
+                                      "--run-dir", out / name, "--result", result,
+                                      *hvdlm_overrides(12, steps, device),
+                                      f"train.compile={flag}"), result)
+        if run is None:
+            raise SystemExit(f"benchmarks.gpu_check compile: {stages.results[name]['error']}")
+        got[name] = interval_stats(run["records"])["tokens_per_s"]
+    return {**got, "ratio": got["compiled"] / got["eager"], "steps": steps}
 
 
 def verdict(summary: dict) -> list[str]:
@@ -279,6 +302,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return train_stage(argv[1:])
     if argv[:1] == ["horovod"]:
         return horovod_stage(argv[1:])
+    if argv[:1] == ["compile"]:
+        c = argparse.ArgumentParser(prog="benchmarks.gpu_check compile")
+        c.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+        c.add_argument("--steps", type=int, default=60, help="timed steps (after 5 warm-up)")
+        c.add_argument("--out", default="runs/compile")
+        args = c.parse_args(argv[1:])
+        got = compare_compile(Path(args.out), args.device, args.steps)
+        print(f"eager {got['eager']:,.0f} tokens/s, compiled {got['compiled']:,.0f} tokens/s "
+              f"({got['ratio']:.2f}x), {args.device}, median of the later log intervals")
+        return 0
     p = argparse.ArgumentParser(prog="benchmarks.gpu_check", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="gpu-check-out")
     p.add_argument("--peak-flops", type=float, default=989e12,

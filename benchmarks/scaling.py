@@ -19,8 +19,8 @@ the fusion-buffer copies from a Horovod timeline (`--timeline`), and is compared
 measurements. --device cuda: one GPU per rank (hvdlm's mapping), NCCL for Horovod and DDP
 alike, both fp32 and eager (benchmarks.workload.hvdlm_overrides); the cost model is then
 fitted to an NCCL allreduce (`--allreduce` from `benchmarks.allreduce --device cuda`, else
-measured now on the GPUs). Writes DIR/report.json (`runs`, `model`, `timeline`, `settings`, `machine`),
-DIR/report.md and, with matplotlib, efficiency_*.png, tokens_per_s_*.png and
+measured now on the GPUs). Writes DIR/report.json (`runs`, `model`, `timeline`, `settings`,
+`machine`), DIR/report.md and, with matplotlib, efficiency_*.png, tokens_per_s_*.png and
 predicted_networks.png. The committed report of this machine is docs/scaling/report.md (with
 docs/scaling/NOTES.md).
 """
