@@ -83,6 +83,10 @@ class TrainConfig:
         "global_batch / (micro_batch x ranks) for the ranks at hand, so a resume on another "
         "node count keeps the optimisation (0 = use train.grad_accum)")
     max_steps: int = setting(200, "optimizer steps of the whole run")
+    schedule_steps: int = setting(
+        0, "step at which the cosine decay reaches train.min_lr, which then stays; 0 = "
+        "train.max_steps. To run on past a finished run's end at min_lr instead of re-warming "
+        "the decay, resume with train.max_steps raised and train.schedule_steps at the old end")
     lr: float = setting(3e-3, "peak learning rate of AdamW: linear warm-up to it, then cosine "
                               "decay to train.min_lr")
     min_lr: float = setting(3e-4, "learning rate at the end of the cosine decay, <= train.lr")
@@ -220,11 +224,12 @@ def _set(cfg: Config, dotted: str, value: Any) -> None:
     setattr(section, key, _coerce(dotted, value, kind, fields[key].metadata.get("choices", ())))
 
 
-def load_config(toml_path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Defaults, then the TOML file, then `section.key=value` overrides; validated."""
+def load_config(toml_path: str | Path | None = None, overrides: list[str] = (),
+                base: str | Path | None = None) -> Config:
+    """Defaults, then the TOML file `base` (a resumed run's RUN/config.toml), then the TOML
+    file, then `section.key=value` overrides; validated."""
     cfg = Config()
-    if toml_path is not None:
-        path = Path(toml_path)
+    for path in (Path(p) for p in (base, toml_path) if p is not None):
         try:  # a regular file of at most 16 MiB (hvdlm/untrusted.py)
             data = tomllib.loads(untrusted.read_text(path, 16 * untrusted.MiB, "config file"))
         except DataError as err:
@@ -308,6 +313,7 @@ def validate(cfg: Config) -> None:
         (0 <= t.min_lr <= t.lr, "train.min_lr", "must be in [0, train.lr]"),
         (t.warmup_steps >= 0, "train.warmup_steps", "must be >= 0"),
         (t.weight_decay >= 0, "train.weight_decay", "must be >= 0"),
+        (t.schedule_steps >= 0, "train.schedule_steps", "must be >= 0 (0 = train.max_steps)"),
         (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1/beta2", "must be in [0, 1)"),
         (t.grad_clip >= 0, "train.grad_clip", "must be >= 0 (0 disables clipping)"),
         (t.eval_interval >= 1, "train.eval_interval", "must be >= 1"),

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from hvdlm import cli, output
+from hvdlm import cli, folders, output
 from hvdlm.errors import UsageError
 from hvdlm.text import canaries, corpus, formats, pipeline
 from hvdlm.text.pipeline import PreprocessOptions
@@ -135,6 +135,8 @@ def canary_spec(a) -> canaries.CanarySpec | None:
 
 def _main(argv: Sequence[str] | None) -> int:
     a = build_parser().parse_args(argv)
+    folders.refuse(Path(a.out), "--out", folders.RUN, "hvdlm.preprocess writes a dataset "
+                   "folder of its own, and --overwrite never replaces a run")
     opts = options_from_args(a)
     if a.task_index is not None and not 0 <= a.task_index < a.num_tasks:
         raise UsageError(f"--task-index must be in 0..{a.num_tasks - 1} (--num-tasks)")

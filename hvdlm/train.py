@@ -5,7 +5,13 @@
     horovodrun -np 4 -H localhost:4 --gloo python -m hvdlm.train --data DATA --out RUN
     sbatch slurm/train.sbatch            (srun + python -m hvdlm.launch, see README)
 
-`--resume auto` (default) continues from RUN's newest sound checkpoint. SIGTERM or SIGUSR1:
+`--resume auto` (default) continues from RUN's newest sound checkpoint, with RUN/config.toml
+as the base config (then --config, then overrides): continuing for more steps is
+
+    python -m hvdlm.train --data DATA --out RUN train.max_steps=400
+
+and each setting that differs from the checkpoint's is a warning saying what it changes (the
+model's shape cannot change). --out must not be a dataset folder. SIGTERM or SIGUSR1:
 all ranks checkpoint at one step boundary and exit 75 (EXIT_STOPPED) for Slurm to requeue.
 The loop is hvdlm/training/trainer.py.
 """
@@ -14,9 +20,10 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import replace
+from pathlib import Path
 from typing import Sequence
 
-from hvdlm import cli
+from hvdlm import cli, folders
 from hvdlm.config import Config, for_world_size, load_config, to_toml
 from hvdlm.errors import UsageError
 from hvdlm.text.shards import load_manifest
@@ -31,7 +38,8 @@ def _main(argv: Sequence[str] | None) -> int:
     parser.add_argument("--out", help="run folder; required to train")
     parser.add_argument("--config", help="TOML file with [model] and [train] tables")
     parser.add_argument("--resume", default="auto",
-                        help="auto (newest checkpoint of --out, if any) | never | PATH")
+                        help="auto: continue from the newest checkpoint of --out, if any, "
+                             "with RUN/config.toml as the base config | never | PATH")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config, parameter count and memory per rank, "
                              "then exit (no Horovod; --data, if given, sets the vocabulary)")
@@ -39,7 +47,10 @@ def _main(argv: Sequence[str] | None) -> int:
                         help="with --print-config: the world size to resolve for (default 1)")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
+    if args.out is not None:  # before anything is read or written
+        folders.refuse(Path(args.out), "--out", folders.DATASET,
+                       "hvdlm.train writes a run folder of its own")
+    cfg = load_config(args.config, args.overrides, base=run_config(args.out, args.resume))
     if args.print_config:
         print(resolved(cfg, args.data, args.ranks))
         return 0
@@ -48,6 +59,15 @@ def _main(argv: Sequence[str] | None) -> int:
             parser.error(f"the following arguments are required: --{option}")
     from hvdlm.training.trainer import train  # here: a missing Horovod is one line (cli.run)
     return train(cfg, args.data, args.out, args.resume, callbacks=injected_faults())
+
+
+def run_config(out: str | None, resume: str) -> Path | None:
+    """RUN/config.toml when `--resume auto` will continue RUN from a checkpoint: the run's own
+    settings are the base, so a resume needs only what changes."""
+    if out is None or resume != "auto" or not (Path(out) / "config.toml").is_file():
+        return None
+    from hvdlm.training.checkpoint import list_checkpoints  # torch: not for --help
+    return Path(out) / "config.toml" if list_checkpoints(out) else None
 
 
 def injected_faults() -> list:

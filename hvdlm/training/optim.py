@@ -14,10 +14,12 @@ from hvdlm.config import TrainConfig
 
 
 def lr_at(step: int, t: TrainConfig) -> float:
-    """Linear warm-up to `lr`, then cosine decay to `min_lr` at `max_steps`."""
+    """Linear warm-up to `lr`, then cosine decay to `min_lr` at `schedule_steps` (0: at
+    `max_steps`), then `min_lr`."""
     if step < t.warmup_steps:
         return t.lr * (step + 1) / t.warmup_steps
-    progress = (step - t.warmup_steps) / max(1, t.max_steps - t.warmup_steps)
+    end = t.schedule_steps or t.max_steps
+    progress = (step - t.warmup_steps) / max(1, end - t.warmup_steps)
     return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 

@@ -31,7 +31,7 @@ from hvdlm.config import Config, config_from_dict, for_world_size, to_toml
 from hvdlm.errors import EXIT_STOPPED, HvdlmError, UsageError
 from hvdlm.models import build_model, count_parameters
 from hvdlm.models import vocab
-from hvdlm.training import checkpoint, data, malloc, precision
+from hvdlm.training import checkpoint, data, malloc, precision, resume_notes
 from hvdlm.training.record import files as runfiles, provenance, wandb_mirror
 from hvdlm.training.checkpoint import TrainingState
 from hvdlm.training.init_from import check_shapes, initial_weights
@@ -111,7 +111,7 @@ class Trainer:
                  world: distributed.World, resume: str = "auto",
                  callbacks: Sequence[Callback] = (), sync_gradients: bool = True,
                  sync_step_stats: bool = True):
-        self.world, self.run_dir = world, Path(run_dir)
+        self.world, self.run_dir, self.data_dir = world, Path(run_dir), Path(data_dir)
         self.callbacks = list(callbacks)
         manifest = data.open_dataset(data_dir)
         model_cfg = dataclasses.replace(cfg.model, vocab_size=manifest.vocab_size)
@@ -137,7 +137,7 @@ class Trainer:
                                                     t.fp16_allreduce, world) \
             if sync_gradients else optimizer
         self.sync_step_stats = sync_step_stats
-        self.step, self.consumed, self.resumed_from = 0, 0, None
+        self.step, self.consumed, self.resumed_from, self.notices = 0, 0, None, []
         found = self._checkpoint_to_resume(resume)
         if found is not None:
             self.restore(*found)
@@ -207,7 +207,10 @@ class Trainer:
             torch.set_rng_state(rng[self.world.rank].clone())  # a view would crash torch
         else:  # another world size: a fresh, still deterministic, per-rank stream
             torch.manual_seed(self.t.seed + 1_000_003 * self.world.rank + self.step)
-        log.info("resumed from %s (step %d, %d samples consumed)", path, self.step, self.consumed)
+        self.notices = [f"resumed from {path} (step {self.step}, {self.consumed} samples "
+                        "consumed)", *resume_notes.changes(
+                            config_from_dict(state.config), state.world_size, self.cfg,
+                            self.world.size, self.step, self.run_dir, self.data_dir)]
         if self.world.is_main:
             checkpoint.adopt(self.run_dir, path)  # the next --resume auto continues from here
 
@@ -258,6 +261,8 @@ class Trainer:
             log.info("model compiled with torch.compile (train.compile=%s)", t.compile)
         micro_batches = iter(data.loader(self.train_set, self.sampler, t.num_workers,
                                          pin_memory=world.device.type == "cuda"))
+        for i, notice in enumerate(self.notices if world.is_main else []):  # log.txt is open
+            (log.warning if i else log.info)("%s", notice)
         progress = Progress(t.log_format, t.max_steps, self.step, world.is_main)
         tick, steps_since, exit_code = time.perf_counter(), 0, 0
         first_record = {"resumed_from": self.resumed_from} if self.resumed_from is not None else {}
@@ -283,7 +288,8 @@ class Trainer:
                 elapsed = time.perf_counter() - tick
                 tps = steps_since * self.global_batch * self.cfg.model.seq_len / elapsed
                 record = {"step": self.step, "loss": mean_loss, "lr": lr_at(self.step - 1, t),
-                          "tokens_per_s": tps, "grad_norm": norm.item(), **first_record}
+                          "tokens_per_s": tps, "grad_norm": norm.item(), **first_record,
+                          "epoch": self.consumed / len(self.train_set)}  # passes over train
                 if self.scaler.enabled:
                     record.update(loss_scale=self.scaler.scale, overflows=self.scaler.overflows)
                 if world.device.type == "cuda":

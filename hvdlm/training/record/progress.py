@@ -4,7 +4,10 @@
 `.out` file then holds readable lines, not carriage-return frames). RUN/log.txt always gets
 the lines:
 
-    step 100/5000 | loss 3.2104 | lr 3.0e-04 | 21.3k tok/s | eta 1h02m | mfu 41.2%
+    step 100/5000 | epoch 0.42 | loss 3.2104 | lr 3.0e-04 | 21.3k tok/s | eta 1h02m | mfu 41.2%
+
+An epoch is one pass over the train split; past EPOCH_WARNING of them the run warns once (the
+model is likely memorising a corpus too small for its steps).
 """
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from typing import Any
 from tqdm import tqdm
 
 from hvdlm.training.record.logs import log
+
+EPOCH_WARNING = 10
 
 
 def _si(x: float) -> str:
@@ -32,7 +37,8 @@ def _duration(seconds: float) -> str:
 
 def format_line(record: dict[str, Any], max_steps: int, seconds_per_step: float) -> str:
     """The log line of one training-step record (step, loss, lr, tokens_per_s, mfu?)."""
-    parts = [f"step {record['step']}/{max_steps}", f"loss {record['loss']:.4f}",
+    epoch = [f"epoch {record['epoch']:.2f}"] if "epoch" in record else []
+    parts = [f"step {record['step']}/{max_steps}", *epoch, f"loss {record['loss']:.4f}",
              f"lr {record['lr']:.1e}", f"{_si(record['tokens_per_s'])} tok/s",
              f"eta {_duration((max_steps - record['step']) * seconds_per_step)}"]
     if "mfu" in record:
@@ -44,7 +50,7 @@ class Progress:
     """Rank 0's view of the loop; a no-op on the other ranks."""
 
     def __init__(self, log_format: str, max_steps: int, step: int, enabled: bool) -> None:
-        self.max_steps, self.enabled = max_steps, enabled
+        self.max_steps, self.enabled, self.warned = max_steps, enabled, False
         self.lines = log_format == "lines" or (log_format == "auto" and not sys.stderr.isatty())
         self.bar = tqdm(total=max_steps, initial=step, dynamic_ncols=True, mininterval=1.0,
                         file=sys.stderr) if enabled and not self.lines else None
@@ -56,6 +62,11 @@ class Progress:
     def report(self, record: dict[str, Any], seconds_per_step: float) -> None:
         if not self.enabled:
             return
+        if record.get("epoch", 0) > EPOCH_WARNING and not self.warned:
+            self.warned = True
+            log.warning("step %d: %.1f passes over the train split (more than %d epochs): the "
+                        "model may be memorising it; a larger corpus or fewer steps would "
+                        "generalise better", record["step"], record["epoch"], EPOCH_WARNING)
         # With a bar on the terminal the line goes to RUN/log.txt only.
         log.info(format_line(record, self.max_steps, seconds_per_step),
                  extra={"console": self.lines})

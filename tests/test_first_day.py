@@ -1,0 +1,132 @@
+"""A new user's first day (issue 33): resuming with only --out, --data and what changes, the
+warnings a changed setting gives, and folders that refuse the wrong command.
+
+    .venv/bin/python -m pytest tests/test_first_day.py
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hvdlm.config import TrainConfig
+from hvdlm.training import checkpoint, resume_notes
+from hvdlm.training.optim import lr_at
+from tests.conftest import TINY_RUN, run_module
+
+# TINY_RUN with a model of its own shape, not the defaults: a resume that forgot the run's
+# config would build another model and be refused.
+SHAPE = ["model.n_layer=2", "model.n_embd=24", "model.n_head=3"]
+RUN = [*TINY_RUN, *SHAPE, "train.ckpt_interval=2", "train.lr=1e-2", "train.min_lr=1e-3"]
+
+
+def tree(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every path under `folder` with its size and modification time."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def trained(byte_dataset, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("first_day") / "run"
+    run_module("hvdlm.train", "--data", byte_dataset, "--out", run, *RUN, check=True,
+               timeout=240)
+    return run
+
+
+def test_resume_needs_only_out_and_data(trained, byte_dataset, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    proc = run_module("hvdlm.train", "--out", run, "--resume", "auto", "--data", byte_dataset,
+                      "train.max_steps=6", timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    state = checkpoint.load(checkpoint.list_checkpoints(run)[-1])
+    assert state.step == 6
+    assert (state.config["model"]["n_layer"], state.config["model"]["n_embd"]) == (2, 24)
+    assert state.config["train"]["lr"] == 1e-2  # the run's own, not the default 3e-3
+    log = (run / "log.txt").read_text()
+    assert "resumed from" in log and "step 4, 16 samples consumed" in log
+
+
+def test_each_changed_setting_is_a_warning_with_old_and_new(trained, byte_dataset, tmp_path):
+    run, data = tmp_path / "run", tmp_path / "data"
+    shutil.copytree(trained, run)
+    shutil.copytree(byte_dataset, data)  # the same tokenizer, another folder
+    proc = run_module("hvdlm.train", "--out", run, "--data", data, "train.max_steps=8",
+                      "train.micro_batch=2", "train.seed=7", "train.log_interval=2",
+                      timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    old = TrainConfig(max_steps=4, warmup_steps=0, lr=1e-2, min_lr=1e-3)
+    new = TrainConfig(max_steps=8, warmup_steps=0, lr=1e-2, min_lr=1e-3)
+    rate = f"rises from {lr_at(4, old):.1e} to {lr_at(4, new):.1e}"
+    expected = [
+        "train.max_steps 4 -> 8: the cosine schedule now ends at 8: the learning rate at step 4 "
+        + rate + " (to keep the old decay: train.schedule_steps=4)",
+        "train.micro_batch 4 -> 2: the global batch changes from 4 to 2 windows a step",
+        "set train.global_batch=4 to keep it",
+        "train.seed 1337 -> 7: the order of the remaining samples",
+        f"data {byte_dataset.resolve()} -> {data.resolve()}: the run goes on",
+    ]
+    warnings = [line for line in proc.stderr.splitlines() if "WARNING" in line]
+    for text in expected:
+        assert any(text in line for line in warnings), (text, proc.stderr)
+    log = (run / "log.txt").read_text()
+    assert all(text in log for text in expected)
+    assert "train.log_interval" not in proc.stderr  # changes nothing of the optimisation
+
+
+def test_schedule_notes_name_the_learning_rate_and_the_way_to_keep_the_decay():
+    old = TrainConfig(max_steps=100)
+    assert resume_notes.schedule(old, TrainConfig(max_steps=150), 100) == [
+        f"train.max_steps 100 -> 150: the cosine schedule now ends at 150: the learning rate "
+        f"at step 100 rises from {lr_at(100, old):.1e} to "
+        f"{lr_at(100, TrainConfig(max_steps=150)):.1e} (to keep the old decay: "
+        "train.schedule_steps=100)"]
+    kept = TrainConfig(max_steps=150, schedule_steps=100)
+    assert lr_at(100, kept) == lr_at(149, kept) == old.min_lr  # runs on at min_lr
+    assert resume_notes.schedule(old, kept, 100) == [
+        "train.max_steps 100 -> 150, train.schedule_steps 0 -> 100: the learning rate at step "
+        f"100 stays {old.min_lr:.1e}"]
+    assert resume_notes.schedule(old, TrainConfig(max_steps=100), 50) == []
+
+
+def test_world_size_notes():
+    t = TrainConfig(micro_batch=8, grad_accum=1)
+    assert resume_notes.batch(t, 2, t, 1) == [
+        "world size 2 -> 1: the global batch changes from 16 to 8 windows a step (gradients "
+        "average over another number of samples; set train.global_batch=16 to keep it on any "
+        "number of ranks)"]
+    kept = TrainConfig(micro_batch=8, grad_accum=2, global_batch=16)
+    assert resume_notes.batch(TrainConfig(micro_batch=8, global_batch=16), 2, kept, 1) == [
+        "world size 2 -> 1: the global batch stays 16 (train.grad_accum 1 -> 2)"]
+    assert resume_notes.batch(t, 1, t, 1) == []
+
+
+def test_training_into_a_dataset_is_refused_and_leaves_it_unchanged(byte_dataset, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(byte_dataset, data)
+    before = tree(data)
+    proc = run_module("hvdlm.train", "--data", data, "--out", data, *TINY_RUN, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        f"hvdlm.train: error: --out {data}: a dataset folder (it has manifest.json); "
+        "hvdlm.train writes a run folder of its own: give another --out"]
+    assert tree(data) == before
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_preprocessing_into_a_run_is_refused_and_leaves_it_unchanged(trained, tmp_path,
+                                                                    overwrite):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    before = tree(run)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("some text\n")
+    proc = run_module("hvdlm.preprocess", corpus, "--out", run, "--tokenizer", "byte",
+                      *overwrite, timeout=120)
+    assert proc.returncode == 2
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert f"--out {run}: a run folder (it has env.json)" in proc.stderr
+    assert tree(run) == before
