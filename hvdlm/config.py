@@ -116,6 +116,10 @@ class TrainConfig:
         "keeping them")
     fp16_allreduce: bool = setting(False, "send gradients as fp16 on the wire (Horovod's "
                                           "Compression.fp16)")
+    shard_optimizer: int = setting(
+        0, "ZeRO stage over Horovod (docs/sharding.md): 0 = every rank keeps all of AdamW's "
+        "state; 1 = each rank keeps and steps 1/N of it, updated weights all-gathered; 2 = "
+        "also reduce-scatters the gradients instead of all-reducing them")
     device: str = setting("auto", "where each rank trains; auto = its GPU if there is one",
                           ("auto", "cpu", "cuda"))
     num_workers: int = setting(0, "DataLoader worker processes per rank")
@@ -316,6 +320,7 @@ def validate(cfg: Config) -> None:
         (t.schedule_steps >= 0, "train.schedule_steps", "must be >= 0 (0 = train.max_steps)"),
         (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1/beta2", "must be in [0, 1)"),
         (t.grad_clip >= 0, "train.grad_clip", "must be >= 0 (0 disables clipping)"),
+        (t.shard_optimizer in (0, 1, 2), "train.shard_optimizer", "must be 0, 1 or 2"),
         (t.eval_interval >= 1, "train.eval_interval", "must be >= 1"),
         (t.eval_batches >= 0, "train.eval_batches", "must be >= 0"),
         (t.ckpt_interval >= 1, "train.ckpt_interval", "must be >= 1"),

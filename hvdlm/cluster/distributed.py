@@ -30,6 +30,7 @@ import torch
 
 from hvdlm.cluster import devices, runlock
 from hvdlm.errors import HvdlmError, UsageError
+from hvdlm.training.sharding import ShardedAdamW
 
 try:
     import horovod.torch as hvd
@@ -198,18 +199,46 @@ def _pin_local_rank(local_rank: int, local_size: int) -> None:
 
 
 def wrap_optimizer(optimizer: torch.optim.Optimizer, model: torch.nn.Module, grad_accum: int,
-                   fp16_allreduce: bool, world: World) -> torch.optim.Optimizer:
+                   fp16_allreduce: bool, world: World, shard: int = 0) -> torch.optim.Optimizer:
     """Horovod's DistributedOptimizer. On CPU all gradients go out as one group: one
     negotiation and one fused ring-allreduce per step (as DDP's buckets), instead of ~10 small
     ones each paying Horovod's latency; compute and Gloo share the same cores there, so the
-    overlap with backward that separate groups buy on GPUs is worth little."""
+    overlap with backward that separate groups buy on GPUs is worth little.
+
+    `shard` 1 or 2 (train.shard_optimizer): training/sharding.py's ShardedAdamW over `Sharded`
+    below instead; its gradients accumulate locally and are reduced once, at the step."""
     if world.size == 1:
         return optimizer  # nothing to average: no hooks, no copies, no background round trips
     compression = hvd.Compression.fp16 if fp16_allreduce else hvd.Compression.none
+    if shard:
+        return ShardedAdamW(optimizer, shard, world.rank, world.size, Sharded(compression))
     groups = 1 if world.device.type == "cpu" else None
     return hvd.DistributedOptimizer(optimizer, named_parameters=model.named_parameters(),
                                     backward_passes_per_step=grad_accum, op=hvd.Average,
                                     compression=compression, groups=groups)
+
+
+class Sharded:
+    """The collectives of a sharded optimizer step (training/sharding.py's `Collectives`)."""
+
+    def __init__(self, compression=hvd.Compression.none):
+        self.compression = compression
+
+    def _wire(self, op, flat: torch.Tensor, name: str) -> torch.Tensor:
+        sent, ctx = self.compression.compress(flat)
+        return self.compression.decompress(op(sent, op=hvd.Average, name=name), ctx)
+
+    def mean(self, flat: torch.Tensor) -> torch.Tensor:
+        return self._wire(hvd.allreduce, flat, "shard.grads")
+
+    def mean_slice(self, flat: torch.Tensor) -> torch.Tensor:
+        return self._wire(hvd.reducescatter, flat, "shard.grad_slices")
+
+    def gather(self, slices: list[torch.Tensor]) -> list[torch.Tensor]:
+        return hvd.grouped_allgather(slices, name="shard.gather")
+
+    def total(self, value: torch.Tensor) -> torch.Tensor:
+        return hvd.allreduce(value, op=hvd.Sum, name="shard.norm")
 
 
 def broadcast_model(model: torch.nn.Module) -> None:
@@ -227,6 +256,11 @@ def clip_and_step(optimizer: torch.optim.Optimizer, params: Iterable[torch.nn.Pa
     the scaler's state must stay the same everywhere. The finiteness is the one value read to
     the host every step.
     """
+    if isinstance(optimizer, ShardedAdamW):  # reduces, clips and steps its own slice
+        agreed = scaler is not None and scaler.enabled
+        return optimizer.clip_and_step(
+            max_norm, scaler.scale if agreed else 1.0,
+            lambda overflow: not any_rank(overflow, name="overflow") if agreed else not overflow)
     params = list(params)
     distributed = hasattr(optimizer, "synchronize")  # not wrapped in a world of one
     if distributed:

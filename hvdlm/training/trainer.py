@@ -134,7 +134,7 @@ class Trainer:
                                            t.loss_scale_growth_interval)
         optimizer = make_optimizer(self.model, t)
         self.optimizer = distributed.wrap_optimizer(optimizer, self.model, t.grad_accum,
-                                                    t.fp16_allreduce, world) \
+                                                    t.fp16_allreduce, world, t.shard_optimizer) \
             if sync_gradients else optimizer
         self.sync_step_stats = sync_step_stats
         self.step, self.consumed, self.resumed_from, self.notices = 0, 0, None, []
@@ -178,6 +178,7 @@ class Trainer:
         """This run's state on rank 0 (None elsewhere); every rank must call it."""
         rng = distributed.gather_tensor(torch.get_rng_state(), name="rng_states")
         if not self.world.is_main:
+        optimizer = self.optimizer.state_dict()  # on every rank: a sharded one gathers
             return None
         return TrainingState(model=self.model.state_dict(),
                              optimizer=self.optimizer.state_dict(), step=self.step,
