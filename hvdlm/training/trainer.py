@@ -177,11 +177,10 @@ class Trainer:
     def capture(self) -> TrainingState | None:
         """This run's state on rank 0 (None elsewhere); every rank must call it."""
         rng = distributed.gather_tensor(torch.get_rng_state(), name="rng_states")
-        if not self.world.is_main:
         optimizer = self.optimizer.state_dict()  # on every rank: a sharded one gathers
+        if not self.world.is_main:
             return None
-        return TrainingState(model=self.model.state_dict(),
-                             optimizer=self.optimizer.state_dict(), step=self.step,
+        return TrainingState(model=self.model.state_dict(), optimizer=optimizer, step=self.step,
                              consumed_samples=self.consumed, config=self.cfg.to_dict(),
                              tokenizer_sha256=self.tokenizer_sha, world_size=self.world.size,
                              rng=rng, scaler=self.scaler.state_dict() if self.scaler.enabled
