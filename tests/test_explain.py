@@ -69,7 +69,7 @@ def data_report(tiny_run, byte_dataset, tmp_path_factory) -> tuple[Path, dict, s
 def test_split_scores_are_evaluates(data_report, tiny_run, byte_dataset, capsys):
     _, report, _ = data_report
     capsys.readouterr()
-    assert evaluate_main(["--run", str(tiny_run), "--data", str(byte_dataset)]) == 0
+    assert evaluate_main(["--run", str(tiny_run), "--data", str(byte_dataset), "--json"]) == 0
     evaluated = json.loads(capsys.readouterr().out)
     ds = report["dataset"]
     assert ds["scores"]["tokens"] == evaluated["tokens"] == ds["windows"] * SEQ_LEN
@@ -259,7 +259,17 @@ def _hand_made_run(tmp_path: Path, arch: str) -> Path:
     return run
 
 
-@pytest.mark.parametrize("arch", [a for a in ARCHES if a != "gpt"])
+def test_a_llama_run_explains_with_attention_and_the_logit_lens(tmp_path):
+    run = _hand_made_run(tmp_path, "llama")  # rotary, 4 heads sharing 4 key/value heads
+    assert explain("--run", run, "--text", TEXT[:40], "--out", tmp_path / "r") == 0
+    report, page = read(tmp_path / "r")
+    attention = report["texts"][0]["attention"]
+    assert (attention["layers"], attention["heads"]) == (2, 4)
+    assert max(attention["checks"].values()) < 1e-5
+    assert "has no attention layers" not in page and not report["notes"]
+
+
+@pytest.mark.parametrize("arch", [a for a in ARCHES if a not in ("gpt", "llama")])
 def test_other_architectures_explain_without_attention(tmp_path, arch):
     run = _hand_made_run(tmp_path, arch)
     assert explain("--run", run, "--text", TEXT[:40], "--out", tmp_path / "r") == 0

@@ -3,7 +3,7 @@
     python -m hvdlm.explain --run RUN --text "def main(" --out REPORT
 
 scores      per-token surprisal, top-k predictions, calibration, through training's scoring
-transformer GPT attention computed explicitly (checked against the fused kernel), logit lens
+transformer GPT/Llama attention computed explicitly (checked against the fused kernel), logit lens
 attribution gradient x input and integrated gradients over the token embeddings (any model)
 recurrent   LSTM/GRU/RNN hidden states and gates recomputed from the weights (checked)
 report      the report of a text or of a dataset split, as one JSON-ready dict

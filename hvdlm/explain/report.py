@@ -17,6 +17,7 @@ from torch import nn
 from hvdlm.errors import UsageError
 from hvdlm.explain import attribution, recurrent, scores, transformer
 from hvdlm.models.gpt import GPT
+from hvdlm.models.llama import Llama
 from hvdlm.models.rnn import RNNLM
 from hvdlm.text import shards
 from hvdlm.text.tokenizer import EOS, Tokenizer
@@ -98,9 +99,9 @@ class Explainer:
 
     def _attention(self, window: torch.Tensor, start: int) -> dict:
         """Attention maps and head summaries, and the logit lens, of a GPT's window."""
-        if not isinstance(self.model, GPT):
+        if not isinstance(self.model, (GPT, Llama)):
             return {"absent": f"model.arch={self.arch} has no attention layers; attention and "
-                              "the logit lens are GPT sections"}
+                              "the logit lens are GPT and Llama sections"}
         x, targets = window[:, :-1], window[0, 1:]
         tr = transformer.trace(self.model, x)
         weights = torch.stack(tr.attention)                           # (L, nh, T, T)

@@ -1,11 +1,14 @@
-"""Inside the GPT: attention weights computed explicitly, per-head summaries, the logit lens.
+"""Inside the GPT and the Llama: attention weights computed explicitly, per-head summaries, the
+logit lens.
 
 `scaled_dot_product_attention` (the fused kernel the model runs) never shows its weights, so
 `explicit_attention` recomputes them from the block's own projections,
-softmax(Q K^T / sqrt(head size)) with the causal mask, and `trace` checks that those weights
-times V, through the block's output projection, give the output the model computed. The logit
-lens reads the residual stream after each block through the final layer norm and the output
-head (nostalgebraist, 2020); after the last block that is exactly the model's logits.
+softmax(Q K^T / sqrt(head size)) with the causal mask (the Llama's Q and K rotated, each
+key/value head repeated for the query heads that share it), and `trace` checks that those
+weights times V, through the block's output projection, give the output the model computed.
+The logit lens reads the residual stream after each block through the final layer norm (the
+Llama's RMSNorm) and the output head (nostalgebraist, 2020); after the last block that is
+exactly the model's logits.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from hvdlm.models.gpt import GPT, CausalSelfAttention
+from hvdlm.models.llama import Attention, Llama
 
 
 @dataclass
@@ -28,23 +32,29 @@ class GPTTrace:
     fused_error: float              # max |explicit - fused| over the attention outputs
 
 
-def explicit_attention(attn: CausalSelfAttention, x: torch.Tensor) -> tuple[torch.Tensor,
-                                                                            torch.Tensor]:
+def explicit_attention(attn: CausalSelfAttention | Attention, x: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention weights (B, nh, T, T) of `attn` on its input x (B, T, C), and its output
     (B, T, C) recomputed from those weights: proj(weights @ V)."""
     B, T, C = x.shape
     nh = attn.n_head
-    q, k, v = attn.qkv(x).split(C, dim=2)
-    q, k, v = (t.view(B, T, nh, C // nh).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+    if isinstance(attn, Attention):  # the Llama's: rotary positions, shared key/value heads
+        rotary, group = attn.rotary[0], attn.n_head // attn.n_kv
+        q = rotary(attn.heads(x, attn.q, nh), 0)
+        k = rotary(attn.heads(x, attn.k, attn.n_kv), 0).repeat_interleave(group, dim=1)
+        v = attn.heads(x, attn.v, attn.n_kv).repeat_interleave(group, dim=1)
+    else:
+        q, k, v = attn.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, nh, C // nh).transpose(1, 2) for t in (q, k, v))  # (B,nh,T,hs)
     scores = q @ k.transpose(-2, -1) / math.sqrt(C // nh)                       # (B, nh, T, T)
     causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
     weights = scores.masked_fill(~causal, float("-inf")).softmax(dim=-1)
     y = (weights @ v).transpose(1, 2).reshape(B, T, C)
-    return weights, attn.proj(y)
+    return weights, (attn.o if isinstance(attn, Attention) else attn.proj)(y)
 
 
 @torch.no_grad()
-def trace(model: GPT, idx: torch.Tensor) -> GPTTrace:
+def trace(model: GPT | Llama, idx: torch.Tensor) -> GPTTrace:
     """Run `model` on idx (1, T) with hooks that keep the residual stream and each attention
     layer's input and output, then recompute every layer's attention weights explicitly."""
     residuals: list[torch.Tensor] = []
@@ -96,13 +106,13 @@ def pooled(weights: torch.Tensor, size: int) -> torch.Tensor:
         *weights.shape[:-2], size, size)
 
 
-def lens_logits(model: GPT, residual: torch.Tensor) -> torch.Tensor:
+def lens_logits(model: GPT | Llama, residual: torch.Tensor) -> torch.Tensor:
     """The logit lens at one point of the residual stream: head(ln_f(residual))."""
-    return model.head(model.ln_f(residual))
+    return model.head((model.norm if isinstance(model, Llama) else model.ln_f)(residual))
 
 
 @torch.no_grad()
-def logit_lens(model: GPT, residuals: list[torch.Tensor], targets: torch.Tensor,
+def logit_lens(model: GPT | Llama, residuals: list[torch.Tensor], targets: torch.Tensor,
                logits: torch.Tensor | None = None) -> dict:
     """For every residual (1, T, C) and position: the top token and its probability, and the
     probability of the true next token targets[t] (T,); given the model's `logits` (1, T, V),

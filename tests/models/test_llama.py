@@ -119,3 +119,18 @@ def test_activation_checkpointing_gives_the_same_gradients():
 def test_config_refuses_llama_shapes_that_cannot_be_built(override, key):
     with pytest.raises(UsageError, match=key):
         load_config(None, ["model.arch=llama", "model.n_head=4", *override])
+
+
+def test_explain_sees_the_llamas_attention_and_logit_lens():
+    """hvdlm.explain's attention maps (recomputed explicitly: rotated, shared key/value heads)
+    give the fused kernel's outputs, and the lens after the last block is the logits."""
+    from hvdlm.explain import transformer
+    model = llama().float()
+    ids = torch.randint(0, VOCAB, (1, SEQ), generator=torch.Generator().manual_seed(4))
+    tr = transformer.trace(model, ids)
+    assert len(tr.attention) == 2 and tr.attention[0].shape == (4, SEQ, SEQ)
+    assert tr.fused_error < 1e-4
+    assert torch.allclose(tr.attention[0].sum(-1), torch.ones(4, SEQ))
+    assert torch.equal(tr.attention[0].triu(1), torch.zeros(4, SEQ, SEQ))  # causal
+    lens = transformer.logit_lens(model, tr.residuals, ids[0].roll(-1), tr.logits)
+    assert lens["last_layer_max_error"] < 1e-4
