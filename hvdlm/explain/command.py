@@ -6,7 +6,7 @@
         [--checkpoint PATH] [--position P] [--device auto|cpu|cuda]
 
 REPORT/index.html shows, for the text (or each chosen document): surprisal per token with the
-top-5 predictions, attention per layer and head with summaries and the logit lens (GPT),
+top-5 predictions, attention per layer and head with summaries and the logit lens (GPT, Llama),
 gradient x input (and integrated gradients) for one position, hidden states and gates
 (LSTM/GRU/RNN); with --data also the split's loss distribution, loss by position, hardest and
 easiest documents and calibration. REPORT/explain.json holds the numbers (hvdlm/explain/).
@@ -95,9 +95,9 @@ def build(args) -> dict:
     else:
         title = "--text" if args.text is not None else args.file
         report["texts"] = [explainer.text(tokenizer.encode(_read_text(args)), title)]
-    if cfg.arch != "gpt":
+    if cfg.arch not in ("gpt", "llama"):
         report["notes"].append(f"model.arch={cfg.arch}: the attention and logit-lens sections "
-                               "apply to GPT runs only.")
+                               "apply to GPT and Llama runs only.")
     report["token_text"] = {str(i): t for i, t in sorted(explainer.token_text.items())}
     report["seconds"] = round(time.perf_counter() - started, 3)
     return report
