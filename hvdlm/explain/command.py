@@ -20,13 +20,14 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from hvdlm import cli, output
+from hvdlm import cli, output, untrusted
 from hvdlm.errors import DataError
 from hvdlm.explain import page
 from hvdlm.explain.report import Explainer, Options
 from hvdlm.models import count_parameters
 from hvdlm.training import data
 from hvdlm.training.run import Run
+from hvdlm.training.scoring import byte_lengths
 
 PROG = "hvdlm.explain"
 
@@ -94,7 +95,8 @@ def build(args) -> dict:
         report["texts"] = explainer.documents(manifest, args.split)
     else:
         title = "--text" if args.text is not None else args.file
-        report["texts"] = [explainer.text(tokenizer.encode(_read_text(args)), title)]
+        text = _read_text(args, int(byte_lengths(tokenizer).max()) * (args.max_tokens + 16))
+        report["texts"] = [explainer.text(tokenizer.encode(text), title)]
     if cfg.arch not in ("gpt", "llama"):
         report["notes"].append(f"model.arch={cfg.arch}: the attention and logit-lens sections "
                                "apply to GPT and Llama runs only.")
@@ -103,14 +105,23 @@ def build(args) -> dict:
     return report
 
 
-def _read_text(args) -> str:
+def _read_text(args, limit: int) -> str:
+    """--text, or the start of --file: at most `limit` bytes, enough for --max-tokens tokens
+    (and a few more, so that the cut does not change them) however long the file is."""
     if args.text is not None:
         return args.text
+    fd = untrusted.open_regular(args.file, "--file")  # no FIFO or device (hvdlm/untrusted.py)
     try:
-        return Path(args.file).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{args.file}: cannot read as UTF-8 text "
-                        f"({getattr(err, 'strerror', None) or err})") from None
+        with open(fd, "rb") as f:
+            data = f.read(limit)
+    except OSError as err:
+        raise DataError(f"{args.file}: cannot read ({err.strerror})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if len(data) == limit and err.start >= len(data) - 3:  # a character cut by the limit
+            return data[:err.start].decode("utf-8")
+        raise DataError(f"{args.file}: not UTF-8 text (byte {err.start})") from None
 
 
 def write(report: dict, out: Path) -> None:

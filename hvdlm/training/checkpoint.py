@@ -8,7 +8,8 @@ The data and its checksum are written to temporary names and fsynced, then renam
 then `latest` is rewritten: a crash or a full disk leaves the previous checkpoint intact, and
 only a pair on disk is ever named. A save at step S removes the checkpoints above S (an
 abandoned lineage: the run went back to an older checkpoint), then all but the newest `keep`.
-Loading uses `torch.load(weights_only=True)`: a file that needs any other unpickling is refused.
+Loading uses `torch.load(weights_only=True)`: a file that needs any other unpickling is refused,
+and so is one whose weights hold NaN or inf (load_latest then goes back to a finite one).
 A corrupt newest checkpoint is reported and the one before it is used. Commands open a trained
 run, model included, through hvdlm/training/run.py's `Run`.
 """
@@ -28,6 +29,7 @@ import torch
 from hvdlm import untrusted
 from hvdlm.errors import CheckpointError, DataError
 from hvdlm.output import fsync_dir, private_mode, write_atomic, write_temp
+from hvdlm.training.stored_config import non_finite
 
 log = logging.getLogger("hvdlm")
 NAME = re.compile(r"^step-(\d{8})\.pt$")
@@ -165,7 +167,11 @@ def load(path: str | Path) -> TrainingState:
                               f"({first})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not an hvdlm checkpoint (not a dict)")
-    return TrainingState.from_dict(state, path)
+    loaded = TrainingState.from_dict(state, path)
+    bad = non_finite(loaded.model) if isinstance(loaded.model, dict) else "model"
+    if bad:  # such weights make every later step and every result NaN
+        raise CheckpointError(f"{path}: weight {bad} holds NaN or inf values; refused")
+    return loaded
 
 
 def load_latest(run: str | Path) -> tuple[Path, TrainingState] | None:
@@ -189,10 +195,13 @@ def load_latest(run: str | Path) -> tuple[Path, TrainingState] | None:
     problems = []
     for path in first + [p for p in candidates if p not in first]:
         try:
-            return path, load(path)
+            found = path, load(path)
         except CheckpointError as err:
-            log.warning("skipping checkpoint: %s", err)
             problems.append(str(err))
+            continue
+        for problem in problems:  # said once a sound one is found; else the error says it
+            log.warning("skipping checkpoint: %s", problem)
+        return found
     if problems:
         raise CheckpointError(f"no usable checkpoint in {checkpoint_dir(run)}: {problems[0]}")
     return None

@@ -7,16 +7,17 @@ position start fresh. Nothing is ever downloaded.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from hvdlm.config import ModelConfig, config_from_dict
-from hvdlm.errors import UsageError
+from hvdlm import untrusted
+from hvdlm.config import ModelConfig
+from hvdlm.errors import DataError, UsageError
 from hvdlm.models import gpt2_format, llama_format, safetensors, vocab
 from hvdlm.models.llama import ffn_hidden, kv_heads
-from hvdlm.training import checkpoint
+from hvdlm.training import checkpoint, stored_config
+from hvdlm.training.stored_config import non_finite
 
 SHAPE_KEYS = ("arch", "n_layer", "n_head", "n_embd", "seq_len", "vocab_size", "tie_embeddings",
               "kernel_size", "dilation_growth",  # cnn: a dilation changes no tensor's shape
@@ -43,17 +44,25 @@ def _refuse_mismatch(path: Path, theirs: dict, ours: ModelConfig) -> None:
 
 
 def _from_folder(path: Path, cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    try:
-        config = json.loads((path / "config.json").read_text())
+    try:  # a regular file of at most 16 MiB (hvdlm/untrusted.py)
+        config = untrusted.read_json(path / "config.json", 16 * untrusted.MiB, "config.json")
+        if not isinstance(config, dict):
+            raise ValueError("config.json is not an object")
         if config.get("model_type") not in FOLDERS:
             raise ValueError(f"model_type {config.get('model_type')!r}, not gpt2 or llama")
         arch, read_shape, read_tensors = FOLDERS[config["model_type"]]
         shape = read_shape(config)
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+    except DataError as err:
+        raise UsageError(f"train.init_from={err}") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ZeroDivisionError) as err:
+        reason = str(err)[:200]  # names a key or a value of config.json, never the whole file
         raise UsageError(f"train.init_from={path}: not a GPT-2 or Llama model folder "
-                         f"({err})") from None
+                         f"({reason})") from None
     _refuse_mismatch(path, {"arch": arch, **shape}, cfg)
-    tensors = safetensors.load(path / "model.safetensors")
+    try:
+        tensors = safetensors.load(path / "model.safetensors")
+    except DataError as err:
+        raise UsageError(f"train.init_from={err}") from None
     try:
         return read_tensors(cfg, tensors)
     except KeyError as err:
@@ -61,15 +70,25 @@ def _from_folder(path: Path, cfg: ModelConfig) -> dict[str, torch.Tensor]:
 
 
 def initial_weights(path: str | Path, cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """The state dict to start a model of shape `cfg` from; UsageError naming what differs."""
+    """The state dict to start a model of shape `cfg` from; UsageError naming what differs,
+    and refusing weights that hold NaN or inf (they would make every step non-finite)."""
     path = Path(path)
     if path.is_dir():
-        return _from_folder(path, cfg)
+        return refuse_non_finite(path, _from_folder(path, cfg))
     if not path.is_file():
         raise UsageError(f"train.init_from={path}: no such checkpoint file or model folder")
     state = checkpoint.load(path)
-    _refuse_mismatch(path, config_from_dict(state.config).model.__dict__, cfg)
-    return state.model
+    stored = stored_config.checked(state.config, path, state.model)
+    _refuse_mismatch(path, stored.model.__dict__, cfg)
+    return refuse_non_finite(path, state.model)
+
+
+def refuse_non_finite(path: str | Path, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state`, unless a floating-point tensor of it holds NaN or inf: UsageError naming it."""
+    bad = non_finite(state)
+    if bad:
+        raise UsageError(f"train.init_from={path}: {bad} holds NaN or inf values; refused")
+    return state
 
 
 def check_shapes(path: str | Path, model: torch.nn.Module,

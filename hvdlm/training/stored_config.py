@@ -59,3 +59,12 @@ def checked(data: Any, source: str | Path, weights: Mapping[str, Any] | None = N
         raise CheckpointError(f"{source}: its config describes at least {count:,} parameters, "
                               f"more than the limit of {max_parameters:,}; refused")
     return cfg
+
+
+def non_finite(state: Mapping[str, Any]) -> str | None:
+    """The name of the first floating-point tensor of `state` holding NaN or inf, else None."""
+    for name, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() \
+                and not bool(torch.isfinite(value).all()):
+            return name
+    return None

@@ -39,6 +39,7 @@ from hvdlm.training.optim import lr_at, make_optimizer
 from hvdlm.training.record.progress import Progress
 from hvdlm.training.record.logs import MetricsWriter, log, log_to_file, setup_logging
 from hvdlm.training.scoring import byte_lengths, score_windows, window_loss
+from hvdlm.training.stored_config import non_finite
 
 
 class Callback:
@@ -218,6 +219,9 @@ class Trainer:
         state = self.capture()
         if state is None:
             return None
+        if non_finite(state.model):  # never a checkpoint that the last good one would name
+            log.warning("step %d: the weights hold NaN or inf; no checkpoint saved", self.step)
+            return None
         path = checkpoint.save(self.run_dir, state, self.t.keep_checkpoints)
         log.info("saved %s", path)
         return path
@@ -257,12 +261,12 @@ class Trainer:
         log.info("world size %d (rank %d, %s, %d threads); %s, %.2fM parameters; global batch %d",
                  world.size, world.rank, world.device, torch.get_num_threads(),
                  self.cfg.model.arch, count_parameters(self.model) / 1e6, self.global_batch)
+        for i, notice in enumerate(self.notices if world.is_main else []):  # log.txt is open
+            (log.warning if i else log.info)("%s", notice)
         if self.forward is not self.model:
             log.info("model compiled with torch.compile (train.compile=%s)", t.compile)
         micro_batches = iter(data.loader(self.train_set, self.sampler, t.num_workers,
                                          pin_memory=world.device.type == "cuda"))
-        for i, notice in enumerate(self.notices if world.is_main else []):  # log.txt is open
-            (log.warning if i else log.info)("%s", notice)
         progress = Progress(t.log_format, t.max_steps, self.step, world.is_main)
         tick, steps_since, exit_code = time.perf_counter(), 0, 0
         first_record = {"resumed_from": self.resumed_from} if self.resumed_from is not None else {}
