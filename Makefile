@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.hvdlm-setup
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo install clean
+.PHONY: setup test demo install clean mutation
 
 setup: $(STAMP)
 
@@ -21,6 +21,12 @@ test: setup
 
 demo: setup
 	PATH="$(abspath $(VENV))/bin:$$PATH" scripts/demo.sh
+
+# Mutation testing (mutmut) of the pure modules, not part of `make test`: hours on 2 cores for
+# all of them; MODULES="requeue pieces" picks some (tests/README.md, docs/testing.md).
+MODULES ?=
+mutation: setup
+	PY=$(PY) scripts/mutation.sh $(MODULES)
 
 # Into an existing environment (a cluster module's or conda's Python), not .venv:
 #   make install PYTHON=/path/to/python

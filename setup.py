@@ -41,6 +41,8 @@ setup(
             # the eval extra, pinned, and what the harness's own hf model needs, to compare
             "lm-eval==0.4.13",
             "accelerate==1.15.0",
+            # scripts/mutation.sh (make mutation): mutation testing of the pure modules
+            "mutmut==3.8.1",
         ],
         # More corpus formats for hvdlm.preprocess: .parquet (pyarrow) and .jsonl.zst/.txt.zst
         # (zstandard).
