@@ -1,7 +1,7 @@
 """The GPU check's measurements, stage by stage; benchmarks/gpu_check.sh builds Horovod, then runs
 
     python -m benchmarks.gpu_check --out OUT [--peak-flops F] [--budget-s S] [--cpu-smoke]
-    python -m benchmarks.gpu_check compile [--device cpu|cuda] [--steps 60]   (eager/compiled)
+    python -m benchmarks.gpu_check compile [--device cpu|cuda]   (eager against compiled)
 
 On one GPU, for the GPT-124M shape (12 layers x 768, 12 heads, 1,024 tokens, a BPE vocabulary
 of about 50k trained on the Python standard library, padded inside the model to a multiple of
@@ -38,11 +38,13 @@ from typing import Sequence
 
 import horovod.torch as hvd
 import torch
+import torch.nn.functional as F
 
 from benchmarks import ROOT
 from benchmarks.harness import rank_device, write_result
-from benchmarks.workload import hvdlm_overrides, make_dataset
-from hvdlm.config import load_config
+from benchmarks.workload import MODEL
+from hvdlm.config import ModelConfig, load_config
+from hvdlm.models import build_model
 from hvdlm.training.trainer import train
 
 GOAL_MFU = 0.45  # issue 28: the 124M shape on one H100 or H200, compiled
@@ -240,22 +242,43 @@ def check(out: Path, shape: Shape, device: str, peak_flops: float, budget_s: flo
     return summary
 
 
-def compare_compile(out: Path, device: str, steps: int) -> dict:
-    """Eager against compiled tokens/s of the benchmarks' GPT (benchmarks.workload: 4 x 128,
-    64 tokens, 12 windows a step, fp32) on its byte dataset, each run its own process."""
-    stages = Stages(out, 3600)
-    data = make_dataset(out)
-    got = {}
-    for name, flag in (("eager", "false"), ("compiled", "true")):
-        result = out / f"{name}.json"
-        run = stages.run(name, module("benchmarks.gpu_check", "train", "--data", data,
-                                      "--run-dir", out / name, "--result", result,
-                                      *hvdlm_overrides(12, steps, device),
-                                      f"train.compile={flag}"), result)
-        if run is None:
-            raise SystemExit(f"benchmarks.gpu_check compile: {stages.results[name]['error']}")
-        got[name] = interval_stats(run["records"])["tokens_per_s"]
-    return {**got, "ratio": got["compiled"] / got["eager"], "steps": steps}
+def compare_compile(device: str, steps: int, rounds: int) -> dict:
+    """Eager against compiled tokens/s of the benchmarks' GPT (benchmarks.workload.MODEL,
+    fp32, 12 windows a step, AdamW), in one process: after the compile and warm-up, rounds of
+    `steps` steps alternate between the two (in turn first), so that other load on the
+    machine hits both alike; the medians over rounds, and the median of each round's ratio."""
+    dev = torch.device(device)
+    cfg = ModelConfig(**MODEL, vocab_size=257)
+    batch = torch.randint(0, 257, (12, MODEL["seq_len"] + 1), device=dev)
+    runs = {}
+    for name in ("eager", "compiled"):
+        torch.manual_seed(0)
+        model = build_model(cfg).to(dev)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        runs[name] = (torch.compile(model) if name == "compiled" else model, opt)
+
+    def block(name: str, n: int) -> float:
+        forward, opt = runs[name]
+        start = time.perf_counter()
+        for _ in range(n):
+            logits = forward(batch[:, :-1])
+            loss = F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        loss.item()  # waits for the device
+        return n * batch[:, 1:].numel() / (time.perf_counter() - start)
+
+    for name in runs:
+        block(name, 3)  # compile, warm-up
+    got: dict[str, list[float]] = {name: [] for name in runs}
+    for r in range(rounds):
+        for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+            got[name].append(block(name, steps))
+    ratios = [c / e for c, e in zip(got["compiled"], got["eager"])]
+    return {"eager": statistics.median(got["eager"]),
+            "compiled": statistics.median(got["compiled"]),
+            "ratio": statistics.median(ratios), "steps": steps, "rounds": rounds}
 
 
 def verdict(summary: dict) -> list[str]:
@@ -305,12 +328,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["compile"]:
         c = argparse.ArgumentParser(prog="benchmarks.gpu_check compile")
         c.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-        c.add_argument("--steps", type=int, default=60, help="timed steps (after 5 warm-up)")
-        c.add_argument("--out", default="runs/compile")
+        c.add_argument("--steps", type=int, default=10, help="steps per round")
+        c.add_argument("--rounds", type=int, default=7, help="alternating rounds of each")
         args = c.parse_args(argv[1:])
-        got = compare_compile(Path(args.out), args.device, args.steps)
-        print(f"eager {got['eager']:,.0f} tokens/s, compiled {got['compiled']:,.0f} tokens/s "
-              f"({got['ratio']:.2f}x), {args.device}, median of the later log intervals")
+        got = compare_compile(args.device, args.steps, args.rounds)
+        print(f"eager {got['eager']:,.0f} tokens/s, compiled {got['compiled']:,.0f} tokens/s, "
+              f"compiled/eager {got['ratio']:.2f} (median of {args.rounds} alternating rounds "
+              f"of {args.steps} steps; {args.device}, {torch.get_num_threads()} threads)")
         return 0
     p = argparse.ArgumentParser(prog="benchmarks.gpu_check", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="gpu-check-out")
