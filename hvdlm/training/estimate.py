@@ -6,10 +6,12 @@ instant. Memory per rank = weights + gradients + AdamW's two moments (fp32 each:
 parameter) + activations kept for backward. Activations are a rough estimate: for the GPT
 and the Llama, Korthikanti et al. (2022): s·b·h·(34 + 5·a·s/h) bytes a layer at 16 bits (twice
 at fp32), plus the logits; for the recurrent and convolutional models, a few tensors of s·b·h
-a layer. The real peak also holds allocator slack and temporary buffers.
+a layer. The real peak also holds allocator slack and temporary buffers. The plan gives each
+train.shard_optimizer stage for the world size; `python -m benchmarks.memory` measures it.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -58,15 +60,46 @@ def activation_bytes(cfg: Config, checkpointing: bool | None = None) -> int:
     return int(m.n_layer * per_layer + logits)
 
 
-def estimate(cfg: Config) -> Estimate:
+def estimate(cfg: Config, world_size: int = 1, stage: int | None = None,
+             checkpointing: bool | None = None) -> Estimate:
+    """Bytes per rank. `stage` (default: train.shard_optimizer) 1 and 2 keep AdamW's moments
+    for a 1/N slice, padded (training/sharding.py); the gradients stay whole during backward
+    at every stage here (stage 2 holds 1/N only from its reduce-scatter to the next backward),
+    and the weights are whole on every rank, as in ZeRO and unlike FSDP."""
     n = count(cfg)
-    return Estimate(n, weights=4 * n, gradients=4 * n, optimizer=8 * n,
-                    activations=activation_bytes(cfg))
+    stage = cfg.train.shard_optimizer if stage is None else stage
+    moments = 8 * (math.ceil(n / world_size) if stage and world_size > 1 else n)
+    return Estimate(n, weights=4 * n, gradients=4 * n, optimizer=moments,
+                    activations=activation_bytes(cfg, checkpointing))
+
+
+def size(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def plan(cfg: Config, world_size: int) -> list[str]:
+    """--print-config's memory plan: per rank, each train.shard_optimizer stage, with and
+    without activation checkpointing (gpt, llama, cnn)."""
+    can_recompute = cfg.model.arch in ("gpt", "llama", "cnn")
+    lines = [f"# memory plan per rank on {world_size} rank{'s' if world_size > 1 else ''} "
+             "(train.shard_optimizer; docs/sharding.md):"]
+    for stage in (0, 1, 2):
+        e = estimate(cfg, world_size, stage, checkpointing=False)
+        line = (f"#   stage {stage}: weights {size(e.weights)}, gradients {size(e.gradients)}"
+                + (f" ({size(e.gradients / world_size)} after the reduce-scatter)"
+                   if stage == 2 and world_size > 1 else "")
+                + f", AdamW {size(e.optimizer)}, activations ~{size(e.activations)}; "
+                f"total ~{size(e.total)}")
+        if can_recompute:
+            line += (f", ~{size(estimate(cfg, world_size, stage, checkpointing=True).total)} "
+                     "with activation checkpointing")
+        lines.append(line + (" (this config)" if stage == cfg.train.shard_optimizer else ""))
+    return lines
 
 
 def describe(cfg: Config, world_size: int, vocab_source: str) -> str:
     """The lines --print-config prints after the resolved TOML."""
-    e = estimate(cfg)
+    e = estimate(cfg, world_size)
     t = cfg.train
     saved = activation_bytes(cfg, checkpointing=False) - e.activations
 
@@ -80,4 +113,5 @@ def describe(cfg: Config, world_size: int, vocab_source: str) -> str:
         f"# memory per rank (estimate): weights {gib(e.weights)}, gradients {gib(e.gradients)}, "
         f"AdamW {gib(e.optimizer)}, activations ~{gib(e.activations)}; total ~{gib(e.total)}"
         + (f" (activation checkpointing saves ~{gib(saved)})" if saved > 0 else ""),
+        *plan(cfg, world_size),
     ])

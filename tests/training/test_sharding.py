@@ -179,3 +179,20 @@ def test_a_record_resumes_bitwise_and_moves_between_world_sizes_unchanged():
     for i, state in start[1]["state"].items():
         for name, value in state.items():
             assert torch.equal(again["state"][i][name], value), (i, name)
+
+
+def test_the_memory_plan_divides_adamw_by_the_ranks_at_stages_1_and_2():
+    from hvdlm.config import load_config
+    from hvdlm.training.estimate import describe, estimate
+    cfg = load_config(None, ["model.vocab_size=1000", "model.n_layer=2"])
+    n = estimate(cfg).parameters
+    assert estimate(cfg, 4, stage=0).optimizer == 8 * n
+    for stage in (1, 2):
+        e = estimate(cfg, 4, stage=stage)
+        assert e.optimizer == 8 * -(-n // 4) and e.weights == e.gradients == 4 * n
+    lines = describe(cfg, 4, "given").splitlines()
+    assert any(line.startswith("# memory plan per rank on 4 ranks") for line in lines)
+    stages = [line for line in lines if line.startswith("#   stage ")]
+    assert len(stages) == 3 and "(this config)" in stages[0]
+    assert all("with activation checkpointing" in line for line in stages)
+    assert "after the reduce-scatter" in stages[2]

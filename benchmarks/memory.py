@@ -1,0 +1,182 @@
+"""Peak memory per rank against --print-config's plan, and the step time, for each
+train.shard_optimizer stage, in one run.
+
+    python -m benchmarks.memory [--ranks 1,2,4] [--stages 0,1,2] [--steps 12] [--out DIR]
+
+A GPT of a few million parameters (MODEL) trains with hvdlm's Trainer on a byte dataset, as
+N ranks started by benchmarks/harness.py. Each rank measures its own peak: on CPU the growth
+of its peak resident set (VmHWM, reset through /proc/self/clear_refs) over its resident set
+just before the model is built, glibc keeping freed memory (training/malloc.py) so that the
+high-water mark is the heap's; on CUDA torch.cuda.max_memory_allocated. The plan is
+hvdlm/training/estimate.py's (weights + gradients + AdamW + activations). The step time is the
+median over the steps after the first three. On one rank every stage is stage 0 (nothing to
+shard), so stage 0 alone runs there. Before the baseline each rank
+takes one step of a one-layer model (`warm_up`): torch's first-use memory is no model's. Writes OUT/report.json and OUT/report.md.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from benchmarks import harness, report
+from benchmarks.workload import make_dataset
+
+MODEL = {"arch": "gpt", "n_layer": 4, "n_head": 4, "n_embd": 256, "seq_len": 128}
+WARM_STEPS = 3
+
+
+def overrides(stage: int, steps: int, micro_batch: int, device: str) -> list[str]:
+    return [f"model.{k}={v}" for k, v in MODEL.items()] + [
+        f"train.shard_optimizer={stage}", f"train.max_steps={steps}",
+        f"train.micro_batch={micro_batch}", "train.eval_interval=1000000",
+        "train.ckpt_interval=1000000", "train.log_interval=1000000", "train.precision=fp32",
+        "train.compile=false", f"train.device={device}", "model.dropout=0.0"]
+
+
+def status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def warm_up(cfg) -> None:
+    """One step of a one-layer model of the same kind, thrown away: the kernels', thread
+    pools' and imports' first-use memory then lies below the baseline, not in the peak."""
+    from hvdlm.models import build_model
+    from hvdlm.training.optim import make_optimizer
+    tiny = build_model(dataclasses.replace(cfg.model, n_layer=1, n_embd=32, n_head=2))
+    optimizer = make_optimizer(tiny, cfg.train)
+    x = torch.randint(0, cfg.model.vocab_size, (2, cfg.model.seq_len + 1))
+    logits = tiny(x[:, :-1])
+    torch.nn.functional.cross_entropy(logits.flatten(0, 1), x[:, 1:].flatten()).backward()
+    optimizer.step()
+
+
+def rank_main(args: argparse.Namespace) -> None:
+    """One rank: train, then write {peak bytes above the baseline, step times}."""
+    from hvdlm.cluster import distributed
+    from hvdlm.config import load_config
+    from hvdlm.training import malloc
+    from hvdlm.training.data import open_dataset
+    from hvdlm.training.trainer import Callback, Trainer
+    try:  # the metrics writer's import, done before the baseline
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        pass
+    rank, _ = harness.start_rank(args.result, args.cores_per_rank)
+    cfg = load_config(None, overrides(args.stage, args.steps, args.micro_batch, args.device))
+    world = distributed.init(args.device, None, pin_cores=False)
+    cuda = world.device.type == "cuda"
+    if not cuda:
+        malloc.keep_freed_memory()
+    distributed.sum_(torch.zeros(1), name="warm_up")  # Horovod's own first allocations
+    warm_up(dataclasses.replace(cfg, model=dataclasses.replace(
+        cfg.model, vocab_size=open_dataset(args.data).vocab_size)))
+    Path(args.run_dir).mkdir(parents=True, exist_ok=True)
+    gc.collect()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+        base = status_kib("VmRSS") * 1024
+    clock, found = harness.StepClock(), {}
+
+    class Probe(Callback):
+        def on_step_start(self, trainer: Trainer) -> None:
+            clock.tick()
+
+        def on_step_end(self, trainer: Trainer, loss: torch.Tensor) -> None:
+            if trainer.step == trainer.t.max_steps:  # before the final save and evaluation
+                clock.tick()
+                found["peak"] = (torch.cuda.max_memory_allocated() if cuda
+                                 else status_kib("VmHWM") * 1024) - base
+
+    Trainer(cfg, args.data, args.run_dir, world, resume="never", callbacks=[Probe()]).run()
+    walls, _ = clock.deltas(WARM_STEPS)
+    harness.write_result(harness.rank_path(args.result, rank),
+                         {"peak": found["peak"], "step_s": report.median(walls)})
+
+
+def plan(data: Path, np_: int, stage: int, micro_batch: int) -> dict[str, int]:
+    from hvdlm.config import load_config
+    from hvdlm.training.data import open_dataset
+    from hvdlm.training.estimate import estimate
+    cfg = load_config(None, overrides(stage, 1, micro_batch, "cpu")
+                      + [f"model.vocab_size={open_dataset(data).vocab_size}"])
+    e = estimate(cfg, np_, stage)
+    return {"weights": e.weights, "gradients": e.gradients, "optimizer": e.optimizer,
+            "activations": e.activations, "total": e.total, "parameters": e.parameters}
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:.1f}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="benchmarks.memory", description=__doc__.split("\n")[0])
+    p.add_argument("--ranks", default="1,2,4")
+    p.add_argument("--stages", default="0,1,2")
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--micro-batch", type=int, default=4)
+    p.add_argument("--out", default="runs/memory")
+    harness.add_common(p, device=True)
+    sub = p.add_subparsers(dest="role")
+    r = sub.add_parser("rank", help="(internal) one rank, started by the driver")
+    for flag in ("--data", "--result", "--run-dir"):
+        r.add_argument(flag, required=True)
+    r.add_argument("--stage", type=int, required=True)
+    r.add_argument("--torch-port", type=int, default=0)
+    r.add_argument("--cores-per-rank", type=int, default=0)
+    r.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+    if args.role == "rank":
+        rank_main(args)
+        return 0
+    out = Path(args.out)
+    data = make_dataset(out)
+    launch = harness.Launch.from_args(args)
+    rows = []
+    for np_ in map(int, args.ranks.split(",")):
+        for stage in map(int, args.stages.split(",")):
+            if np_ == 1 and stage:
+                continue  # one rank has nothing to shard: stage 0 is what runs
+            with tempfile.TemporaryDirectory(prefix="hvdlm-memory-") as tmp:
+                result = Path(tmp) / "result.json"
+                cmd = harness.module_cmd(
+                    "benchmarks.memory", "--steps", args.steps, "--micro-batch",
+                    args.micro_batch, "rank", "--data", data, "--result", result,
+                    "--run-dir", Path(tmp) / "run", "--stage", stage)
+                launch.run(np_, cmd, {})
+                ranks = [harness.read_result(harness.rank_path(result, i)) for i in range(np_)]
+            planned = plan(data, np_, stage, args.micro_batch)
+            peak = max(r["peak"] for r in ranks)
+            rows.append({"ranks": np_, "stage": stage, "plan": planned, "peak": peak,
+                         "peaks": [r["peak"] for r in ranks],
+                         "step_s": max(r["step_s"] for r in ranks),
+                         "off": peak / planned["total"] - 1})
+            print(f"{np_} ranks, stage {stage}: peak {mib(peak)} MiB, plan "
+                  f"{mib(planned['total'])} MiB ({rows[-1]['off']:+.1%}), step "
+                  f"{rows[-1]['step_s'] * 1e3:.0f} ms", flush=True)
+    table = report.md_table(
+        ["ranks", "stage", "weights", "gradients", "AdamW", "activations", "plan (MiB)",
+         "measured peak (MiB)", "off", "step (ms)"],
+        [[r["ranks"], r["stage"], mib(r["plan"]["weights"]), mib(r["plan"]["gradients"]),
+          mib(r["plan"]["optimizer"]), mib(r["plan"]["activations"]), mib(r["plan"]["total"]),
+          mib(r["peak"]), f"{r['off']:+.1%}", f"{r['step_s'] * 1e3:.0f}"] for r in rows])
+    cmd = "python -m benchmarks.memory " + " ".join(argv or [])
+    report.write(out, {"machine": report.machine_info(), "model": MODEL, "rows": rows},
+                 "Peak memory per rank against the plan, by train.shard_optimizer stage",
+                 [("Command", f"`{cmd.strip()}`"), ("Per rank (MiB)", table)])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
