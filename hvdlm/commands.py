@@ -21,7 +21,7 @@ COMMANDS = {
     "train": Command("hvdlm.train", "train a model (under horovodrun, srun or hvdlm.launch)"),
     "evaluate": Command("hvdlm.evaluate", "perplexity, token accuracy and bits per byte of a run"),
     "generate": Command("hvdlm.generate", "continue a prompt with a run's model"),
-    "export": Command("hvdlm.export", "a run's GPT as a Hugging Face GPT-2 folder"),
+    "export": Command("hvdlm.export", "a GPT or Llama run as a Hugging Face folder"),
     "explain": Command("hvdlm.explain.command",
                        "an interpretability report of a run's model (one HTML page)"),
     "audit": Command("hvdlm.audit.command",

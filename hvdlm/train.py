@@ -3,7 +3,7 @@
     python -m hvdlm.train --data DATA --out RUN [--config FILE.toml] [section.key=value ...]
     python -m hvdlm.train --print-config --config configs/gpt2-124m.toml [--ranks 16]
     horovodrun -np 4 -H localhost:4 --gloo python -m hvdlm.train --data DATA --out RUN
-    sbatch slurm/train.sbatch            (srun + python -m hvdlm.launch, see README)
+    sbatch slurm/train.sbatch            (srun + python -m hvdlm.launch, see docs/cluster.md)
 
 `--resume auto` (default) continues from RUN's newest sound checkpoint, with RUN/config.toml
 as the base config (then --config, then overrides): continuing for more steps is

@@ -2,7 +2,7 @@
 become `<EMAIL>`, `<PHONE>`, `<IP>`, `<CARD>` (`hvdlm.preprocess --redact-pii`).
 
 Pattern-based, so it lowers risk rather than anonymises: names, postal addresses and obfuscated
-forms are not found (README, "PII redaction limits").
+forms are not found (docs/security.md, "PII redaction limits").
 """
 from __future__ import annotations
 
