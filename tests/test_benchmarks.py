@@ -311,7 +311,7 @@ def test_families_train_each_family_at_one_size_and_write_the_reports(tmp_path, 
                           "--out", str(tmp_path)]) == 0
     got = json.loads((tmp_path / "families.json").read_text())
     runs = got["families"]
-    assert list(runs) == ["gpt", "lstm", "gru", "cnn"]
+    assert list(runs) == ["gpt", "llama", "lstm", "gru", "cnn"]
     for name, run in runs.items():
         assert run["config"]["arch"] == name and abs(run["params"] - 20000) <= 6000, run["params"]
         assert run["steps"] >= 1 and run["train_s"] >= 0.3 and run["tokens_per_s"] > 0

@@ -1,4 +1,4 @@
-"""Model families at equal size and equal time: GPT, LSTM, GRU and the gated CNN.
+"""Model families at equal size and equal time: GPT, Llama, LSTM, GRU and the gated CNN.
 
     python -m benchmarks.studies.families [--budget 90] [--params 800000] [--data DIR]
         [--out docs]
@@ -16,7 +16,7 @@ slowed down several-fold (measured with this benchmark on 2 cores at load 5-7.5:
 Writes OUT/families.md (the table), OUT/families.json (everything, learning curves included)
 and OUT/families.png (bits per byte against training seconds; needs hvdlm[bench]).
 
-The default (4 x 90 s of training, plus evaluation: 13 minutes on a loaded 2-core machine) is
+The default (5 x 90 s of training, plus evaluation: about 16 minutes on a loaded 2-core machine) is
 short enough for a shared machine; the load averages in the report say how shared it was. The
 dataset: the standard library's email, json, logging, http and xml packages (about 1.1 MB),
 byte tokens, 5% of the files held out, made once in --work.
@@ -49,6 +49,7 @@ CURVE_BATCHES = 8  # val micro-batches per learning-curve point (the final score
 # Depth and the settings of each family; the width (n_embd) is fitted to --params.
 FAMILIES = {
     "gpt": {"arch": "gpt", "n_layer": 4, "n_head": 4},
+    "llama": {"arch": "llama", "n_layer": 4, "n_head": 4, "n_kv_head": 2},
     "lstm": {"arch": "lstm", "n_layer": 2},
     "gru": {"arch": "gru", "n_layer": 2},
     "cnn": {"arch": "cnn", "n_layer": 4, "kernel_size": 4, "dilation_growth": 2},
