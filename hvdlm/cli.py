@@ -2,14 +2,49 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from typing import Callable, Sequence
 
 from hvdlm.errors import EXIT_INTERRUPTED, EXIT_USAGE, HvdlmError, UsageError
 
 
+def shows_default(action: argparse.Action) -> bool:
+    """Whether --help should name this option's default: it has one worth naming (not None,
+    False, an empty list or a flag's), and its help does not already say it."""
+    default = action.default
+    if default is None or default is False or default == [] or default is argparse.SUPPRESS:
+        return False
+    if not action.option_strings and action.nargs not in ("?", "*"):
+        return False  # a required positional
+    if isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+        return False
+    return "default" not in (action.help or "").lower() and action.help != argparse.SUPPRESS
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Every command's --help: each option's default after its help, `(default: X)`."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not action.help and shows_default(action):  # argparse prints no line without help
+            action = copy.copy(action)
+            action.help = "default: %(default)s"
+        return super()._format_action(action)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = (action.help or "").strip()
+        if shows_default(action):
+            text = f"{text} (default: %(default)s)" if text else "default: %(default)s"
+        return text
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (`prog: error: ...`) and exit status 2."""
+    """argparse, but a usage error is one line (`prog: error: ...`) and exit status 2, and
+    --help names every option's default (DefaultsHelpFormatter)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")

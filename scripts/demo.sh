@@ -34,8 +34,8 @@ horovodrun -np "$NP" -H "localhost:$NP" --gloo \
 [[ -e $OUT/run/checkpoints/latest ]] || { echo "demo: training failed, see $OUT/run/log.txt" >&2; exit 1; }
 
 stamp "3/4 evaluating on the validation split"
-model=$($PY -m hvdlm.evaluate --run "$OUT/run" --data "$OUT/data")
-unigram=$($PY -m hvdlm.evaluate --baseline unigram --data "$OUT/data" --seq-len 128)
+model=$($PY -m hvdlm.evaluate --run "$OUT/run" --data "$OUT/data" --json)
+unigram=$($PY -m hvdlm.evaluate --baseline unigram --data "$OUT/data" --seq-len 128 --json)
 $PY - "$model" "$unigram" "$OUT/run/metrics.jsonl" <<'PY'
 import json, statistics, sys
 model, unigram = json.loads(sys.argv[1]), json.loads(sys.argv[2])

@@ -29,7 +29,7 @@ from tests.conftest import run_module
 
 
 def evaluate(*args: object) -> dict:
-    proc = run_module("hvdlm.evaluate", *args, check=True, timeout=240)
+    proc = run_module("hvdlm.evaluate", *args, "--json", check=True, timeout=240)
     lines = proc.stdout.splitlines()
     assert len(lines) == 1, proc.stdout
     return json.loads(lines[0])
@@ -125,7 +125,7 @@ def test_unigram_bits_per_byte_on_bpe_tokens_by_hand(bpe_dataset, capsys):
     form) over ln 2 over the predicted tokens' bytes, all computed here. Scored on the train
     split, whose windows cross documents: end-of-text targets must count no bytes."""
     assert evaluate_main(["--baseline", "unigram", "--data", str(bpe_dataset), "--split",
-                          "train", "--seq-len", str(SEQ_LEN)]) == 0
+                          "train", "--seq-len", str(SEQ_LEN), "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)
 
     manifest = load_manifest(bpe_dataset)

@@ -5,7 +5,10 @@ warnings a changed setting gives, and folders that refuse the wrong command.
 """
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,7 @@ import pytest
 from hvdlm.config import TrainConfig
 from hvdlm.training import checkpoint, resume_notes
 from hvdlm.training.optim import lr_at
-from tests.conftest import TINY_RUN, run_module
+from tests.conftest import ROOT, TINY_RUN, run_module, small_corpus
 
 # TINY_RUN with a model of its own shape, not the defaults: a resume that forgot the run's
 # config would build another model and be refused.
@@ -130,3 +133,32 @@ def test_preprocessing_into_a_run_is_refused_and_leaves_it_unchanged(trained, tm
     assert len(proc.stderr.splitlines()) == 1, proc.stderr
     assert f"--out {run}: a run folder (it has env.json)" in proc.stderr
     assert tree(run) == before
+
+
+def test_evaluate_table_and_json_give_the_same_numbers(tiny_run, byte_dataset):
+    shown = run_module("hvdlm.evaluate", "--run", tiny_run, "--data", byte_dataset, check=True,
+                       timeout=240).stdout
+    scores = json.loads(run_module("hvdlm.evaluate", "--run", tiny_run, "--data", byte_dataset,
+                                   "--json", check=True, timeout=240).stdout)
+    rows = dict(line.split(None, 1) if not line.startswith("bits per byte")
+                else ("bits_per_byte", line[len("bits per byte"):].strip())
+                for line in shown.splitlines())
+    assert rows["scored"] == (f"{scores['checkpoint']} (step {scores['step']}) on the val split "
+                              f"of {byte_dataset}")
+    assert rows["loss"] == f"{scores['loss']:.4f} nats/token"
+    assert rows["perplexity"] == f"{scores['perplexity']:.2f}"
+    assert rows["bits_per_byte"] == f"{scores['bits_per_byte']:.4f}"
+    assert rows["accuracy"] == f"{scores['accuracy']:.4f}"
+    assert rows["tokens"] == f"{scores['tokens']:,}"
+
+
+def test_preprocessing_writes_lines_not_carriage_returns_to_a_file(tmp_path):
+    corpus = small_corpus(tmp_path / "corpus", n_files=4)
+    with open(tmp_path / "stderr.txt", "w+") as err:  # stderr a file, as in a Slurm job
+        subprocess.run([sys.executable, "-m", "hvdlm.preprocess", str(corpus), "--out",
+                        str(tmp_path / "data"), "--tokenizer", "byte", "--workers", "1"],
+                       stderr=err, stdout=subprocess.DEVNULL, check=True, timeout=240, cwd=ROOT)
+        err.seek(0)
+        written = err.read()
+    assert "\r" not in written
+    assert "B of " in written, written  # the lines took the bar's place

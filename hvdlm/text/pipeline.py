@@ -18,16 +18,14 @@ import dataclasses
 import itertools
 import json
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
-from hvdlm import output
+from hvdlm import bars, output
 from hvdlm.errors import DataError, UsageError
 from hvdlm.text import corpus, dupcounts, pieces, workers
 from hvdlm.text.canaries import CanarySpec, Inserter
@@ -175,11 +173,10 @@ def training_texts(opts: PreprocessOptions, files: Sequence[CorpusFile]) -> Iter
 
 def batches(opts: PreprocessOptions, files: Sequence[CorpusFile | pieces.Piece],
             desc: str | None, stats: ReadStats | None = None) -> Iterator[workers.Work]:
-    """The documents of `files` in batches of about 512 kB, with a bytes/s bar on stderr; a
-    piece of a split file goes as it is, for the worker that gets it to read."""
-    bar = tqdm(total=sum(f.size for f in files), unit="B", unit_scale=True, desc=desc,
-               file=sys.stderr, disable=desc is None, mininterval=0.5 if sys.stderr.isatty()
-               else 30, dynamic_ncols=True)
+    """The documents of `files` in batches of about 512 kB, with a bytes/s bar on stderr (lines
+    off a terminal: hvdlm/bars.py); a piece of a split file goes as it is, for the worker that
+    gets it to read."""
+    bar = bars.bar(sum(f.size for f in files), desc, "B", unit_scale=True, mininterval=0.5)
     read = corpus.ReadOptions(opts.text_field, opts.skip_bad_records, opts.max_document_bytes)
     try:
         for split, run in itertools.groupby(

@@ -63,7 +63,7 @@ def test_cnn_learns_on_two_ranks_and_evaluates(cnn_runs, byte_dataset, capsys, o
     assert "world size 2" in (run / "log.txt").read_text()
     assert f"{cnn_runs.name}, " in (run / "log.txt").read_text()
     assert any("val_loss" in r for r in read_metrics(run))
-    assert evaluate.main(["--run", str(run), "--data", str(byte_dataset)]) == 0
+    assert evaluate.main(["--run", str(run), "--data", str(byte_dataset), "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert set(scores) == {"loss", "perplexity", "bits_per_byte", "accuracy", "tokens",
                            "checkpoint", "step"}  # evaluate names what it scored

@@ -49,7 +49,7 @@ def test_two_ranks_learn_and_leave_a_complete_run(arch, byte_dataset, tmp_path):
     assert any("val_loss" in r for r in read_metrics(run))
 
     scores = json.loads(run_module("hvdlm.evaluate", "--run", run, "--data", byte_dataset,
-                                   check=True).stdout)
+                                   "--json", check=True).stdout)
     assert set(scores) == {"loss", "perplexity", "bits_per_byte", "accuracy", "tokens"}
     assert scores["perplexity"] == pytest.approx(2.718281828 ** scores["loss"], rel=1e-6)
     assert scores["loss"] < 4.0 and 0 < scores["accuracy"] < 1 and scores["tokens"] > 0

@@ -16,6 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from hvdlm import bars
 from hvdlm.training.record.logs import log
 
 EPOCH_WARNING = 10
@@ -51,7 +52,7 @@ class Progress:
 
     def __init__(self, log_format: str, max_steps: int, step: int, enabled: bool) -> None:
         self.max_steps, self.enabled, self.warned = max_steps, enabled, False
-        self.lines = log_format == "lines" or (log_format == "auto" and not sys.stderr.isatty())
+        self.lines = log_format == "lines" or (log_format == "auto" and not bars.on_terminal())
         self.bar = tqdm(total=max_steps, initial=step, dynamic_ncols=True, mininterval=1.0,
                         file=sys.stderr) if enabled and not self.lines else None
 
