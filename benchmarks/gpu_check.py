@@ -221,7 +221,7 @@ def check(out: Path, shape: Shape, device: str, peak_flops: float, budget_s: flo
     if ckpt:
         got = stages.run("evaluate", module("hvdlm.evaluate", "--run", out / "eager",
                                             "--checkpoint", ckpt, "--data", data, "--device",
-                                            device, "--batch-size", 2))
+                                            device, "--batch-size", 2, "--json"))
         if got:
             summary["evaluate"] = json.loads(got["stdout"].strip().splitlines()[-1])
         got = stages.run("generate", module("hvdlm.generate", "--run", out / "eager",
