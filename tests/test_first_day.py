@@ -162,3 +162,23 @@ def test_preprocessing_writes_lines_not_carriage_returns_to_a_file(tmp_path):
         written = err.read()
     assert "\r" not in written
     assert "B of " in written, written  # the lines took the bar's place
+
+
+def test_export_overwrite_replaces_only_a_model_folder(tiny_run, tmp_path):
+    out = tmp_path / "hf"
+    run_module("hvdlm.export", "--run", tiny_run, "--out", out, check=True, timeout=120)
+    again = run_module("hvdlm.export", "--run", tiny_run, "--out", out, timeout=120)
+    assert again.returncode == 1 and again.stderr.splitlines() == [
+        f"hvdlm.export: error: {out}: already exists (use --overwrite to replace it)"]
+    (out / "config.json").write_text("{}")  # replaced below by a whole new export
+    run_module("hvdlm.export", "--run", tiny_run, "--out", out, "--overwrite", check=True,
+               timeout=120)
+    assert (out / "config.json").read_text() != "{}"
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "mine.txt").write_text("keep")
+    refused = run_module("hvdlm.export", "--run", tiny_run, "--out", other, "--overwrite",
+                         timeout=120)
+    assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1
+    assert "not a model folder (no model.safetensors)" in refused.stderr
+    assert [p.name for p in other.iterdir()] == ["mine.txt"]
