@@ -182,3 +182,13 @@ def test_export_overwrite_replaces_only_a_model_folder(tiny_run, tmp_path):
     assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1
     assert "not a model folder (no model.safetensors)" in refused.stderr
     assert [p.name for p in other.iterdir()] == ["mine.txt"]
+
+
+def test_a_local_submission_makes_no_folder_named_after_a_placeholder(tmp_path):
+    from hvdlm.cluster.submit import Resources, make_executor
+    job = make_executor("local", tmp_path / "logs" / "%j", Resources(time_min=2)).submit(
+        print, "hello")
+    job.result()
+    made = [p.relative_to(tmp_path) for p in tmp_path.rglob("*")]
+    assert not [p for p in made if "%" in str(p)], made
+    assert "hello" in job.stdout()

@@ -207,6 +207,10 @@ def make_executor(cluster: str, folder: str | Path, res: Resources):
         raise UsageError("--cluster local runs on this machine: --nodes must be 1")
     if cluster == "local" and (res.slurm or res.setup):
         raise UsageError("--slurm and --setup are for --cluster slurm")
+    if cluster == "local":
+        # submitit's local controller makes its folder before expanding %j (a folder literally
+        # named "%j"); the files' names hold the job id anyway, so stop above the placeholder.
+        folder = submitit.core.utils.JobPaths.get_first_id_independent_folder(folder)
     # TrainRank counts every requeue; submitit's own limit (3 timeouts) must not come first.
     executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster,
                                      slurm_max_num_timeout=res.max_requeues)
@@ -329,7 +333,8 @@ def _main(argv: Sequence[str] | None) -> int:
                    help="hvdlm.launch's: a folder every node sees (default ~/.hvdlm/rendezvous)")
     p.add_argument("--iface", help="hvdlm.launch's: the interface rank 0 serves the rendezvous on")
     p.add_argument("--folder", default="logs/submitit/%j",
-                   help="submitit's folder for pickles and logs (%%j = job id)")
+                   help="submitit's folder for pickles and logs (%%j = job id; with "
+                        "--cluster local the folder above the first placeholder)")
     p.add_argument("--wait", action="store_true", help="block until every rank has ended")
     p.add_argument("--wait-timeout", type=float, metavar="S",
                    help="with --wait: give up after S seconds (default: twice --time + 10 min)")
