@@ -137,17 +137,18 @@ class Stages:
             entry["error"] = "skipped: no time left in the budget"
             return None
         start = time.monotonic()
-        log = self.out / f"{name}.log"
+        out, log = self.out / f"{name}.out", self.out / f"{name}.log"  # stdout, stderr
         try:
-            with log.open("w") as f:
-                code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT,
+            with out.open("w") as o, log.open("w") as e:
+                code = subprocess.run(cmd, stdout=o, stderr=e, cwd=ROOT,
                                       timeout=left).returncode
         except subprocess.TimeoutExpired:
             code = "timeout"
         entry["seconds"] = round(time.monotonic() - start, 1)
-        text = log.read_text(errors="replace")
+        text = out.read_text(errors="replace")
         if code != 0:
-            entry["error"] = f"exit {code}: " + " | ".join(text.strip().splitlines()[-3:])
+            tail = (log.read_text(errors="replace") or text).strip().splitlines()[-3:]
+            entry["error"] = f"exit {code}: " + " | ".join(tail)
             return None
         entry["ok"] = True
         if result is None:
@@ -222,8 +223,11 @@ def check(out: Path, shape: Shape, device: str, peak_flops: float, budget_s: flo
         got = stages.run("evaluate", module("hvdlm.evaluate", "--run", out / "eager",
                                             "--checkpoint", ckpt, "--data", data, "--device",
                                             device, "--batch-size", 2, "--json"))
-        if got:
-            summary["evaluate"] = json.loads(got["stdout"].strip().splitlines()[-1])
+        lines = [x for x in (got or {}).get("stdout", "").splitlines() if x.startswith("{")]
+        if lines:
+            summary["evaluate"] = json.loads(lines[-1])
+        elif got:
+            stages.results["evaluate"].update(ok=False, error="no JSON line on its stdout")
         got = stages.run("generate", module("hvdlm.generate", "--run", out / "eager",
                                             "--checkpoint", ckpt, "--prompt", "def ",
                                             "--max-new-tokens", 32, "--device", device))
