@@ -57,12 +57,15 @@ while IFS='|' read -r name files tests; do
     echo "== $name: mutating $files; tests: $tests"
     mkdir -p "$work"
     # A fresh copy of the code and tests each time; mutmut's mutants/ cache stays.
-    rm -rf "$work/hvdlm" "$work/tests"
-    (cd "$ROOT" && tar --exclude=__pycache__ -cf - hvdlm tests setup.py pytest.ini) \
+    rm -rf "$work/hvdlm" "$work/tests" "$work/docs" "$work/slurm"
+    (cd "$ROOT" && tar --exclude=__pycache__ -cf - hvdlm tests docs slurm setup.py pytest.ini) \
         | tar -xf - -C "$work"
     {
         echo "[mutmut]"
         echo "source_paths = hvdlm"
+        echo "also_copy ="  # what tests read besides the code (docs/commands.md, the scripts)
+        echo "    docs"
+        echo "    slurm"
         echo "only_mutate ="
         for f in $files; do echo "    $f"; done
         echo "pytest_add_cli_args_test_selection ="
@@ -76,7 +79,11 @@ while IFS='|' read -r name files tests; do
         # torch is not fork-safe once a test has used its thread pools
         echo "process_isolation = forkserver"
         echo "use_git_change_detection = false"
-    } > "$work/setup.cfg"
+    } > "$work/setup.cfg.new"
+    # mutmut numbers a function's mutants afresh when the settings change which ones exist,
+    # and would give them the old numbers' results: start over then.
+    if ! cmp -s "$work/setup.cfg.new" "$work/setup.cfg"; then rm -rf "$work/mutants"; fi
+    mv "$work/setup.cfg.new" "$work/setup.cfg"
     (cd "$work" && HVDLM_TEST_NO_FORK=1 nice -n 19 "$MUTMUT" run --max-children "$JOBS" \
         > mutmut.log 2>&1) || echo "mutation.sh: mutmut failed for $name (see $work/mutmut.log)"
     counts=$(cd "$work" && "$MUTMUT" results --all true 2>/dev/null | awk -F': ' '

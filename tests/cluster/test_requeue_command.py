@@ -106,3 +106,19 @@ def test_the_rules_corners():
     assert decide(EXIT_STOPPED, False, "USR1", max_requeues=1) == Ending(True, 0)  # none yet
     assert decide(0, True, "USR1") == Ending(True, 0)
     assert MAX_REQUEUES == 100  # the default the README and docs/cluster.md state
+
+
+def test_a_stop_on_term_is_left_to_slurm(monkeypatch, job, capsys):
+    code, scontrol = run(monkeypatch, "--status", "0", "--stop-marker", str(job),
+                         "--signal", "TERM")
+    assert (code, scontrol.calls) == (EXIT_STOPPED, [])
+    assert capsys.readouterr().out == ("train.sbatch: stopped after a checkpoint (TERM); not "
+                                       "requeued\n")
+
+
+def test_a_requeue_outside_a_job_is_one_line(monkeypatch, job, capsys):
+    monkeypatch.delenv("SLURM_JOB_ID")
+    code, scontrol = run(monkeypatch, "--status", "0", "--stop-marker", str(job))
+    assert (code, scontrol.calls) == (2, [])
+    assert capsys.readouterr().err == ("hvdlm.cluster.requeue: error: SLURM_JOB_ID is not set: "
+                                       "run this inside the batch job\n")
