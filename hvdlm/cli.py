@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
+import signal
 import sys
-from typing import Callable, Sequence
+import time
+from typing import Callable, Mapping, Sequence
 
 from hvdlm.errors import EXIT_INTERRUPTED, EXIT_USAGE, HvdlmError, UsageError
 
@@ -47,6 +50,7 @@ class ArgumentParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        wait_for_rank_zero()
         sys.stderr.write(f"{self.prog}: error: {message} (see --help)\n")
         sys.exit(EXIT_USAGE)
 
@@ -67,12 +71,41 @@ def pick_device(name: str):
     return torch.device(name)
 
 
+RANK_VARIABLES = ("HOROVOD_RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
+QUIET_SECONDS = 3.0
+
+
+def launched_rank(env: Mapping[str, str] = os.environ) -> int:
+    """This process's rank as its launcher (horovodrun, hvdlm.launch, mpirun) set it; 0 if none
+    did. Read from the environment, before Horovod starts."""
+    for name in RANK_VARIABLES:
+        if env.get(name):
+            try:
+                return int(env[name])
+            except ValueError:
+                return 0
+    return 0
+
+
+def wait_for_rank_zero(seconds: float = QUIET_SECONDS) -> None:
+    """Before a rank other than 0 reports its error: wait, so that when every rank fails alike
+    (a wrong option, path or key) only rank 0's line is printed. Rank 0 exits at once, and the
+    launchers (horovodrun, hvdlm.launch, srun --kill-on-bad-exit) end the other ranks on the
+    first failure, before they speak; a rank that failed alone still prints, `seconds` later.
+    The wait ends on SIGTERM (as the launchers send), whatever handler training installed."""
+    if launched_rank() == 0:
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    time.sleep(seconds)
+
+
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None,
         prog: str = "hvdlm") -> int:
     """Call `main(argv)`; report an HvdlmError as one line on stderr and return its exit code."""
     try:
         return main(argv) or 0
     except HvdlmError as err:
+        wait_for_rank_zero()
         sys.stderr.write(f"{prog}: error: {err}\n")
         return err.exit_code
     except KeyboardInterrupt:

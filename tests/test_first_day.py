@@ -9,14 +9,16 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from hvdlm import cli
 from hvdlm.config import TrainConfig
 from hvdlm.training import checkpoint, resume_notes
 from hvdlm.training.optim import lr_at
-from tests.conftest import ROOT, TINY_RUN, run_module, small_corpus
+from tests.conftest import ROOT, TINY_RUN, horovodrun, run_module, small_corpus
 
 # TINY_RUN with a model of its own shape, not the defaults: a resume that forgot the run's
 # config would build another model and be refused.
@@ -192,3 +194,21 @@ def test_a_local_submission_makes_no_folder_named_after_a_placeholder(tmp_path):
     made = [p.relative_to(tmp_path) for p in tmp_path.rglob("*")]
     assert not [p for p in made if "%" in str(p)], made
     assert "hello" in job.stdout()
+
+
+@pytest.mark.horovod
+def test_under_horovodrun_a_mistake_is_one_line_from_rank_0(byte_dataset, tmp_path):
+    proc = horovodrun(2, sys.executable, "-m", "hvdlm.train", "--data", tmp_path / "nodata",
+                      "--out", tmp_path / "run", timeout=120, check=False)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if "hvdlm.train: error:" in line]
+    assert errors == [f"[0]<stderr>:hvdlm.train: error: {tmp_path / 'nodata'}/manifest.json: "
+                      "no such file (not a preprocessed dataset?)"], proc.stderr
+
+
+def test_another_rank_that_fails_alone_still_says_why(tmp_path):
+    started = time.monotonic()
+    proc = run_module("hvdlm.evaluate", "--no-such-option", env={"HOROVOD_RANK": "1"},
+                      timeout=60)
+    assert proc.returncode == 2 and proc.stderr.startswith("hvdlm.evaluate: error:")
+    assert time.monotonic() - started >= cli.QUIET_SECONDS  # after rank 0 had its say

@@ -28,6 +28,7 @@ from typing import Callable, Iterable, Mapping
 
 import torch
 
+from hvdlm import cli
 from hvdlm.cluster import devices, runlock
 from hvdlm.errors import HvdlmError, UsageError
 from hvdlm.training.sharding import ShardedAdamW
@@ -76,7 +77,6 @@ def horovod_tuning(use_cuda: bool, env: Mapping[str, str] = os.environ) -> dict[
 
 
 MPI_SIZES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE")  # Open MPI; MPICH, Slurm's PMI
-MPI_RANKS = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
 HOW_TO_LAUNCH = ("launch one Horovod job instead: srun ... python -m hvdlm.launch -- python -m "
                  "hvdlm.train ... (or horovodrun -np N python -m hvdlm.train ...)")
 
@@ -104,10 +104,7 @@ def launched_size(env: Mapping[str, str] = os.environ) -> int:
 
 def launched_rank(env: Mapping[str, str] = os.environ) -> int:
     """This process's rank as its launcher set it, known before hvd.init() (0 if none did)."""
-    for name in ("HOROVOD_RANK", *MPI_RANKS):
-        if env.get(name):
-            return _count(env, name)
-    return 0
+    return cli.launched_rank(env)
 
 
 def check_launch(env: Mapping[str, str] = os.environ, mpi_built: bool | None = None) -> None:
