@@ -24,9 +24,9 @@ from typing import Sequence
 
 import torch
 
-from hvdlm import cli
+from hvdlm import cli, untrusted
 from hvdlm.errors import UsageError
-from hvdlm.models.decoding import DecodeOptions, continue_text
+from hvdlm.models.decoding import MAX_BANS, DecodeOptions, continue_text
 from hvdlm.text.pii import redact_pii
 from hvdlm.training.run import Run
 
@@ -37,7 +37,8 @@ ENDED_EARLY = {"banned": "every possible next token would complete a --ban strin
 def _parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(prog="hvdlm.generate", description=__doc__.split("\n")[0])
     parser.add_argument("--run", required=True, help="run folder with checkpoints/")
-    parser.add_argument("--prompt", required=True, help="text to continue")
+    parser.add_argument("--prompt", required=True, type=untrusted.utf8_argument,
+                        help="text to continue")
     parser.add_argument("--max-new-tokens", type=int, default=200)
     parser.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
     parser.add_argument("--top-k", type=int, default=50, help="0 = no top-k filter")
@@ -46,8 +47,10 @@ def _parser() -> cli.ArgumentParser:
     parser.add_argument("--repetition-penalty", type=float, default=1.0,
                         help="> 1 makes tokens already in the text less likely (1 = none)")
     parser.add_argument("--stop", action="append", default=[], metavar="STR",
+                        type=untrusted.utf8_argument,
                         help="end the continuation before this string (repeatable)")
     parser.add_argument("--ban", action="append", default=[], metavar="STR",
+                        type=untrusted.utf8_argument,
                         help="never output this string (repeatable)")
     parser.add_argument("--num-samples", type=int, default=1)
     parser.add_argument("--max-time", type=float, help="seconds for all samples together")
@@ -63,7 +66,10 @@ def _parser() -> cli.ArgumentParser:
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    given = sys.argv[1:] if argv is None else list(argv)
+    if sum(a == "--ban" or a.startswith("--ban=") for a in given) > MAX_BANS:
+        parser.error(f"--ban may be given at most {MAX_BANS} times")  # before a slow parse
+    args = parser.parse_args(given)
     options = DecodeOptions(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                             top_k=args.top_k, top_p=args.top_p,
                             repetition_penalty=args.repetition_penalty, stop=tuple(args.stop),
@@ -81,6 +87,10 @@ def _main(argv: Sequence[str] | None) -> int:
     ids = tokenizer.encode(args.prompt) or [tokenizer.eos_id]
     generator = torch.Generator().manual_seed(args.seed)
     for i in range(1, args.num_samples + 1):
+        if deadline is not None and i > 1 and time.monotonic() >= deadline:
+            sys.stderr.write(f"hvdlm.generate: stopped after {i - 1} of {args.num_samples} "
+                             "samples: --max-time reached\n")
+            break
         if deadline is not None:  # what is left of the command's time, for this sample
             options = dataclasses.replace(options, max_time=max(deadline - time.monotonic(),
                                                                 1e-9))

@@ -16,6 +16,7 @@ user may read but should not show, such as /etc/shadow, must not leak through an
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import stat
@@ -79,6 +80,16 @@ def read_text(path: str | os.PathLike, limit: int, what: str = "file",
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: the {what} is not UTF-8 text (byte {err.start})") from None
+
+
+def utf8_argument(value: str) -> str:
+    """An argparse type for text options: bytes that are not UTF-8 on the command line (which
+    Python keeps as lone surrogates) are one usage error, not a traceback in the tokenizer."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid UTF-8 (character {err.start})") from None
+    return value
 
 
 def read_json(path: str | os.PathLike, limit: int, what: str = "file",

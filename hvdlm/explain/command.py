@@ -37,7 +37,7 @@ def _parser() -> cli.ArgumentParser:
     parser.add_argument("--run", required=True, help="run folder with checkpoints/")
     parser.add_argument("--checkpoint", metavar="PATH", help="this checkpoint (default: newest)")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--text", help="the text to explain")
+    source.add_argument("--text", type=untrusted.utf8_argument, help="the text to explain")
     source.add_argument("--file", metavar="F", help="explain this UTF-8 text file")
     source.add_argument("--data", metavar="DATA", help="a dataset made with the run's tokenizer")
     parser.add_argument("--split", help="with --data: the split to score (e.g. val)")

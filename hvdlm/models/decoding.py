@@ -40,6 +40,10 @@ import torch
 
 from hvdlm.errors import UsageError
 
+# Each drawn token is checked against all of them (and argparse's time grows with the square
+# of the number of options: hvdlm.generate counts --ban before parsing).
+MAX_BANS, MAX_BAN_CHARS = 1_000, 1_000_000
+
 Detokenize = Callable[[Sequence[int]], str]
 
 
@@ -125,15 +129,24 @@ class DecodeOptions:
 
     def validate(self) -> None:
         """UsageError naming the first bad option (as hvdlm.generate spells it)."""
+        # Bounded away from 0 and infinity: logits / 1e-300 overflow to inf and then NaN.
         checks = [
             (self.max_new_tokens >= 0, "--max-new-tokens must be >= 0"),
             (self.temperature >= 0, "--temperature must be >= 0 (0 = greedy)"),
+            (self.temperature == 0 or 1e-3 <= self.temperature <= 1e3,
+             "--temperature must be 0 (greedy) or in [0.001, 1000]"),
             (self.top_k >= 0, "--top-k must be >= 0 (0 = no top-k filter)"),
             (0 < self.top_p <= 1, "--top-p must be in (0, 1] (1 = no nucleus filter)"),
+            (self.top_p >= 1e-9, "--top-p must be at least 1e-9"),
             (self.repetition_penalty > 0, "--repetition-penalty must be > 0 (1 = none)"),
+            (1e-3 <= self.repetition_penalty <= 1e3,
+             "--repetition-penalty must be in [0.001, 1000] (1 = none)"),
             (all(self.stop), "--stop strings must not be empty"),
             (all(self.ban), "--ban strings must not be empty"),
+            (len(self.ban) <= MAX_BANS and sum(map(len, self.ban)) <= MAX_BAN_CHARS,
+             f"--ban may be given at most {MAX_BANS} times, {MAX_BAN_CHARS} characters in all"),
             (self.max_time is None or self.max_time > 0, "--max-time must be > 0 seconds"),
+            (self.max_time is None or self.max_time <= 1e9, "--max-time must be <= 1e9 seconds"),
         ]  # comparisons with NaN are False: NaN is refused too
         for ok, message in checks:
             if not ok:
@@ -141,7 +154,8 @@ class DecodeOptions:
 
     def _value(self, message: str) -> str:
         name = message.split()[0].lstrip("-").replace("-", "_")
-        return repr(getattr(self, name))
+        value = getattr(self, name)
+        return f"{len(value)}" if name == "ban" else repr(value)
 
 
 @dataclass
@@ -171,9 +185,9 @@ class BanList:
             # A lone token's text is part of any text it ends (UTF-8 synchronises), except
             # for U+FFFD, which a partial character shows alone and not in context.
             plain = [s for s in self.strings if "\ufffd" not in s]
-            self._always = torch.tensor(
-                [t != self.eos_id and any(s in self.detokenize([t]) for s in plain)
-                 for t in range(vocab)], dtype=torch.bool)
+            self._always = tokens_holding(plain, [self.detokenize([t]) for t in range(vocab)])
+            if self.eos_id is not None and self.eos_id < vocab:
+                self._always[self.eos_id] = False
         return self._always.to(device)
 
     def completes(self, row: int, out: list[int], token: int) -> bool:
@@ -183,6 +197,26 @@ class BanList:
             return False
         text = self.tails[row] + self.detokenize(out + [token])
         return any(s in text for s in self.strings)
+
+
+def tokens_holding(strings: Sequence[str], texts: list[str]) -> torch.Tensor:
+    """A bool mask of the `texts` (each token's own, decoded once) that hold any of `strings`.
+
+    The strings go into one set per length; each text's substrings of those lengths are looked
+    up, so the cost grows with the vocabulary's characters times the number of distinct
+    lengths (at most the longest token's), never with vocabulary x strings."""
+    longest = max(map(len, texts), default=0)
+    by_length: dict[int, set[str]] = {}
+    for s in strings:
+        if len(s) <= longest:  # a longer string is inside no single token
+            by_length.setdefault(len(s), set()).add(s)
+    mask = [False] * len(texts)
+    for n, wanted in by_length.items():
+        for token, text in enumerate(texts):
+            if not mask[token] and any(text[i:i + n] in wanted
+                                       for i in range(len(text) - n + 1)):
+                mask[token] = True
+    return torch.tensor(mask, dtype=torch.bool)
 
 
 def penalize_repeats(logits: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:

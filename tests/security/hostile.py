@@ -42,7 +42,8 @@ def run_measured(module: str, *args, timeout: float = SECONDS * 3,
     """python -m module ARGS: its result, peak RSS in bytes and CPU seconds. A command still
     running after `timeout` wall seconds (one waiting on a FIFO uses no CPU) fails the test."""
     peak = Path(os.environ.get("TMPDIR", "/tmp")) / f"hvdlm-peak-{os.getpid()}"
-    argv = [sys.executable, "-c", MEASURE, peak, "-m", module, *map(str, args)]
+    argv = [sys.executable, "-c", MEASURE, peak, "-m", module,
+            *(a if isinstance(a, bytes) else str(a) for a in args)]  # bytes: not UTF-8
     # A session of its own: a command that hangs (on a FIFO) is killed with its launcher.
     with subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, start_new_session=True) as child:

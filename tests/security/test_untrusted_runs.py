@@ -8,9 +8,12 @@ are unchanged (tests/security/hostile.py).
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import sys
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -27,23 +30,25 @@ for path in sys.argv[1:]:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as err:
         print("denied", path, err.strerror); continue
+    if os.path.isdir(path):
+        print("READ", path); continue
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         print("LOCKED", path)
     except OSError:
-        print("READ" if os.path.isdir(path) or os.read(fd, 1) is not None else "?", path)
+        print("READ", os.read(fd, 1), path)
 """
 
 
 @pytest.fixture(scope="module")
-def victim_run(byte_dataset, tmp_path_factory) -> Path:
-    """The victim's run, trained under umask 022 in a folder everyone may enter."""
-    home = tmp_path_factory.mktemp("victim")
+def victim_run(byte_dataset) -> Iterator[Path]:
+    """The victim's run, trained under umask 022 in a folder everyone may enter (not under
+    pytest's base folder, which pytest keeps private)."""
+    home = Path(tempfile.mkdtemp(prefix="hvdlm-victim-", dir="/tmp"))
     home.chmod(0o755)
-    os.chmod(home.parent, 0o755)  # pytest's base folders are private to root
-    os.chmod(home.parent.parent, 0o755)
     train_victim_run(byte_dataset, home / "run")
-    return home / "run"
+    yield home / "run"
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def _probe(attacker, paths) -> list[str]:
@@ -57,6 +62,7 @@ def test_others_can_neither_take_the_lock_nor_read_private_files_under_umask_022
     private = [victim_run / ".lock", newest_checkpoint(victim_run), victim_run / "env.json",
                victim_run / "tokenizer.json", victim_run / "checkpoints"]
     assert all(p.exists() for p in private)
+    assert _probe(attacker, [victim_run.parent])[0].startswith("READ")  # RUN's folder is open
     lines = _probe(attacker, private)
     assert all(line.startswith("denied") for line in lines), lines
     # A RUN the user made readable (or an older run's 0755 folder): the files stay private,
