@@ -212,3 +212,29 @@ def test_another_rank_that_fails_alone_still_says_why(tmp_path):
                       timeout=60)
     assert proc.returncode == 2 and proc.stderr.startswith("hvdlm.evaluate: error:")
     assert time.monotonic() - started >= cli.QUIET_SECONDS  # after rank 0 had its say
+
+
+def test_epochs_are_logged_and_a_warning_comes_once_past_ten(caplog):
+    from hvdlm.training.record.progress import Progress, format_line
+    record = {"step": 40, "loss": 1.0, "lr": 1e-3, "tokens_per_s": 10.0, "epoch": 2.5}
+    assert format_line(record, 100, 0.1).startswith("step 40/100 | epoch 2.50 | loss 1.0000")
+    progress = Progress("lines", 100, 0, enabled=True)
+    for step, epoch in ((50, 9.9), (60, 10.2), (70, 12.0)):
+        progress.report({**record, "step": step, "epoch": epoch}, 0.1)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == ["step 60: 10.2 passes over the train split (more than 10 epochs): the "
+                      "model may be memorising it; a larger corpus or fewer steps would "
+                      "generalise better"]
+
+
+def test_a_changed_model_shape_is_refused_naming_old_and_new(trained, byte_dataset, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    before = tree(run)
+    proc = run_module("hvdlm.train", "--out", run, "--data", byte_dataset, "model.n_layer=3",
+                      "train.max_steps=6", timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert "checkpoint model differs from the config in model.n_layer 2 -> 3; a model's shape " \
+           "cannot change on resume" in proc.stderr
+    assert {k: v for k, v in tree(run).items() if k != ".lock"} == \
+        {k: v for k, v in before.items() if k != ".lock"}

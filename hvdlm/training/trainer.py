@@ -193,8 +193,10 @@ class Trainer:
         theirs = config_from_dict(state.config).to_dict()["model"]
         differ = [k for k, v in expected.items() if theirs[k] != v]
         if differ:
-            raise UsageError(f"{path}: checkpoint model differs from the config in "
-                             f"{', '.join('model.' + k for k in differ)}")
+            changes = ", ".join(f"model.{k} {theirs[k]} -> {expected[k]}" for k in differ)
+            raise UsageError(f"{path}: checkpoint model differs from the config in {changes}; "
+                             "a model's shape cannot change on resume (leave those settings "
+                             "out: --resume auto starts from RUN/config.toml)")
         state.require_tokenizer(self.tokenizer_sha, self.tokenizer_file)
         self.model.load_state_dict(state.model)
         self.optimizer.load_state_dict(pad_moments(state.optimizer, self.optimizer,
