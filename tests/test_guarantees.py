@@ -143,9 +143,17 @@ def test_bad_time_limits_are_refused(text):
         slurm_options.slurm_minutes(text)
 
 
+def test_a_bad_time_limit_names_the_formats():
+    with pytest.raises(UsageError) as err:
+        slurm_options.slurm_minutes("1h")
+    assert str(err.value) == ("--time '1h': use minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or "
+                              "D-HH:MM:SS (sbatch's formats)")
+
+
 def test_sbatch_options_pass_through_and_refuse_hvdlms_own():
-    assert slurm_options.sbatch_options(["--mem=64G", "exclusive", "cpus-per-gpu=8", "a=b=c"]) \
-        == {"mem": "64G", "exclusive": True, "cpus_per_gpu": "8", "a": "b=c"}
+    assert slurm_options.sbatch_options(["--mem=64G", "exclusive", "cpus-per-gpu=8", "a=b=c",
+                                         "Xfoo=1"]) \
+        == {"mem": "64G", "exclusive": True, "cpus_per_gpu": "8", "a": "b=c", "Xfoo": "1"}
     with pytest.raises(UsageError, match=r"^--slurm nodes: use --nodes$"):
         slurm_options.sbatch_options(["nodes=2"])
     with pytest.raises(UsageError, match=r"^--slurm job-name: hvdlm.submit sets this one itself$"):
