@@ -28,10 +28,11 @@ def test_lines_not_frames_env_per_start_and_a_self_contained_run(byte_dataset, t
                                                         "SLURM_RESTART_COUNT": "0"})
     # stderr is a pipe here, as under sbatch: one line per log interval, no \r frames.
     assert "\r" not in first.stderr
-    lines = re.findall(r"step (\d+)/2 \| loss [\d.]+ \| lr [\d.e+-]+ \| [\d.]+k? tok/s \| eta ",
-                       first.stderr)
+    lines = re.findall(r"step (\d+)/2 \| epoch [\d.]+ \| loss [\d.]+ \| lr [\d.e+-]+ \| "
+                       r"[\d.]+k? tok/s \| eta ", first.stderr)
     assert lines == ["1", "2"]
-    assert len(re.findall(r"step \d+/2 \| loss", (run / "log.txt").read_text())) == 2
+    assert len(re.findall(r"step \d+/2 \| epoch [\d.]+ \| loss",
+                          (run / "log.txt").read_text())) == 2
 
     _train(data, run, "train.max_steps=4", env={"SLURM_JOB_ID": "77",
                                                 "SLURM_RESTART_COUNT": "1"})
