@@ -4,10 +4,11 @@ train.shard_optimizer stage, in one run.
     python -m benchmarks.memory [--ranks 1,2,4] [--stages 0,1,2] [--steps 12] [--out DIR]
 
 A GPT of a few million parameters (MODEL) trains with hvdlm's Trainer on a byte dataset, as
-N ranks started by benchmarks/harness.py. Each rank measures its own peak: on CPU the growth
-of its peak resident set (VmHWM, reset through /proc/self/clear_refs) over its resident set
-just before the model is built, glibc keeping freed memory (training/malloc.py) so that the
-high-water mark is the heap's; on CUDA torch.cuda.max_memory_allocated. The plan is
+N ranks started by benchmarks/harness.py. Each rank measures its own peak above what it held
+just before the model was built: on CPU the bytes glibc's malloc had handed out (`HeapPeak`,
+sampled every 0.5 ms: allocator statistics), and beside it the growth of the resident set's
+high-water mark (VmHWM, reset through /proc/self/clear_refs), which also holds what
+fragmentation and Horovod's thread arena keep; on CUDA torch.cuda.max_memory_allocated. The plan is
 hvdlm/training/estimate.py's (weights + gradients + AdamW + activations). The step time is the
 median over the steps after the first three. On one rank every stage is stage 0 (nothing to
 shard), so stage 0 alone runs there. Before the baseline each rank
@@ -16,8 +17,11 @@ takes one step of a one-layer model (`warm_up`): torch's first-use memory is no 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import dataclasses
 import gc
+import sys
+import threading
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -37,6 +41,40 @@ def overrides(stage: int, steps: int, micro_batch: int, device: str) -> list[str
         f"train.micro_batch={micro_batch}", "train.eval_interval=1000000",
         "train.ckpt_interval=1000000", "train.log_interval=1000000", "train.precision=fp32",
         "train.compile=false", f"train.device={device}", "model.dropout=0.0"]
+
+
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+class HeapPeak:
+    """The most bytes glibc's malloc had handed out and not taken back (mallinfo2: uordblks +
+    hblkhd, over all arenas), sampled by a thread every `interval` seconds: the live bytes,
+    without the free space that fragmentation and per-thread arenas keep resident."""
+
+    def __init__(self, interval: float = 0.0005):
+        self._info = ctypes.CDLL(None).mallinfo2
+        self._info.restype = Mallinfo2
+        self.interval, self.peak, self._done = interval, 0, threading.Event()
+        self.base = self.now()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def now(self) -> int:
+        info = self._info()
+        return info.uordblks + info.hblkhd
+
+    def _sample(self) -> None:
+        while not self._done.wait(self.interval):
+            self.peak = max(self.peak, self.now())
+
+    def stop(self) -> int:
+        """The peak above the bytes in use when sampling started."""
+        self._done.set()
+        self._thread.join()
+        return max(self.peak, self.now()) - self.base
 
 
 def status_kib(field: str) -> int:
@@ -87,6 +125,7 @@ def rank_main(args: argparse.Namespace) -> None:
     else:
         Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
         base = status_kib("VmRSS") * 1024
+        heap = HeapPeak()
     clock, found = harness.StepClock(), {}
 
     class Probe(Callback):
@@ -96,13 +135,16 @@ def rank_main(args: argparse.Namespace) -> None:
         def on_step_end(self, trainer: Trainer, loss: torch.Tensor) -> None:
             if trainer.step == trainer.t.max_steps:  # before the final save and evaluation
                 clock.tick()
-                found["peak"] = (torch.cuda.max_memory_allocated() if cuda
-                                 else status_kib("VmHWM") * 1024) - base
+                if cuda:
+                    found["peak"] = torch.cuda.max_memory_allocated() - base
+                else:
+                    found["peak"] = heap.stop()
+                    found["rss_peak"] = status_kib("VmHWM") * 1024 - base
 
     Trainer(cfg, args.data, args.run_dir, world, resume="never", callbacks=[Probe()]).run()
     walls, _ = clock.deltas(WARM_STEPS)
     harness.write_result(harness.rank_path(args.result, rank),
-                         {"peak": found["peak"], "step_s": report.median(walls)})
+                         {**found, "step_s": report.median(walls)})
 
 
 def plan(data: Path, np_: int, stage: int, micro_batch: int) -> dict[str, int]:
@@ -113,7 +155,8 @@ def plan(data: Path, np_: int, stage: int, micro_batch: int) -> dict[str, int]:
                       + [f"model.vocab_size={open_dataset(data).vocab_size}"])
     e = estimate(cfg, np_, stage)
     return {"weights": e.weights, "gradients": e.gradients, "optimizer": e.optimizer,
-            "activations": e.activations, "total": e.total, "parameters": e.parameters}
+            "activations": e.activations, "buffers": e.buffers, "total": e.total,
+            "parameters": e.parameters}
 
 
 def mib(n: float) -> str:
@@ -160,18 +203,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             peak = max(r["peak"] for r in ranks)
             rows.append({"ranks": np_, "stage": stage, "plan": planned, "peak": peak,
                          "peaks": [r["peak"] for r in ranks],
+                         "rss_peak": max(r.get("rss_peak", 0) for r in ranks),
                          "step_s": max(r["step_s"] for r in ranks),
                          "off": peak / planned["total"] - 1})
-            print(f"{np_} ranks, stage {stage}: peak {mib(peak)} MiB, plan "
+            print(f"{np_} ranks, stage {stage}: peak {mib(peak)} MiB (RSS growth "
+                  f"{mib(rows[-1]['rss_peak'])}), plan "
                   f"{mib(planned['total'])} MiB ({rows[-1]['off']:+.1%}), step "
                   f"{rows[-1]['step_s'] * 1e3:.0f} ms", flush=True)
     table = report.md_table(
-        ["ranks", "stage", "weights", "gradients", "AdamW", "activations", "plan (MiB)",
-         "measured peak (MiB)", "off", "step (ms)"],
+        ["ranks", "stage", "weights", "gradients", "AdamW", "activations", "fusion buffer",
+         "plan (MiB)",
+         "measured peak (MiB)", "off", "peak RSS growth (MiB)", "step (ms)"],
         [[r["ranks"], r["stage"], mib(r["plan"]["weights"]), mib(r["plan"]["gradients"]),
-          mib(r["plan"]["optimizer"]), mib(r["plan"]["activations"]), mib(r["plan"]["total"]),
-          mib(r["peak"]), f"{r['off']:+.1%}", f"{r['step_s'] * 1e3:.0f}"] for r in rows])
-    cmd = "python -m benchmarks.memory " + " ".join(argv or [])
+          mib(r["plan"]["optimizer"]), mib(r["plan"]["activations"]),
+          mib(r["plan"]["buffers"]), mib(r["plan"]["total"]),
+          mib(r["peak"]), f"{r['off']:+.1%}", mib(r["rss_peak"]), f"{r['step_s'] * 1e3:.0f}"]
+         for r in rows])
+    cmd = "python -m benchmarks.memory " + " ".join(sys.argv[1:] if argv is None else argv)
     report.write(out, {"machine": report.machine_info(), "model": MODEL, "rows": rows},
                  "Peak memory per rank against the plan, by train.shard_optimizer stage",
                  [("Command", f"`{cmd.strip()}`"), ("Per rank (MiB)", table)])

@@ -226,7 +226,7 @@ class Sharded:
         return self.compression.decompress(op(sent, op=hvd.Average, name=name), ctx)
 
     def mean(self, flat: torch.Tensor) -> torch.Tensor:
-        return self._wire(hvd.allreduce, flat, "shard.grads")
+        return self._wire(hvd.allreduce_, flat, "shard.grads")  # in place: no second copy
 
     def mean_slice(self, flat: torch.Tensor) -> torch.Tensor:
         return self._wire(hvd.reducescatter, flat, "shard.grad_slices")

@@ -3,7 +3,8 @@
 
 The model is built on the meta device (shapes only, no memory), so a 124M-parameter count is
 instant. Memory per rank = weights + gradients + AdamW's two moments (fp32 each: 16 bytes a
-parameter) + activations kept for backward. Activations are a rough estimate: for the GPT
+parameter) + activations kept for backward, of which the gradients and the activations do not
+peak together (`Estimate.total`). Activations are a rough estimate: for the GPT
 and the Llama, Korthikanti et al. (2022): s·b·h·(34 + 5·a·s/h) bytes a layer at 16 bits (twice
 at fp32), plus the logits; for the recurrent and convolutional models, a few tensors of s·b·h
 a layer. The real peak also holds allocator slack and temporary buffers. The plan gives each
@@ -12,13 +13,16 @@ train.shard_optimizer stage for the world size; `python -m benchmarks.memory` me
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+from typing import Mapping
 
 import torch
 
 from hvdlm.config import Config
 from hvdlm.models import build_model, count_parameters
 
+FUSION_THRESHOLD = 128 << 20  # Horovod's default
 BYTES_PER_PARAMETER = 4 + 4 + 8   # fp32 weight, its gradient, AdamW's two moments
 RECURRENT_TENSORS = {"lstm": 10, "gru": 8, "rnn": 3, "cnn": 6}  # s·b·h tensors a layer
 
@@ -30,10 +34,15 @@ class Estimate:
     gradients: int
     optimizer: int
     activations: int
+    buffers: int = 0   # Horovod's fusion buffer (stage 0 on several ranks)
+    gradient_copies: int = 1  # 2: the sharded step flattens them for its one reduction
 
     @property
     def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer + self.activations
+        """The peak: the gradients are made in backward as the activations are freed, so the
+        larger of the two counts, not their sum."""
+        return (self.weights + self.optimizer + self.buffers
+                + max(self.activations, self.gradient_copies * self.gradients))
 
 
 def count(cfg: Config) -> int:
@@ -69,8 +78,20 @@ def estimate(cfg: Config, world_size: int = 1, stage: int | None = None,
     n = count(cfg)
     stage = cfg.train.shard_optimizer if stage is None else stage
     moments = 8 * (math.ceil(n / world_size) if stage and world_size > 1 else n)
+    # DistributedOptimizer fuses the gradients into a buffer Horovod allocates whole (on CPU
+    # only the part the gradients fill becomes resident); the sharded step reduces in place.
+    fusion = fusion_threshold() if stage == 0 and world_size > 1 else 0
     return Estimate(n, weights=4 * n, gradients=4 * n, optimizer=moments,
-                    activations=activation_bytes(cfg, checkpointing))
+                    activations=activation_bytes(cfg, checkpointing), buffers=fusion,
+                    gradient_copies=2 if stage and world_size > 1 else 1)
+
+
+def fusion_threshold(env: Mapping[str, str] = os.environ) -> int:
+    """Horovod's fusion buffer: HOROVOD_FUSION_THRESHOLD bytes, 128 MiB unless set."""
+    try:
+        return int(env.get("HOROVOD_FUSION_THRESHOLD") or FUSION_THRESHOLD)
+    except ValueError:
+        return FUSION_THRESHOLD
 
 
 def size(n: float) -> str:
@@ -88,8 +109,9 @@ def plan(cfg: Config, world_size: int) -> list[str]:
         line = (f"#   stage {stage}: weights {size(e.weights)}, gradients {size(e.gradients)}"
                 + (f" ({size(e.gradients / world_size)} after the reduce-scatter)"
                    if stage == 2 and world_size > 1 else "")
-                + f", AdamW {size(e.optimizer)}, activations ~{size(e.activations)}; "
-                f"total ~{size(e.total)}")
+                + f", AdamW {size(e.optimizer)}, activations ~{size(e.activations)}"
+                + (f", Horovod's fusion buffer {size(e.buffers)}" if e.buffers else "")
+                + f"; total ~{size(e.total)}")
         if can_recompute:
             line += (f", ~{size(estimate(cfg, world_size, stage, checkpointing=True).total)} "
                      "with activation checkpointing")
@@ -111,7 +133,9 @@ def describe(cfg: Config, world_size: int, vocab_source: str) -> str:
         f"# global batch: {t.micro_batch} x {t.grad_accum} passes x {world_size} ranks = "
         f"{t.micro_batch * t.grad_accum * world_size} windows of {cfg.model.seq_len} tokens",
         f"# memory per rank (estimate): weights {gib(e.weights)}, gradients {gib(e.gradients)}, "
-        f"AdamW {gib(e.optimizer)}, activations ~{gib(e.activations)}; total ~{gib(e.total)}"
+        f"AdamW {gib(e.optimizer)}, activations ~{gib(e.activations)}"
+        + (f", Horovod's fusion buffer {gib(e.buffers)}" if e.buffers else "")
+        + f"; total ~{gib(e.total)}"
         + (f" (activation checkpointing saves ~{gib(saved)})" if saved > 0 else ""),
         *plan(cfg, world_size),
     ])

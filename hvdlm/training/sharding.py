@@ -6,6 +6,9 @@ The optimizer's parameters, in the order of its groups (decay, then no decay: an
 depends on the model only), are laid end to end in one flat range padded to a multiple of the
 world size N; rank r owns the r-th of N equal slices (`Layout`). Each rank keeps AdamW's moments
 for its slice only, as one flat tensor per group the slice meets, and steps just those.
+The gradients accumulate per parameter, as without sharding (allocated in backward while the
+activations are freed, and dropped after the step); after the last of grad_accum backward
+passes they are copied into one flat buffer, each freed once copied, and reduced in one call.
 
     stage 1: gradients all-reduced (averaged) whole, each rank steps its slice, the updated
              slices all-gathered into every rank's full weights
@@ -75,11 +78,14 @@ class Layout:
     def flatten(self, tensors: Sequence[torch.Tensor | None], free: Callable[[int], None]
                 = lambda i: None) -> torch.Tensor:
         """One padded flat tensor of per-parameter tensors (None: zeros); `free(i)` after the
-        i-th is copied, so a caller can drop it and never hold both whole."""
+        i-th is copied, so a caller can drop it at once."""
         like = self.params[0]
-        flat = torch.zeros(self.padded, dtype=like.dtype, device=like.device)
+        flat = torch.empty(self.padded, dtype=like.dtype, device=like.device)
+        flat[self.numel:].zero_()
         for i, (view, value) in enumerate(zip(self.views(flat), tensors)):
-            if value is not None:
+            if value is None:
+                view.zero_()
+            else:
                 view.copy_(value)
             free(i)
         return flat
@@ -149,8 +155,9 @@ class ShardedAdamW:
         stepped = agree(not bool(torch.isfinite(norm)))
         if stepped:
             self._step(grads)
-            del grads  # the flat gradients go before the gathered weights come
+            del grads
             self._gather_weights()
+        self.zero_grad()
         return norm, stepped
 
     def _step(self, grads: torch.Tensor) -> None:
