@@ -63,7 +63,8 @@ def test_two_rank_job_completes(slurm_cluster, byte_dataset, tmp_path):
     # The .out is a file: one readable line per log interval, no carriage-return frames.
     text = out.read_text()
     assert "\r" not in text
-    assert [int(n) for n in re.findall(r"step (\d+)/12 \| loss", text)] == list(range(1, 13))
+    assert [int(n) for n in re.findall(r"step (\d+)/12 \| epoch [\d.]+ \| loss", text)] == \
+        list(range(1, 13))
     print(f"wall time {time.monotonic() - started:.1f} s")
 
 
