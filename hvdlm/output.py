@@ -11,7 +11,10 @@ A command whose work spans several processes (`hvdlm.preprocess`'s array tasks) 
 of `staged` one by one: `new_stage`, `removed_on_error`, `publish`. A command with --overwrite
 passes an `Overwrite`, which says what an earlier output looks like; without one, --out must
 be new or an empty folder. A full disk while writing under the stage is one line naming the
-file. Used by every writer in hvdlm: preprocessing and its shards, checkpoints, the run's
+file. Temporary names are unguessable and created O_EXCL|O_NOFOLLOW, appended files
+(`open_append`) must be this user's regular files, private files and folders (`private=True`)
+are 0600/0700 less the umask, and an OUT.partial is removed only if hvdlm made it (sticky bit,
+this user's). Used by every writer in hvdlm: preprocessing and its shards, checkpoints, the run's
 record, the rendezvous file, export, explain and audit.
 """
 from __future__ import annotations

@@ -2,6 +2,11 @@
 
     lock = runlock.acquire(run)   # HvdlmError (one line naming the holder) if another job has it
 
+Others must not share the folder: a RUN that group or others may write (or that another user
+owns) is refused unless `train.shared_run_dir=true` accepts the risk, RUN is created 0700 and
+RUN/.lock 0600 (less the umask): a user who could open the lock file could hold its flock and
+keep every later start of the run out (an older 0644 lock file is made 0600 when taken).
+
 The lock is `fcntl.flock` on a descriptor kept open until the process ends. The kernel drops it
 when the process ends however it ends (kill -9 and OOM kills included), so a holder that is
 gone never blocks anyone and there is nothing stale to break: the next job simply gets it. The
