@@ -91,7 +91,7 @@ def reference(n, steps, max_norm=1.0):
     return net, opt, norms
 
 
-def sharded(n, stage, steps, start=None, max_norm=1.0, first_step=0):
+def sharded(n, stage, steps, start=None, max_norm=1.0, first_step=0, scale=1.0):
     """Run `steps` steps on n simulated ranks; returns each rank's (model, optimizer, norms)."""
     ranks, out = Ranks(n), [None] * n
 
@@ -103,8 +103,8 @@ def sharded(n, stage, steps, start=None, max_norm=1.0, first_step=0):
             opt.load_state_dict(copy.deepcopy(start[1]))
         norms = []
         for step in range(first_step, first_step + steps):
-            loss_of(net, batch(rank, step)).backward()
-            norm, stepped = opt.clip_and_step(max_norm, 1.0, lambda overflow: not overflow)
+            (loss_of(net, batch(rank, step)) * scale).backward()
+            norm, stepped = opt.clip_and_step(max_norm, scale, lambda overflow: not overflow)
             assert stepped
             norms.append(norm.item())
         out[rank] = (net, opt, norms, opt.state_dict())
@@ -146,6 +146,14 @@ def test_sharded_steps_equal_one_adamw_on_the_averaged_gradients(n, stage):
     for i, state in expected["state"].items():
         for name in ("exp_avg", "exp_avg_sq", "step"):
             assert torch.allclose(record["state"][i][name], state[name], rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_a_loss_scale_is_taken_out_before_clipping(stage):
+    net, _, norms = reference(2, steps=3)
+    for got_net, _, got_norms, _ in sharded(2, stage, steps=3, scale=1024.0):
+        assert got_norms == pytest.approx(norms, rel=1e-5)
+        assert torch.allclose(flat(got_net), flat(net), rtol=0, atol=1e-5 * flat(net).abs().max())
 
 
 def test_stage_1_on_two_ranks_is_bitwise_the_plain_step():
