@@ -2,6 +2,7 @@
 train.shard_optimizer stage, in one run.
 
     python -m benchmarks.memory [--ranks 1,2,4] [--stages 0,1,2] [--steps 12] [--out DIR]
+        [--set train.activation_checkpointing=true]
 
 A GPT of a few million parameters (MODEL) trains with hvdlm's Trainer on a byte dataset, as
 N ranks started by benchmarks/harness.py. Each rank measures its own peak above what it held
@@ -35,12 +36,13 @@ MODEL = {"arch": "gpt", "n_layer": 4, "n_head": 4, "n_embd": 256, "seq_len": 128
 WARM_STEPS = 3
 
 
-def overrides(stage: int, steps: int, micro_batch: int, device: str) -> list[str]:
+def overrides(stage: int, steps: int, micro_batch: int, device: str,
+              extra: Sequence[str] = ()) -> list[str]:
     return [f"model.{k}={v}" for k, v in MODEL.items()] + [
         f"train.shard_optimizer={stage}", f"train.max_steps={steps}",
         f"train.micro_batch={micro_batch}", "train.eval_interval=1000000",
         "train.ckpt_interval=1000000", "train.log_interval=1000000", "train.precision=fp32",
-        "train.compile=false", f"train.device={device}", "model.dropout=0.0"]
+        "train.compile=false", f"train.device={device}", "model.dropout=0.0", *extra]
 
 
 class Mallinfo2(ctypes.Structure):
@@ -109,7 +111,8 @@ def rank_main(args: argparse.Namespace) -> None:
     except ImportError:
         pass
     rank, _ = harness.start_rank(args.result, args.cores_per_rank)
-    cfg = load_config(None, overrides(args.stage, args.steps, args.micro_batch, args.device))
+    cfg = load_config(None, overrides(args.stage, args.steps, args.micro_batch, args.device,
+                                      args.set))
     world = distributed.init(args.device, None, pin_cores=False)
     cuda = world.device.type == "cuda"
     if not cuda:
@@ -147,11 +150,12 @@ def rank_main(args: argparse.Namespace) -> None:
                          {**found, "step_s": report.median(walls)})
 
 
-def plan(data: Path, np_: int, stage: int, micro_batch: int) -> dict[str, int]:
+def plan(data: Path, np_: int, stage: int, micro_batch: int, extra: Sequence[str] = ()
+         ) -> dict[str, int]:
     from hvdlm.config import load_config
     from hvdlm.training.data import open_dataset
     from hvdlm.training.estimate import estimate
-    cfg = load_config(None, overrides(stage, 1, micro_batch, "cpu")
+    cfg = load_config(None, overrides(stage, 1, micro_batch, "cpu", extra)
                       + [f"model.vocab_size={open_dataset(data).vocab_size}"])
     e = estimate(cfg, np_, stage)
     return {"weights": e.weights, "gradients": e.gradients, "optimizer": e.optimizer,
@@ -169,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--stages", default="0,1,2")
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--micro-batch", type=int, default=4)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="another config override, e.g. train.activation_checkpointing=true")
     p.add_argument("--out", default="runs/memory")
     harness.add_common(p, device=True)
     sub = p.add_subparsers(dest="role")
@@ -195,11 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 result = Path(tmp) / "result.json"
                 cmd = harness.module_cmd(
                     "benchmarks.memory", "--steps", args.steps, "--micro-batch",
-                    args.micro_batch, "rank", "--data", data, "--result", result,
+                    args.micro_batch, *(a for v in args.set for a in ("--set", v)), "rank", "--data", data, "--result", result,
                     "--run-dir", Path(tmp) / "run", "--stage", stage)
                 launch.run(np_, cmd, {})
                 ranks = [harness.read_result(harness.rank_path(result, i)) for i in range(np_)]
-            planned = plan(data, np_, stage, args.micro_batch)
+            planned = plan(data, np_, stage, args.micro_batch, args.set)
             peak = max(r["peak"] for r in ranks)
             rows.append({"ranks": np_, "stage": stage, "plan": planned, "peak": peak,
                          "peaks": [r["peak"] for r in ranks],
