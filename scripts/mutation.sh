@@ -28,7 +28,7 @@ requeue|hvdlm/cluster/requeue.py|tests/cluster/test_requeue.py tests/cluster/tes
 hostlist|hvdlm/cluster/hostlist.py|tests/cluster/test_hostlist.py tests/cluster/test_hostlist_edges.py
 slurm_options|hvdlm/cluster/slurm_options.py|tests/slurm/test_submit.py::test_time_limits_in_sbatch_formats tests/slurm/test_submit.py::test_usage_errors_are_one_line tests/test_guarantees.py
 pieces|hvdlm/text/pieces.py|tests/text/test_pieces.py
-config|hvdlm/config.py|tests/test_config.py --deselect tests/test_config.py::test_run_config_toml_is_the_config_the_run_used tests/test_guarantees.py
+config|hvdlm/config.py|tests/test_config.py --deselect tests/test_config.py::test_run_config_toml_is_the_config_the_run_used tests/test_config_bounds.py tests/test_guarantees.py
 pii|hvdlm/text/pii.py|tests/text/test_pii.py
 tokenizer|hvdlm/text/tokenizer.py|tests/text/test_tokenizer.py
 shards|hvdlm/text/shards.py|tests/text/test_shards.py
@@ -57,15 +57,18 @@ while IFS='|' read -r name files tests; do
     echo "== $name: mutating $files; tests: $tests"
     mkdir -p "$work"
     # A fresh copy of the code and tests each time; mutmut's mutants/ cache stays.
-    rm -rf "$work/hvdlm" "$work/tests" "$work/docs" "$work/slurm"
-    (cd "$ROOT" && tar --exclude=__pycache__ -cf - hvdlm tests docs slurm setup.py pytest.ini) \
+    rm -rf "$work/hvdlm" "$work/tests" "$work/docs" "$work/slurm" "$work/scripts" "$work/benchmarks"
+    (cd "$ROOT" && tar --exclude=__pycache__ --exclude=docs/scaling/data -cf - hvdlm tests docs slurm scripts \
+        benchmarks setup.py pytest.ini) \
         | tar -xf - -C "$work"
     {
         echo "[mutmut]"
         echo "source_paths = hvdlm"
-        echo "also_copy ="  # what tests read besides the code (docs/commands.md, the scripts)
+        echo "also_copy ="  # what tests read besides the code (docs, scripts, variables read)
         echo "    docs"
         echo "    slurm"
+        echo "    scripts"
+        echo "    benchmarks"
         echo "only_mutate ="
         for f in $files; do echo "    $f"; done
         echo "pytest_add_cli_args_test_selection ="
@@ -75,7 +78,11 @@ while IFS='|' read -r name files tests; do
         echo "do_not_mutate_patterns ="
         echo "    \.add_argument\("
         echo "    ArgumentParser\("
-        echo "pytest_add_cli_args = -p no:cacheprovider"
+        # a mutant that loops forever (and may grow without bound) fails its test after 60 s
+        echo "pytest_add_cli_args ="
+        echo "    -p"
+        echo "    no:cacheprovider"
+        echo "    --timeout=60"
         # torch is not fork-safe once a test has used its thread pools
         echo "process_isolation = forkserver"
         echo "use_git_change_detection = false"
