@@ -96,14 +96,18 @@ TINY_RUN = ["model.n_layer=1", "model.n_embd=16", "model.n_head=2",
             "train.log_interval=1"]
 
 
+def trained_run(dataset: Path, folder: Path, *settings: str) -> Path:
+    """FOLDER/run: `hvdlm.train` on `dataset` with these settings, in one process."""
+    run = folder / "run"
+    run_module("hvdlm.train", "--data", dataset, "--out", run, *settings, check=True, timeout=240)
+    return run
+
+
 @pytest.fixture(scope="session")
 def tiny_run(byte_dataset, tmp_path_factory) -> Path:
     """A 4-step GPT trained on the byte dataset in one process (a world of one); evaluate
     and generate tests read it."""
-    run = tmp_path_factory.mktemp("tiny_run") / "run"
-    run_module("hvdlm.train", "--data", byte_dataset, "--out", run, *TINY_RUN, check=True,
-               timeout=240)
-    return run
+    return trained_run(byte_dataset, tmp_path_factory.mktemp("tiny_run"), *TINY_RUN)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,8 @@ from hvdlm import cli
 from hvdlm.config import TrainConfig
 from hvdlm.training import checkpoint, resume_notes
 from hvdlm.training.optim import lr_at
-from tests.conftest import ROOT, TINY_RUN, horovodrun, run_module, small_corpus
+from tests.conftest import (ROOT, TINY_RUN, horovodrun, run_module, small_corpus,
+                            trained_run)
 
 # TINY_RUN with a model of its own shape, not the defaults: a resume that forgot the run's
 # config would build another model and be refused.
@@ -34,10 +35,7 @@ def tree(folder: Path) -> dict[str, tuple[int, int]]:
 
 @pytest.fixture(scope="module")
 def trained(byte_dataset, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("first_day") / "run"
-    run_module("hvdlm.train", "--data", byte_dataset, "--out", run, *RUN, check=True,
-               timeout=240)
-    return run
+    return trained_run(byte_dataset, tmp_path_factory.mktemp("first_day"), *RUN)
 
 
 def test_resume_needs_only_out_and_data(trained, byte_dataset, tmp_path):

@@ -18,7 +18,7 @@ from hvdlm.errors import UsageError
 from hvdlm.models import build_model, llama_format, safetensors
 from hvdlm.training import init_from
 from hvdlm.training.run import Run
-from tests.conftest import run_module
+from tests.conftest import run_module, trained_run
 
 transformers = pytest.importorskip("transformers", reason="transformers is a dev dependency")
 SEQ_LEN = 64
@@ -30,10 +30,7 @@ LLAMA = ["model.arch=llama", "model.n_layer=2", "model.n_embd=32", "model.n_head
 
 @pytest.fixture(scope="module")
 def llama_run(bpe_dataset, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("llama") / "run"
-    run_module("hvdlm.train", "--data", bpe_dataset, "--out", run, *LLAMA, check=True,
-               timeout=240)
-    return run
+    return trained_run(bpe_dataset, tmp_path_factory.mktemp("llama"), *LLAMA)
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,9 @@ def test_two_ranks_learn_and_leave_a_complete_run(arch, byte_dataset, tmp_path):
 
     scores = json.loads(run_module("hvdlm.evaluate", "--run", run, "--data", byte_dataset,
                                    "--json", check=True).stdout)
-    assert set(scores) == {"loss", "perplexity", "bits_per_byte", "accuracy", "tokens"}
+    assert set(scores) == {"loss", "perplexity", "bits_per_byte", "accuracy", "tokens",
+                           "checkpoint", "step"}
+    assert scores["step"] == 40 and scores["checkpoint"].endswith("step-00000040.pt")
     assert scores["perplexity"] == pytest.approx(2.718281828 ** scores["loss"], rel=1e-6)
     assert scores["loss"] < 4.0 and 0 < scores["accuracy"] < 1 and scores["tokens"] > 0
 

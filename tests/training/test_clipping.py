@@ -8,7 +8,6 @@ steps on, seen from a step pre-hook, against the norm the run logs.
 """
 from __future__ import annotations
 
-import signal
 
 import pytest
 import torch
@@ -99,13 +98,8 @@ class GradNormAtStep(Callback):
             self.hooked = True
 
 
-@pytest.fixture(autouse=True)
-def keep_signal_handlers():
-    """The Trainer installs SIGTERM/SIGUSR1 handlers; give pytest's process its own back."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
+# A Trainer in this process installs signal handlers: pytest gets its own back after.
+pytestmark = pytest.mark.usefixtures("own_signal_handlers")
 
 
 @pytest.mark.parametrize("grad_clip", [0.0, 0.05])

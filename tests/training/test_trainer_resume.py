@@ -8,7 +8,6 @@ even when the run has a newer one. Also: the learning rate the optimizer really 
 from __future__ import annotations
 
 import shutil
-import signal
 from pathlib import Path
 
 import pytest
@@ -41,13 +40,8 @@ class LearningRates(Callback):
         return loss
 
 
-@pytest.fixture(autouse=True)
-def keep_signal_handlers():
-    """The Trainer installs SIGTERM/SIGUSR1 handlers; give pytest's process its own back."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
+# A Trainer in this process installs signal handlers: pytest gets its own back after.
+pytestmark = pytest.mark.usefixtures("own_signal_handlers")
 
 
 def trainer(data: Path, run: Path, resume: str, *callbacks: Callback) -> Trainer:
