@@ -31,6 +31,19 @@ import torch
 
 from benchmarks import harness, report
 from benchmarks.workload import make_dataset
+from hvdlm.cluster import distributed
+from hvdlm.config import load_config
+from hvdlm.models import build_model
+from hvdlm.training import malloc
+from hvdlm.training.data import open_dataset
+from hvdlm.training.estimate import estimate
+from hvdlm.training.optim import make_optimizer
+from hvdlm.training.trainer import Callback, Trainer
+
+try:  # the metrics writer's import, done here: before any rank's memory baseline
+    import torch.utils.tensorboard  # noqa: F401
+except ImportError:
+    pass
 
 MODEL = {"arch": "gpt", "n_layer": 4, "n_head": 4, "n_embd": 256, "seq_len": 128}
 WARM_STEPS = 3
@@ -89,8 +102,6 @@ def status_kib(field: str) -> int:
 def warm_up(cfg) -> None:
     """One step of a one-layer model of the same kind, thrown away: the kernels', thread
     pools' and imports' first-use memory then lies below the baseline, not in the peak."""
-    from hvdlm.models import build_model
-    from hvdlm.training.optim import make_optimizer
     tiny = build_model(dataclasses.replace(cfg.model, n_layer=1, n_embd=32, n_head=2))
     optimizer = make_optimizer(tiny, cfg.train)
     x = torch.randint(0, cfg.model.vocab_size, (2, cfg.model.seq_len + 1))
@@ -101,15 +112,6 @@ def warm_up(cfg) -> None:
 
 def rank_main(args: argparse.Namespace) -> None:
     """One rank: train, then write {peak bytes above the baseline, step times}."""
-    from hvdlm.cluster import distributed
-    from hvdlm.config import load_config
-    from hvdlm.training import malloc
-    from hvdlm.training.data import open_dataset
-    from hvdlm.training.trainer import Callback, Trainer
-    try:  # the metrics writer's import, done before the baseline
-        import torch.utils.tensorboard  # noqa: F401
-    except ImportError:
-        pass
     rank, _ = harness.start_rank(args.result, args.cores_per_rank)
     cfg = load_config(None, overrides(args.stage, args.steps, args.micro_batch, args.device,
                                       args.set))
@@ -152,9 +154,6 @@ def rank_main(args: argparse.Namespace) -> None:
 
 def plan(data: Path, np_: int, stage: int, micro_batch: int, extra: Sequence[str] = ()
          ) -> dict[str, int]:
-    from hvdlm.config import load_config
-    from hvdlm.training.data import open_dataset
-    from hvdlm.training.estimate import estimate
     cfg = load_config(None, overrides(stage, 1, micro_batch, "cpu", extra)
                       + [f"model.vocab_size={open_dataset(data).vocab_size}"])
     e = estimate(cfg, np_, stage)

@@ -252,6 +252,7 @@ def _hand_made_run(tmp_path: Path, arch: str) -> Path:
     config.model.kernel_size, config.model.dilation_growth = 3, 2   # cnn: sees 7 tokens
     config.model.seq_len, config.model.vocab_size = 16, tokenizer.vocab_size
     run = tmp_path / "run"
+    torch.manual_seed(0)  # the same untrained model whatever ran before in this process
     checkpoint.save(run, checkpoint.TrainingState(
         model=build_model(config.model).state_dict(), optimizer={}, step=0, consumed_samples=0,
         config=config.to_dict(), tokenizer_sha256=tokenizer.sha256), keep=1)
@@ -287,7 +288,8 @@ def test_other_architectures_explain_without_attention(tmp_path, arch):
         return
     assert rec["torch_max_error"] < 1e-5 and len(rec["layers"]) == 2
     assert list(rec["layers"][0]["gates"]) == list(recurrent.GATES[CELLS[arch]])
-    assert len(rec["layers"][0]["hidden_norm"]) == 16         # the focus window's inputs
+    window = text["focus"]["window"]
+    assert len(rec["layers"][0]["hidden_norm"]) == window[1] - window[0] - 1  # its inputs
     assert rec["span"] == [text["focus"]["window"][0], text["focus"]["window"][1] - 1]
 
 
@@ -322,7 +324,7 @@ def test_missing_run_and_taken_out_are_one_line(tiny_run, tmp_path, capsys):
     assert capsys.readouterr().err == f"hvdlm.explain: error: {tmp_path / 'nope'}: no such run " \
                                       "folder\n"
     assert explain("--run", tiny_run, "--file", tmp_path / "no.txt", "--out", tmp_path / "r") == 1
-    assert "no.txt: cannot read as UTF-8 text" in capsys.readouterr().err
+    assert "no.txt: cannot read the --file (No such file or directory)" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "keep").write_text("x")

@@ -112,16 +112,16 @@ def test_non_finite_steps_are_skipped_on_all_ranks_then_stop(byte_dataset, tmp_p
     assert "non-finite gradient norm" in proc.stderr
     assert (run / "checkpoints" / "step-00000006.pt").exists()
 
-    # More bad steps than allowed: a clear error on every rank, the last good checkpoint kept.
+    # More bad steps than allowed: one clear error (rank 0's; the others wait for the launcher
+    # to end them, issue 33), the last good checkpoint kept.
     run = tmp_path / "stopped"
     proc = train(2, byte_dataset, run, "train.max_steps=20", "train.max_bad_steps=2",
                  "train.ckpt_interval=2", env={"HVDLM_FAULT_NONFINITE": "1:2,0:3,1:4"},
                  check=False)
     assert proc.returncode != 0
     rank_lines = [line for line in proc.stderr.splitlines() if line.startswith("[")]
-    for rank in (0, 1):  # both ranks say why, neither shows a traceback (horovodrun itself may)
-        assert any(line.startswith(f"[{rank}]") and "more than train.max_bad_steps=2 non-finite"
-                   in line for line in rank_lines), proc.stderr
+    said = [line for line in rank_lines if "more than train.max_bad_steps=2 non-finite" in line]
+    assert said and said[0].startswith("[0]"), proc.stderr  # no rank shows a traceback (below)
     assert not any("Traceback" in line for line in rank_lines)
     # Steps 3 and 4 (0-based 2, 3) were skipped: the step-4 checkpoint holds step 2's weights.
     assert sorted(p.name for p in (run / "checkpoints").glob("*.pt")) == \

@@ -90,7 +90,7 @@ def test_train_keeps_freed_memory_on_cpu_unless_the_config_says_no(keep, monkeyp
     """train.keep_freed_memory=false is the off switch (it was HVDLM_KEEP_FREED_MEMORY=0)."""
     calls = []
     monkeypatch.setattr(trainer.distributed, "init",
-                        lambda device, run, pin_cores: SimpleNamespace(device=torch.device("cpu"),
+                        lambda device, run, **_: SimpleNamespace(device=torch.device("cpu"),
                                                                        rank=0))
     monkeypatch.setattr(malloc, "keep_freed_memory", lambda: calls.append("kept"))
     monkeypatch.setattr(trainer, "setup_logging", started)

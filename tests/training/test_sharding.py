@@ -156,11 +156,13 @@ def test_a_loss_scale_is_taken_out_before_clipping(stage):
         assert torch.allclose(flat(got_net), flat(net), rtol=0, atol=1e-5 * flat(net).abs().max())
 
 
-def test_stage_1_on_two_ranks_is_bitwise_the_plain_step():
+def test_stage_1_on_two_ranks_is_the_plain_step_up_to_rounding():
+    # Not bitwise: the norm over flat slices groups the sums differently from
+    # clip_grad_norm_'s per-tensor norms, which shows with one intra-op thread (~1e-8).
     net, _, norms = reference(2, steps=4)
     for got_net, _, got_norms, _ in sharded(2, 1, steps=4):
-        assert got_norms == norms
-        assert torch.equal(flat(got_net), flat(net))
+        assert got_norms == pytest.approx(norms, rel=1e-6)
+        assert (flat(got_net) - flat(net)).norm() <= 1e-6 * flat(net).norm()
 
 
 def test_each_rank_holds_a_quarter_of_the_state_on_four_ranks():
