@@ -251,8 +251,7 @@ def _hand_made_run(tmp_path: Path, arch: str) -> Path:
     config.model.arch, config.model.n_layer, config.model.n_embd = arch, 2, 16
     config.model.kernel_size, config.model.dilation_growth = 3, 2   # cnn: sees 7 tokens
     config.model.seq_len, config.model.vocab_size = 16, tokenizer.vocab_size
-    run = tmp_path / "run"
-    torch.manual_seed(0)  # the same untrained model whatever ran before in this process
+    run, _ = tmp_path / "run", torch.manual_seed(0)  # the same model whatever ran before
     checkpoint.save(run, checkpoint.TrainingState(
         model=build_model(config.model).state_dict(), optimizer={}, step=0, consumed_samples=0,
         config=config.to_dict(), tokenizer_sha256=tokenizer.sha256), keep=1)
@@ -288,8 +287,7 @@ def test_other_architectures_explain_without_attention(tmp_path, arch):
         return
     assert rec["torch_max_error"] < 1e-5 and len(rec["layers"]) == 2
     assert list(rec["layers"][0]["gates"]) == list(recurrent.GATES[CELLS[arch]])
-    window = text["focus"]["window"]
-    assert len(rec["layers"][0]["hidden_norm"]) == window[1] - window[0] - 1  # its inputs
+    assert len(rec["layers"][0]["hidden_norm"]) == rec["span"][1] - rec["span"][0]  # its inputs
     assert rec["span"] == [text["focus"]["window"][0], text["focus"]["window"][1] - 1]
 
 
